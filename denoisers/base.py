@@ -1,0 +1,123 @@
+"""The denoiser contract and conversions between parameterisations.
+
+A denoiser is an ``equinox.Module`` (a PyTree: its array leaves are parameters) with
+
+* ``prediction``: one of ``PREDICTIONS`` (what ``__call__`` returns),
+* ``schedule``: the noise schedule it was trained with,
+* ``cost``: relative cost of one evaluation per sample (FLOPs where known),
+* ``data_mean``: the data mean (used by the analytical first step; zeros if unknown),
+* ``__call__(x, t, cond=None)``: x of shape (batch, *data_shape), t a scalar or (batch,).
+
+With ``x_t = alpha x0 + sigma eps`` the parameterisations relate as
+``v = alpha eps - sigma x0`` (Salimans & Ho 2022), ``score = -eps / sigma``,
+``flow = alpha' x0 + sigma' eps`` (the velocity dx_t/dt).
+"""
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+PREDICTIONS = ("eps", "x0", "v", "score", "flow")
+
+
+def check_prediction(kind: str) -> str:
+    if kind not in PREDICTIONS:
+        raise ValueError(f"prediction: unknown kind {kind!r}; allowed: {list(PREDICTIONS)}")
+    return kind
+
+
+def _bcast(a, x):
+    a = jnp.asarray(a, dtype=x.dtype)
+    return a.reshape(a.shape + (1,) * (x.ndim - a.ndim))
+
+
+def _alpha_sigma_and_rates(schedule, t):
+    alpha, dalpha = jax.jvp(schedule.alpha, (t,), (jnp.ones_like(t),))
+    sigma, dsigma = jax.jvp(schedule.sigma, (t,), (jnp.ones_like(t),))
+    return alpha, sigma, dalpha, dsigma
+
+
+def to_x0_eps(pred, kind: str, x, t, schedule):
+    """Return (x0, eps) implied by a prediction of the given kind at (x, t)."""
+    check_prediction(kind)
+    t = jnp.asarray(t, dtype=x.dtype)
+    if kind == "flow":
+        a, s, da, ds = (_bcast(v, x) for v in _alpha_sigma_and_rates(schedule, t))
+        det = a * ds - s * da
+        return (ds * x - s * pred) / det, (a * pred - da * x) / det
+    a, s = _bcast(schedule.alpha(t), x), _bcast(schedule.sigma(t), x)
+    if kind == "x0":
+        return pred, (x - a * pred) / s
+    if kind == "eps":
+        eps = pred
+    elif kind == "score":
+        eps = -s * pred
+    else:  # v: x0 = (alpha x - sigma v)/(alpha^2+sigma^2), eps = (sigma x + alpha v)/(alpha^2+sigma^2)
+        n = a**2 + s**2
+        return (a * x - s * pred) / n, (s * x + a * pred) / n
+    return (x - s * eps) / a, eps
+
+
+def from_x0_eps(x0, eps, kind: str, x, t, schedule):
+    """Express (x0, eps) at (x, t) as a prediction of the given kind (inverse of ``to_x0_eps``)."""
+    check_prediction(kind)
+    t = jnp.asarray(t, dtype=x.dtype)
+    if kind == "x0":
+        return x0
+    if kind == "eps":
+        return eps
+    if kind == "flow":
+        a, s, da, ds = (_bcast(v, x) for v in _alpha_sigma_and_rates(schedule, t))
+        return da * x0 + ds * eps
+    a, s = _bcast(schedule.alpha(t), x), _bcast(schedule.sigma(t), x)
+    if kind == "score":
+        return -eps / s
+    return a * eps - s * x0
+
+
+def convert(pred, from_kind: str, to_kind: str, x, t, schedule):
+    """Convert a prediction between parameterisations through the schedule."""
+    x0, eps = to_x0_eps(pred, from_kind, x, t, schedule)
+    return from_x0_eps(x0, eps, to_kind, x, t, schedule)
+
+
+def x0_eps(model, x, t, cond=None):
+    """Evaluate a denoiser and return its (x0, eps) predictions."""
+    return to_x0_eps(model(x, t, cond), model.prediction, x, t, model.schedule)
+
+
+class Denoiser(eqx.Module):
+    """Optional base class for denoisers (any module with the same attributes works)."""
+
+    def __call__(self, x, t, cond=None):
+        raise NotImplementedError
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+
+class Converted(eqx.Module):
+    """Wrap a denoiser so that it returns another parameterisation of the same prediction."""
+
+    inner: eqx.Module
+    prediction: str = eqx.field(static=True)
+
+    def __init__(self, inner, prediction: str):
+        self.inner, self.prediction = inner, check_prediction(prediction)
+
+    @property
+    def schedule(self):
+        return self.inner.schedule
+
+    @property
+    def cost(self):
+        return self.inner.cost
+
+    @property
+    def data_mean(self):
+        return self.inner.data_mean
+
+    def __call__(self, x, t, cond=None):
+        return convert(self.inner(x, t, cond), self.inner.prediction, self.prediction, x, t, self.schedule)

@@ -1,0 +1,21 @@
+"""Noise schedules and time discretizations.
+
+A noise schedule defines the forward process ``x_t = alpha(t) x_0 + sigma(t) eps`` and its
+half log-SNR ``lambda(t) = log alpha(t) - log sigma(t)`` (Lu et al., DPM-Solver, 2022).
+"""
+from schedules.base import NoiseSchedule, EDM, Flow, VPCosine, VPDiscrete, VPLinear
+from schedules.discretize import DISCRETIZATIONS, discretize, validate_ts
+
+__all__ = [
+    "NoiseSchedule", "VPLinear", "VPCosine", "VPDiscrete", "EDM", "Flow",
+    "discretize", "validate_ts", "DISCRETIZATIONS", "by_name",
+]
+
+
+def by_name(name: str, **kwargs) -> NoiseSchedule:
+    """Build a schedule from its name (config edge only)."""
+    table = {"vp_linear": VPLinear, "vp_cosine": VPCosine, "edm": EDM, "flow": Flow,
+             "vp_discrete": VPDiscrete.ddpm_linear}
+    if name not in table:
+        raise ValueError(f"schedule: unknown name {name!r}; allowed: {sorted(table)}")
+    return table[name](**kwargs)

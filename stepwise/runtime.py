@@ -1,0 +1,106 @@
+"""Shared command-line plumbing: configs with overrides, run directories, atomic writes, builders."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+BASE_CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "base.py")
+
+
+def load_config(path: str | None, overrides: list[str]):
+    """Resolve an ml_collections config file plus ``--config.a.b=value`` overrides.
+
+    Unknown fields and values of the wrong type raise before any work starts, naming the field.
+    """
+    from absl import flags
+    from ml_collections import config_flags
+
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", default=path or BASE_CONFIG, flag_values=fv,
+                                    lock_config=True)
+    bad = [o for o in overrides if not o.startswith("--config.")]
+    if bad:
+        raise SystemExit(f"error: unrecognized arguments {bad}; config overrides look like --config.nfe=5")
+    try:
+        fv(["stepwise"] + ([f"--config={path}"] if path else []) + list(overrides))
+    except (flags.Error, KeyError, AttributeError, TypeError, ValueError) as e:
+        raise SystemExit(f"error: bad config override: {e}") from None
+    return fv.config
+
+
+def make_workdir(command: str, workdir: str | None) -> Path:
+    """The run directory: ``--workdir`` or runs/<command>-<timestamp>; existing ones are reused."""
+    if not workdir:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        workdir = os.path.join("runs", f"{command}-{stamp}")
+    p = Path(workdir).resolve()
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_jsonable) + "\n").encode())
+
+
+def atomic_savez(path: Path, **arrays) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+    os.close(fd)
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _jsonable(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    return str(o)
+
+
+def save_config(workdir: Path, config) -> None:
+    atomic_write_json(workdir / "config.json", config.to_dict())
+
+
+def build_schedule(config):
+    import schedules
+    return schedules.by_name(config.schedule)
+
+
+def build_model(config, schedule):
+    """The denoiser named by ``config.model`` bound to ``schedule``."""
+    import denoisers
+
+    kind = config.model.kind
+    if kind == "digits_gmm":
+        return denoisers.digits_gmm(components=config.model.components, size=config.model.size,
+                                    seed=config.model.fit_seed, schedule=schedule,
+                                    covariance=config.model.covariance)
+    raise SystemExit(f"error: config.model.kind={kind!r} is not supported; allowed: ['digits_gmm']")
+
+
+def build_plan(config, schedule):
+    """A preset at ``config.nfe`` on ``config.discretization`` (or a schedule file, ``config.plan``)."""
+    import solvers
+
+    if config.plan:
+        from search.schedule_file import load_plan
+        return load_plan(config.plan)
+    p = solvers.preset(config.solver)
+    opts = {"order": config.order} if "order" in p.options else {}
+    return solvers.build_preset(config.solver, config.nfe, schedule, config.discretization, **opts)

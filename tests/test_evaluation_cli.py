@@ -1,0 +1,106 @@
+"""The evaluation command modules (stats, evaluate, train-features, convert-inception)."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from stepwise.commands import convert_inception, evaluate, stats, train_features
+
+
+def _cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="stepwise")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for mod in (evaluate, stats, convert_inception, train_features):
+        mod.add_parser(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def _digits_flat():
+    return load_digits().images.reshape(-1, 64).astype(np.float32) / 16 * 2 - 1
+
+
+def test_help_texts_show_examples(capsys):
+    for cmd in ("evaluate", "stats", "convert-inception", "train-features"):
+        with pytest.raises(SystemExit):
+            _cli([cmd, "--help"])
+        assert f"stepwise {cmd}" in capsys.readouterr().out
+
+
+def test_evaluate_exact_moments(tmp_path):
+    rng = np.random.default_rng(0)
+    d, n = 5, 5000
+    a = rng.standard_normal((d, d)) * 0.5
+    cov, mean = a @ a.T + 0.1 * np.eye(d), rng.standard_normal(d)
+    x = rng.multivariate_normal(mean, cov, size=n) + 0.3  # shifted by 0.3 in every coordinate
+    np.savez(tmp_path / "samples.npz", samples=x.astype(np.float32), exact_mean=mean,
+             exact_cov=cov)
+    assert _cli(["evaluate", "--samples", str(tmp_path / "samples.npz"), "--exact",
+                 "--bootstrap", "5"]) == 0
+    doc = json.loads((tmp_path / "metrics.json").read_text())
+    m = doc["metrics"][0]
+    assert m["name"] == "frechet_exact" and m["n"] == n and "n_ref" not in m
+    assert abs(m["value"] - d * 0.09) < 0.05  # |shift|^2 = 0.45, sample noise ~ 0.01
+    assert doc["metrics"][1]["name"] == "frechet_exact_bootstrap"
+    # errors: no exact moments in the file, or non-identity features
+    np.savez(tmp_path / "plain.npz", samples=x.astype(np.float32))
+    assert _cli(["evaluate", "--samples", str(tmp_path / "plain.npz"), "--exact"]) == 2
+    assert _cli(["evaluate", "--samples", str(tmp_path / "samples.npz"), "--exact",
+                 "--features", "digits"]) == 2
+
+
+def test_stats_then_evaluate_against_data_and_ref(tmp_path, capsys):
+    digits = _digits_flat()
+    samples = digits[::2] + np.random.default_rng(1).normal(0, 0.05, digits[::2].shape)
+    np.savez(tmp_path / "samples.npz", samples=samples.astype(np.float32))
+    ref = tmp_path / "digits_ref.npz"
+    assert _cli(["stats", "--data", "digits", "--out", str(ref)]) == 0
+    with np.load(ref) as f:
+        np.testing.assert_allclose(f["mu"], digits.mean(0), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(f["sigma"], np.cov(digits, rowvar=False), rtol=1e-4, atol=1e-6)
+        assert int(f["n"]) == 1797
+
+    out_a, out_b = tmp_path / "a", tmp_path / "b"
+    assert _cli(["evaluate", "--samples", str(tmp_path / "samples.npz"), "--ref", str(ref),
+                 "--out", str(out_a)]) == 0
+    assert _cli(["evaluate", "--samples", str(tmp_path / "samples.npz"), "--data", "digits",
+                 "--kid-subsets", "5", "--kid-subset-size", "200", "--fid-inf",
+                 "--out", str(out_b)]) == 0
+    printed = capsys.readouterr().out
+    assert "| fid |" in printed and "| kid |" in printed
+    a = json.loads((out_a / "metrics.json").read_text())["metrics"]
+    b = {m["name"]: m for m in json.loads((out_b / "metrics.json").read_text())["metrics"]}
+    assert a[0]["value"] == pytest.approx(b["fid"]["value"], rel=1e-5)
+    assert (b["fid"]["n"], b["fid"]["n_ref"], b["kid"]["subset_size"]) == (899, 1797, 200)
+    assert 0 < b["fid"]["value"] < 5 and "fid_inf" in b
+    # a reference of another dimension is refused with a clear message
+    np.savez(tmp_path / "wrong.npz", samples=np.zeros((10, 16), np.float32))
+    assert _cli(["evaluate", "--samples", str(tmp_path / "wrong.npz"), "--ref", str(ref)]) == 2
+    assert "dimension" in capsys.readouterr().err
+
+
+def test_train_features_then_evaluate_in_feature_space(tmp_path, capsys):
+    net_dir = tmp_path / "net"
+    assert _cli(["train-features", "--data", "digits", "--out", str(net_dir), "--steps", "40",
+                 "--feature-dim", "32"]) == 0
+    assert "held-out accuracy" in capsys.readouterr().out
+    np.savez(tmp_path / "samples.npz", samples=_digits_flat()[:300])
+    assert _cli(["evaluate", "--samples", str(tmp_path / "samples.npz"), "--data", "digits",
+                 "--features", "digits", "--feature-net", str(net_dir),
+                 "--kid-subsets", "3", "--kid-subset-size", "100"]) == 0
+    doc = json.loads((tmp_path / "metrics.json").read_text())
+    assert doc["features"] == "digits" and doc["metrics"][0]["n"] == 300
+    # a missing net is explained, not a traceback
+    assert _cli(["stats", "--data", "digits", "--features", "digits", "--feature-net",
+                 str(tmp_path / "none"), "--out", str(tmp_path / "x.npz")]) == 2
+    assert "train-features" in capsys.readouterr().err
+
+
+def test_convert_inception_reports_missing_file(tmp_path, capsys):
+    assert _cli(["convert-inception", str(tmp_path / "missing.pth"),
+                 str(tmp_path / "out.npz")]) == 2
+    assert "error" in capsys.readouterr().err
