@@ -19,7 +19,7 @@ import numpy as np
 
 from configs.train_defaults import train_defaults
 from denoisers.data import load_digits
-from denoisers.train import load_denoiser, train
+from denoisers.train import export_params, load_denoiser, train
 from denoisers.unet import forward_seconds
 
 
@@ -80,9 +80,7 @@ def main():
         r = train(train_x, c, wd)
         wall = time.perf_counter() - t0
         model = load_denoiser(wd)
-        flat = {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)
-                for path, v in jax.tree_util.tree_leaves_with_path(model.params)}
-        np.savez(os.path.join(wd, "ema_params.npz"), **flat)     # orbax-free copy of the weights
+        export_params(model, wd)       # orbax-free copy of the weights
         fwd = forward_seconds(model)
         fid = fid_nfe20(model, held_out, n=args.fid_samples)
         results[preset] = dict(params=int(sum(p.size for p in jax.tree.leaves(model.params))),

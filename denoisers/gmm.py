@@ -28,12 +28,13 @@ class GaussianMixture(eqx.Module):
     eigvecs: jnp.ndarray       # (K, d, d), columns are eigenvectors
     eigvals: jnp.ndarray       # (K, d)
     schedule: NoiseSchedule
+    component_class: np.ndarray | None = None  # (K,) class label of each component (conditional)
     prediction: str = eqx.field(static=True, default="x0")
     data_shape: tuple = eqx.field(static=True, default=None)
     cost: float = eqx.field(static=True, default=1.0)
 
     def __init__(self, weights, means, covariances, schedule: NoiseSchedule | None = None,
-                 data_shape: tuple | None = None):
+                 data_shape: tuple | None = None, component_class=None):
         weights = np.asarray(weights, np.float64)
         means = np.asarray(means, np.float64)
         covs = np.asarray(covariances, np.float64)
@@ -56,7 +57,25 @@ class GaussianMixture(eqx.Module):
         if int(np.prod(self.data_shape)) != d:
             raise ValueError(f"GaussianMixture: data_shape {self.data_shape} does not have {d} entries")
         self.cost = float(k * d * d)
+        if component_class is not None:
+            component_class = np.asarray(component_class, np.int32)
+            if component_class.shape != (k,) or np.any(component_class < 0):
+                raise ValueError("component_class: need one non-negative class label per component")
+        self.component_class = component_class
 
+    @property
+    def num_classes(self) -> int:
+        return 0 if self.component_class is None else int(np.max(self.component_class)) + 1
+
+    def _class_logits(self, cond, dt):
+        """log-weights (B, K) given labels; label -1 (or no classes) keeps the whole mixture."""
+        lw = jnp.asarray(self.log_weights, dt)[None]
+        if cond is None or self.component_class is None:
+            return lw
+        cc = jnp.asarray(self.component_class)
+        cond = jnp.asarray(cond).reshape(-1, 1)
+        keep = (cond < 0) | (cc[None] == cond)
+        return jnp.where(keep, lw, -jnp.inf)
     @property
     def dim(self) -> int:
         return int(self.means.shape[1])
@@ -70,7 +89,7 @@ class GaussianMixture(eqx.Module):
         w = jax.nn.softmax(jnp.asarray(self.log_weights))
         return (w @ jnp.asarray(self.means)).reshape(self.data_shape)
 
-    def _posterior(self, x, t):
+    def _posterior(self, x, t, cond=None):
         """Responsibilities (B, K) and per-component posterior means (B, K, d) for flat x (B, d)."""
         dt = x.dtype
         t = jnp.broadcast_to(jnp.asarray(t, dt), x.shape[:1])
@@ -79,30 +98,40 @@ class GaussianMixture(eqx.Module):
         U, lam, mu = (jnp.asarray(a, dt) for a in (self.eigvecs, self.eigvals, self.means))
         y = jnp.einsum("bd,kde->bke", x, U) - a * jnp.einsum("kd,kde->ke", mu, U)[None]
         var = a**2 * lam[None] + s2                       # (B, K, d)
-        logp = (jnp.asarray(self.log_weights, dt)[None]
-                - 0.5 * jnp.sum(y**2 / var + jnp.log(var), axis=-1))
+        logp = self._class_logits(cond, dt) - 0.5 * jnp.sum(y**2 / var + jnp.log(var), axis=-1)
         resp = jax.nn.softmax(logp, axis=-1)
         post = mu[None] + jnp.einsum("bke,kde->bkd", a * lam[None] / var * y, U)
         return resp, post
 
     def __call__(self, x, t, cond=None):
         flat = x.reshape(x.shape[0], -1)
-        resp, post = self._posterior(flat, t)
+        resp, post = self._posterior(flat, t, cond)
         return jnp.einsum("bk,bkd->bd", resp, post).reshape(x.shape)
 
-    def moments(self):
-        """Exact mean (d,) and covariance (d, d) of the data distribution (float64 NumPy)."""
+    def _weights(self, label):
         w = np.exp(np.asarray(self.log_weights, np.float64))
+        if label is not None and label >= 0:
+            if self.component_class is None or label >= self.num_classes:
+                raise ValueError(f"label: {label} is not a class of this mixture "
+                                 f"(classes: {self.num_classes})")
+            w = np.where(self.component_class == label, w, 0.0)
+        return w / w.sum()
+
+    def moments(self, label: int | None = None):
+        """Exact mean (d,) and covariance (d, d) of the data (or one class's) distribution (float64)."""
+        w = self._weights(label)
         U, lam, mu = (np.asarray(a, np.float64) for a in (self.eigvecs, self.eigvals, self.means))
         covs = np.einsum("kde,ke,kfe->kdf", U, lam, U)
         mean = w @ mu
         second = np.einsum("k,kdf->df", w, covs + np.einsum("kd,kf->kdf", mu, mu))
         return mean, second - np.outer(mean, mean)
 
-    def sample(self, key, n: int):
-        """n exact samples of the data distribution, shape (n, *data_shape)."""
+    def sample(self, key, n: int, label: int | None = None):
+        """n exact samples of the data (or one class's) distribution, shape (n, *data_shape)."""
         kc, kz = jax.random.split(key)
-        comp = jax.random.categorical(kc, jnp.asarray(self.log_weights), shape=(n,))
+        with np.errstate(divide="ignore"):
+            logits = np.log(self._weights(label))
+        comp = jax.random.categorical(kc, jnp.asarray(logits), shape=(n,))
         U, lam, mu = (jnp.asarray(a) for a in (self.eigvecs, self.eigvals, self.means))
         z = jax.random.normal(kz, (n, self.dim), dtype=mu.dtype)
         x = mu[comp] + jnp.einsum("nde,ne->nd", U[comp], jnp.sqrt(lam[comp]) * z)
@@ -154,3 +183,25 @@ def digits_gmm(components: int = 10, size: int = 8, seed: int = 0, schedule: Noi
     if components < 1:
         raise ValueError(f"components: must be >= 1, got {components}")
     return fit_mixture(load_digits_data(size), components, seed, covariance, schedule=schedule)
+
+
+def digits_gmm_conditional(components_per_class: int = 2, size: int = 8, seed: int = 0,
+                           schedule: NoiseSchedule | None = None) -> GaussianMixture:
+    """Class-conditional benchmark: a mixture fitted per digit class, joined with the class
+    frequencies. ``model(x, t, labels)`` is the exact conditional denoiser (label -1: unconditional),
+    so the classifier-free-guided ODE is exact too."""
+    from sklearn.datasets import load_digits
+    from sklearn.mixture import GaussianMixture as SkGMM
+
+    data, labels = load_digits_data(size), load_digits().target
+    ws, mus, covs, cls = [], [], [], []
+    for c in range(10):
+        xc = data[labels == c]
+        gm = SkGMM(n_components=components_per_class, covariance_type="full", random_state=seed,
+                   reg_covar=1e-3, max_iter=200).fit(xc)
+        ws.append(gm.weights_ * len(xc) / len(data))
+        mus.append(gm.means_)
+        covs.append(gm.covariances_)
+        cls.append(np.full(components_per_class, c))
+    return GaussianMixture(np.concatenate(ws), np.concatenate(mus), np.concatenate(covs), schedule,
+                           component_class=np.concatenate(cls))

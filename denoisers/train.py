@@ -36,6 +36,7 @@ from denoisers.base import check_prediction, from_x0_eps, to_x0_eps
 from denoisers.unet import FlaxDenoiser, build_network, forward_flops, forward_seconds, init_params
 
 MODEL_JSON = "model.json"
+EXPORT_NPZ = "ema_params.npz"      # orbax-free copy of the EMA weights (see export_params)
 
 
 # ----------------------------------------------------------------------------------------------- metrics
@@ -380,7 +381,8 @@ def load_denoiser(workdir_or_ckpt: str, which: str = "best") -> FlaxDenoiser:
 
     ``workdir_or_ckpt``: a training workdir (holding ``model.json``); ``which`` picks ``"best"`` (lowest
     held-out loss) or ``"latest"``. A step directory (``<workdir>/checkpoints/<step>`` or
-    ``<workdir>/best/<step>``) loads that step.
+    ``<workdir>/best/<step>``) loads that step. A workdir without checkpoints but with
+    ``ema_params.npz`` (``export_params``) loads from that file.
     """
     import orbax.checkpoint as ocp
 
@@ -400,6 +402,10 @@ def load_denoiser(workdir_or_ckpt: str, which: str = "best") -> FlaxDenoiser:
     mean_path = os.path.join(workdir, "data_mean.npy")
     data_mean = np.load(mean_path) if os.path.exists(mean_path) else None
 
+    npz = os.path.join(workdir, EXPORT_NPZ)
+    if step_dir is None and not any(os.path.isdir(os.path.join(workdir, d)) for d in ("best", "checkpoints")):
+        if os.path.exists(npz):
+            return denoiser_from_spec(spec, _load_npz_params(spec, npz), data_mean)
     if step_dir is None:
         sub = {"best": "best", "latest": "checkpoints"}.get(which)
         if sub is None:
@@ -414,6 +420,31 @@ def load_denoiser(workdir_or_ckpt: str, which: str = "best") -> FlaxDenoiser:
             raise FileNotFoundError(f"load_denoiser: no checkpoint in {workdir}")
         step_dir = os.path.join(workdir, sub, str(step))
     return denoiser_from_spec(spec, _restore_ema(spec, step_dir), data_mean)
+
+
+def _path_key(path) -> str:
+    return "/".join(str(getattr(k, "key", k)) for k in path)
+
+
+def export_params(model: FlaxDenoiser, workdir: str) -> str:
+    """Write the model's parameters to ``<workdir>/ema_params.npz`` (loadable without orbax)."""
+    flat = {_path_key(p): np.asarray(v) for p, v in jax.tree_util.tree_leaves_with_path(model.params)}
+    path = os.path.join(workdir, EXPORT_NPZ)
+    np.savez(path, **flat)
+    return path
+
+
+def _load_npz_params(spec: dict, path: str):
+    module = build_network(spec["arch"], spec["network"])
+    abstract = jax.eval_shape(lambda: init_params(module, jax.random.key(0), tuple(spec["data_shape"]),
+                                                  spec["network"].get("num_class_embeds")))
+    with np.load(path) as z:
+        def get(p, a):
+            v = z[_path_key(p)]
+            if v.shape != a.shape:
+                raise ValueError(f"load_denoiser: {_path_key(p)} has shape {v.shape}, expected {a.shape}")
+            return jnp.asarray(v, a.dtype)
+        return jax.tree_util.tree_map_with_path(get, abstract)
 
 
 def _restore_ema(spec: dict, step_dir: str):

@@ -35,7 +35,7 @@ class FrechetDistanceError(ValueError):
     """The matrix square root in the Fréchet distance failed (non-finite or complex)."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class GaussianStats:
     """Mean ``mu`` (d,), covariance ``sigma`` (d, d), both float64, from ``n`` samples.
 

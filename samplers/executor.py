@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from denoisers import x0_eps
-from solvers.coefficients import corrector_weights, predictor_weights
+from denoisers.guidance import Thresholding, guided_x0_eps
+from solvers.coefficients import StepGeometry, corrector_weights, predictor_weights
 from solvers.plan import DATA, HISTORY, NO_CORRECTOR, UNIC, SolverPlan, validate
 
 _TRACES = {"sample": 0}
@@ -40,18 +40,25 @@ def _is_concrete(tree) -> bool:
     return not any(isinstance(l, jax.core.Tracer) for l in jax.tree.leaves(tree))
 
 
-def sample(denoisers, schedule, plan: SolverPlan, x_T, cond=None, return_trajectory: bool = False):
+def sample(denoisers, schedule, plan: SolverPlan, x_T, cond=None, threshold: Thresholding | None = None,
+           return_trajectory: bool = False):
     """Integrate the probability-flow ODE from x_T along ``plan``; returns x at plan.ts[-1].
 
-    ``denoisers`` is one denoiser or a sequence (the plan's model column indexes it).
-    With ``return_trajectory`` also returns x at every node, shape (N+1, *x_T.shape).
+    ``denoisers`` is one denoiser or a sequence (the plan's model column indexes it; all must
+    share the data shape and be matched in log-SNR). ``cond`` (e.g. class labels, shape (batch,))
+    enables classifier-free guidance with the plan's per-step ``guidance`` scale (one NFE of a
+    doubled batch; scale 1 runs the conditional model alone). ``threshold`` clips the data
+    prediction (``denoisers.Thresholding``). With ``return_trajectory`` also returns x at every
+    node, shape (N+1, *x_T.shape).
     """
     models = _as_models(denoisers)
     if _is_concrete(plan):
         validate(plan, schedule, num_models=len(models))
     if x_T.ndim < 2:
         raise ValueError(f"x_T: expected shape (batch, *data_shape), got {x_T.shape}")
-    return _sample_jit(models, schedule, plan, x_T, cond, return_trajectory)
+    if cond is not None and jnp.shape(cond)[:1] != x_T.shape[:1]:
+        raise ValueError(f"cond: leading dimension {jnp.shape(cond)[:1]} must match the batch {x_T.shape[:1]}")
+    return _sample_jit(models, schedule, plan, x_T, cond, threshold, return_trajectory)
 
 
 def _push(hist, x, x0, eps, node):
@@ -60,11 +67,11 @@ def _push(hist, x, x0, eps, node):
     return roll(xs, x), roll(x0s, x0), roll(epss, eps), roll(nodes, jnp.asarray(node, nodes.dtype))
 
 
-def _eval_branches(models, ts, cond, with_analytic: bool):
-    """Branch list for lax.switch: [keep, (analytic per model), model evaluation per model]."""
+def _eval_branches(models, ts, guidance, cond, threshold, with_analytic: bool):
+    """Branch list for lax.switch: [(analytic per model), model evaluation per model]."""
 
     def evaluate(m):
-        return lambda x, i: x0_eps(m, x, ts[i], cond)
+        return lambda x, i: guided_x0_eps(m, x, ts[i], cond, guidance[i], threshold)
 
     def analytic(m):
         def f(x, i):
@@ -77,16 +84,16 @@ def _eval_branches(models, ts, cond, with_analytic: bool):
     return out + [evaluate(m) for m in models]
 
 
-def _sample_impl(models, schedule, plan: SolverPlan, x_T, cond, return_trajectory: bool):
+def _sample_impl(models, schedule, plan: SolverPlan, x_T, cond, threshold, return_trajectory: bool):
     _TRACES["sample"] += 1
     dt = x_T.dtype
     ts = plan.ts.astype(dt)
     n = ts.shape[0] - 1
     alpha, sigma, lam = schedule.alpha(ts), schedule.sigma(ts), schedule.lambda_(ts)
     m = len(models)
-    evals = _eval_branches(models, ts, cond, with_analytic=False)
-    first = _eval_branches(models, ts, cond, with_analytic=True)
-    s_pts = HISTORY + 1  # history slots + the target slot used by correctors
+    guidance = plan.guidance.astype(dt)
+    evals = _eval_branches(models, ts, guidance, cond, threshold, with_analytic=False)
+    first = _eval_branches(models, ts, guidance, cond, threshold, with_analytic=True)
 
     def combine(w, f_hist, f_new, x_b, a_coef, b_coef):
         acc = jnp.tensordot(w[:HISTORY].astype(dt), f_hist, axes=1)
@@ -112,15 +119,14 @@ def _sample_impl(models, schedule, plan: SolverPlan, x_T, cond, return_trajector
         b = plan.base[i]
         node_b = nodes[b]
         data = plan.prediction[i] == DATA
-        lam_slots = jnp.concatenate([lam[jnp.clip(nodes, 0, n)], lam[i + 1][None]])
-        valid = jnp.concatenate([nodes >= 0, jnp.ones((1,), bool)])
+        slots = jnp.concatenate([jnp.clip(nodes, 0, n), (i + 1)[None]])
         h = lam[i + 1] - lam[node_b]
-        rho = jnp.where(valid, (lam_slots - lam[node_b]) / h, 0.0)
-        z = jnp.where(data, -h, h)
+        geom = StepGeometry(lam=lam[slots], t=ts[slots], valid=jnp.concatenate([nodes >= 0, jnp.ones((1,), bool)]),
+                            base=b, h=h, z=jnp.where(data, -h, h))
         a_coef = jnp.where(data, sigma[i + 1] / sigma[node_b], alpha[i + 1] / alpha[node_b])
         b_coef = jnp.where(data, alpha[i + 1], -sigma[i + 1])
         f_hist = jnp.where(data, x0s, epss)
-        args = (rho, h, z, plan.order[i], plan.variant[i], b, plan.coef[i])
+        args = (geom, plan.order[i], plan.variant[i], plan.expansion[i], plan.coef[i], schedule)
         x_b = xs[b]
         x_pred = combine(predictor_weights(*args), f_hist, None, x_b, a_coef, b_coef)
 
@@ -129,7 +135,7 @@ def _sample_impl(models, schedule, plan: SolverPlan, x_T, cond, return_trajector
         nxt = jnp.minimum(i + 1, n - 1)
 
         def corrected(h_):
-            x0n, epsn = lax.switch(plan.model[nxt], evals, x_pred, i + 1)
+            x0n, epsn = lax.switch(plan.model[nxt], evals, x_pred, jnp.minimum(i + 1, n))
             w = corrector_weights(*args)
             x_new = combine(w, f_hist, jnp.where(data, x0n, epsn), x_b, a_coef, b_coef)
             pushed = _push(h_, x_new, x0n, epsn, i + 1)
@@ -145,7 +151,6 @@ def _sample_impl(models, schedule, plan: SolverPlan, x_T, cond, return_trajector
 
     hist0 = (jnp.zeros((HISTORY,) + x_T.shape, dt), jnp.zeros((HISTORY,) + x_T.shape, dt),
              jnp.zeros((HISTORY,) + x_T.shape, dt), jnp.full((HISTORY,), -1, jnp.int32))
-    del s_pts
     (x, _, _), traj = lax.scan(step, (x_T, hist0, jnp.asarray(False)), jnp.arange(n))
     if return_trajectory:
         return x, jnp.concatenate([x_T[None], traj], axis=0)

@@ -14,31 +14,34 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from denoisers import x0_eps
+from denoisers.guidance import guided_x0_eps
 
 
 def _vector_field(lam, x, args):
-    model, schedule, cond = args
+    model, schedule, cond, scale = args
     t = schedule.t_of_lambda(lam)
     dlog_sigma = jax.jvp(lambda l: schedule.log_sigma(schedule.t_of_lambda(l)), (lam,), (jnp.ones_like(lam),))[1]
-    x0, _ = x0_eps(model, x, t, cond)
+    x0, _ = guided_x0_eps(model, x, t, cond, scale)
     return dlog_sigma * x + schedule.alpha(t) * x0
 
 
 @eqx.filter_jit
-def _solve(model, schedule, x_T, lam0, lam1, rtol, atol, cond, max_steps):
+def _solve(model, schedule, x_T, lam0, lam1, rtol, atol, cond, scale, max_steps):
     term = diffrax.ODETerm(_vector_field)
     sol = diffrax.diffeqsolve(
         term, diffrax.Dopri8(), t0=lam0, t1=lam1, dt0=(lam1 - lam0) / 64, y0=x_T,
-        args=(model, schedule, cond),
+        args=(model, schedule, cond, scale),
         stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
         max_steps=max_steps, saveat=diffrax.SaveAt(t1=True))
     return sol.ys[0], sol.stats["num_steps"]
 
 
 def reference_solve(denoiser, schedule, x_T, t_start=None, t_end=None, rtol: float = 1e-8,
-                    atol: float | None = None, cond=None, max_steps: int = 20000, return_steps=False):
+                    atol: float | None = None, cond=None, guidance: float = 1.0, max_steps: int = 20000,
+                    return_steps=False):
     """The ODE endpoint at t_end (default schedule.t_min) from x_T at t_start (default t_max).
+
+    With ``cond`` the vector field is the classifier-free-guided one at scale ``guidance``.
 
     Use float64 (``jax.config.update("jax_enable_x64", True)``) for tolerances below ~1e-6.
     """
@@ -50,5 +53,6 @@ def reference_solve(denoiser, schedule, x_T, t_start=None, t_end=None, rtol: flo
     atol = rtol if atol is None else atol
     lam0 = schedule.lambda_(jnp.asarray(t0, dt))
     lam1 = schedule.lambda_(jnp.asarray(t1, dt))
-    x, steps = _solve(denoiser, schedule, x_T, lam0, lam1, rtol, atol, cond, max_steps)
+    scale = jnp.asarray(guidance, dt)
+    x, steps = _solve(denoiser, schedule, x_T, lam0, lam1, rtol, atol, cond, scale, max_steps)
     return (x, steps) if return_steps else x

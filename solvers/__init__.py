@@ -1,5 +1,5 @@
 """Solvers: SolverPlan (what a run is), the exponential-integrator maths, and presets that build plans."""
-from solvers.coefficients import (corrector_weights, exact_moments, interpolation_weights,
+from solvers.coefficients import (StepGeometry, corrector_weights, exact_moments, interpolation_weights,
                                   lagrange_monomials, phi, predictor_weights)
 from solvers.plan import (CORRECTOR_CODES, DATA, EXPANSION_CODES, HISTORY, MAX_ORDER, NOISE,
                           PREDICTION_CODES, VARIANT_CODES, SolverPlan, evaluations_per_step,
@@ -10,7 +10,7 @@ from solvers.presets import (PRESETS, Preset, build_preset, ddim, dpm_solver, dp
 __all__ = [
     "SolverPlan", "make_plan", "validate", "nfe", "evaluations_per_step", "stack_plans",
     "NOISE", "DATA", "HISTORY", "MAX_ORDER", "PREDICTION_CODES", "VARIANT_CODES", "EXPANSION_CODES",
-    "CORRECTOR_CODES", "phi", "exact_moments", "lagrange_monomials", "interpolation_weights",
+    "CORRECTOR_CODES", "StepGeometry", "phi", "exact_moments", "lagrange_monomials", "interpolation_weights",
     "predictor_weights", "corrector_weights", "ddim", "dpm_solver", "dpm_solver_pp",
     "multistep_orders", "PRESETS", "Preset", "preset", "build_preset",
 ]

@@ -19,14 +19,31 @@ only in which points they use and how they set the moments of the highest term:
 * ``free``: the highest moment scaled by a free coefficient (a searchable relaxation).
 * ``bh1``/``bh2``: UniPC's B(h) = h or e^h - 1 (Zhao et al. 2023), which only changes the moment
   of a 2-point interpolant (see ``_two_point_moment``).
+* ``equispaced``: the points are placed as if every step had the current step's length in the
+  expansion variable (fixed Adams-Bashforth coefficients: PNDM/iPNDM, Zhang & Chen 2023).
+
+The variable in which the prediction is a polynomial is the ``expansion`` (column of the plan):
+
+* ``lambda``: r = (lambda - lambda_b)/h itself (DPM-Solver, UniPC, diffusers' "logrho" DEIS).
+* ``t``: u = (t - t_b)/(t_target - t_b) (DEIS tAB, Zhang & Chen 2023).
+* ``sigma``: u = (s - s_b)/(s_target - s_b) in the scaled sigma s = sigma/alpha = e^{-lambda}
+  (Euler/Heun/iPNDM in EDM's sigma space, Karras et al. 2022; on eps these are linear multistep
+  methods for dx~/ds = eps with x~ = x/alpha).
+
+In every case the moments are G_k = int_0^1 h e^{z(1-r)} u(r)^k dr (closed form for lambda, 16-node
+Gauss-Legendre quadrature in r otherwise) and the weights are the Lagrange monomials at the points'
+positions u_j times G. The DPM-Solver and B(h) moment rules are defined in lambda only; with the
+t or sigma expansion those variants use exact moments.
 """
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax.numpy as jnp
+import numpy as np
 
-from solvers.plan import BH1, BH2, DPMSOLVER, FREE, TAYLOR
+from solvers.plan import BH1, BH2, DPMSOLVER, EQUISPACED, EXPAND_LAMBDA, EXPAND_SIGMA, EXPAND_T, FREE, TAYLOR
 
 _SERIES_TERMS = 16
 
@@ -71,6 +88,59 @@ def interpolation_weights(rho, mask, moments):
     return lagrange_monomials(rho, mask) @ moments
 
 
+_GL_X, _GL_W = np.polynomial.legendre.leggauss(16)
+GL_NODES = 0.5 * (_GL_X + 1.0)   # Gauss-Legendre nodes on [0, 1]
+GL_WEIGHTS = 0.5 * _GL_W
+
+
+def quadrature_moments(h, z, u_of_r, size: int):
+    """G_k = int_0^1 h e^{z(1-r)} u(r)^k dr, k < size, by 16-node Gauss-Legendre quadrature in r."""
+    r = jnp.asarray(GL_NODES, jnp.result_type(h))
+    kern = h * jnp.exp(z * (1.0 - r)) * jnp.asarray(GL_WEIGHTS, r.dtype)
+    u = u_of_r(r)
+    return jnp.stack([jnp.sum(kern * u**k) for k in range(size)])
+
+
+def _sigma_u(h):
+    """u(r) in the scaled sigma e^{-lambda}, normalised so the base is at 0 and the target at 1."""
+    return lambda r: jnp.expm1(-r * h) / jnp.expm1(-h)
+
+
+def _t_u(geom, schedule):
+    """u(r) in time along the step (needs the schedule's inverse t_of_lambda)."""
+    if schedule is None:  # no schedule: t is taken linear in lambda (exact only for such schedules)
+        return lambda r: r
+    lam_b = geom.lam[geom.base]
+    t_b = schedule.t_of_lambda(lam_b)
+    t_t = schedule.t_of_lambda(lam_b + geom.h)
+    return lambda r: (schedule.t_of_lambda(lam_b + r * geom.h) - t_b) / (t_t - t_b)
+
+
+def expansion_positions(geom, expansion, variant):
+    """Normalised positions u_j (S,) of the slots (base at 0, target slot S-1 at 1)."""
+    s = geom.lam.shape[0]
+    b = geom.base
+    rho = geom.rho
+    lam_b = geom.lam[b]
+    u_sigma = jnp.expm1(-(geom.lam - lam_b)) / jnp.expm1(-geom.h)
+    t_b, t_t = geom.t[b], geom.t[s - 1]
+    u_t = (geom.t - t_b) / (t_t - t_b)
+    u = jnp.where(expansion == EXPAND_SIGMA, u_sigma, jnp.where(expansion == EXPAND_T, u_t, rho))
+    slots = jnp.arange(s)
+    equi = jnp.where(slots == s - 1, 1.0, (b - slots) / (b + 1.0)).astype(rho.dtype)
+    u = jnp.where(variant == EQUISPACED, equi, u)
+    return jnp.where(geom.valid, u, 0.0)
+
+
+def expansion_moments(geom, expansion, schedule, size: int):
+    """Moments G_k (size,) of the kernel against u^k for the step's expansion variable."""
+    h, z = geom.h, geom.z
+    g_lam = exact_moments(h, z, size)
+    g_sig = quadrature_moments(h, z, _sigma_u(h), size)
+    g_t = quadrature_moments(h, z, _t_u(geom, schedule), size)
+    return jnp.where(expansion == EXPAND_SIGMA, g_sig, jnp.where(expansion == EXPAND_T, g_t, g_lam))
+
+
 def _latest(n_points, size: int):
     return jnp.arange(size) < n_points
 
@@ -95,33 +165,55 @@ def _two_point_moment(g, h, z, q, variant):
     return _set(g, 1, (q == 2) & ((variant == BH2) | (variant == DPMSOLVER)), 0.5 * h * phi(1, z))
 
 
-def predictor_weights(rho, h, z, order, variant, base, coef):
-    """Weights (S,) over candidate points (slots 0..S-2: history, newest first; slot S-1: target).
+class StepGeometry(NamedTuple):
+    """Where the points of one step sit. Slots 0..S-2: history (newest first); slot S-1: target.
 
-    rho: (S,) positions (lambda_j - lambda_base)/h of the points; the predictor never uses the
-    target slot.
+    ``lam``/``t`` are the points' log-SNR and time, ``valid`` marks filled slots, ``base`` is the
+    slot of the step's starting node; h = lambda_target - lambda_base, z = -h (data) or +h (noise).
     """
-    s = rho.shape[0]
+
+    lam: jnp.ndarray
+    t: jnp.ndarray
+    valid: jnp.ndarray
+    base: jnp.ndarray
+    h: jnp.ndarray
+    z: jnp.ndarray
+
+    @property
+    def rho(self):
+        """Positions in the step's normalised log-SNR, (lambda_j - lambda_base) / h."""
+        return jnp.where(self.valid, (self.lam - self.lam[self.base]) / self.h, 0.0)
+
+
+def predictor_weights(geom: StepGeometry, order, variant, expansion, coef, schedule=None):
+    """Weights (S,) over the candidate points; the predictor never uses the target slot."""
+    h, z, base = geom.h, geom.z, geom.base
+    s = geom.lam.shape[0]
     slots = jnp.arange(s)
     mask = _latest(order, s) & (slots < s - 1)
-    g = exact_moments(h, z, s)
+    g = expansion_moments(geom, expansion, schedule, s)
+    # the DPM-Solver / B(h) rules are lambda-space rules; elsewhere those variants are exact
+    lam_rule = jnp.where(expansion == EXPAND_LAMBDA, variant, TAYLOR)
     # DPM-Solver-3 singlestep: first derivative from the base and newest points only, exact phi_2.
-    single3 = (variant == DPMSOLVER) & (order == 3) & (base > 0)
+    single3 = (lam_rule == DPMSOLVER) & (order == 3) & (base > 0)
     mask = jnp.where(single3, (slots == 0) | (slots == base), mask)
     q = jnp.where(single3, 2, order)
-    g = _two_point_moment(g, h, z, q, variant)
+    g = _two_point_moment(g, h, z, q, lam_rule)
     # DPM-Solver-3 multistep: its published D2 term carries half the exact moment.
-    g = _set(g, 2, (variant == DPMSOLVER) & (q == 3), 0.5 * g[2])
+    g = _set(g, 2, (lam_rule == DPMSOLVER) & (q == 3), 0.5 * g[2])
     g = _top_scale(g, q, jnp.where(variant == FREE, coef, 1.0))
-    return interpolation_weights(rho, mask, g)
+    return interpolation_weights(expansion_positions(geom, expansion, variant), mask, g)
 
 
-def corrector_weights(rho, h, z, order, variant, base, coef):
-    """UniC weights (S,): the predictor's ``order`` points plus the new value at the target slot."""
-    s = rho.shape[0]
+def corrector_weights(geom: StepGeometry, order, variant, expansion, coef, schedule=None):
+    """Corrector weights (S,): the predictor's ``order`` points plus the new value at the target slot
+    (UniC, Zhao et al. 2023; with ``order`` 1 and the sigma expansion: Heun's trapezoid rule)."""
+    h, z = geom.h, geom.z
+    s = geom.lam.shape[0]
     slots = jnp.arange(s)
     mask = (_latest(order, s) & (slots < s - 1)) | (slots == s - 1)
     q = order + 1
-    g = _two_point_moment(exact_moments(h, z, s), h, z, q, jnp.where(variant == DPMSOLVER, TAYLOR, variant))
+    lam_rule = jnp.where((expansion == EXPAND_LAMBDA) & (variant != DPMSOLVER), variant, TAYLOR)
+    g = _two_point_moment(expansion_moments(geom, expansion, schedule, s), h, z, q, lam_rule)
     g = _top_scale(g, q, jnp.where(variant == FREE, coef, 1.0))
-    return interpolation_weights(rho, mask, g)
+    return interpolation_weights(expansion_positions(geom, expansion, variant), mask, g)

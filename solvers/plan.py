@@ -21,8 +21,9 @@ NOISE, DATA = 0, 1
 PREDICTION_CODES = {"noise": NOISE, "data": DATA}
 
 # Coefficient rule for the derivative terms (column ``variant``).
-TAYLOR, DPMSOLVER, BH1, BH2, FREE = 0, 1, 2, 3, 4
-VARIANT_CODES = {"taylor": TAYLOR, "dpmsolver": DPMSOLVER, "bh1": BH1, "bh2": BH2, "free": FREE}
+TAYLOR, DPMSOLVER, BH1, BH2, FREE, EQUISPACED = 0, 1, 2, 3, 4, 5
+VARIANT_CODES = {"taylor": TAYLOR, "dpmsolver": DPMSOLVER, "bh1": BH1, "bh2": BH2, "free": FREE,
+                 "equispaced": EQUISPACED}
 
 # Variable in which the prediction is interpolated (column ``expansion``).
 EXPAND_LAMBDA, EXPAND_T, EXPAND_SIGMA = 0, 1, 2
@@ -34,7 +35,7 @@ NO_CORRECTOR, UNIC, REEVAL = 0, 1, 2
 CORRECTOR_CODES = {"none": NO_CORRECTOR, "unic": UNIC, "reeval": REEVAL}
 
 # Codes that exist in the plan format but whose coefficients are not derived yet.
-IMPLEMENTED_LATER = {"variant": [], "expansion": [EXPAND_T, EXPAND_SIGMA]}
+IMPLEMENTED_LATER = {"variant": [], "expansion": []}
 
 MAX_ORDER = 4
 HISTORY = 4  # evaluated nodes kept by the sampler (enough for order 4 and base offsets < 4)
@@ -54,7 +55,7 @@ class SolverPlan(eqx.Module):
     ts: jnp.ndarray           # (N+1,) decreasing time nodes
     prediction: jnp.ndarray   # (N,) int32: NOISE | DATA
     order: jnp.ndarray        # (N,) int32: Taylor order 1..4 (history points used)
-    variant: jnp.ndarray      # (N,) int32: TAYLOR | DPMSOLVER | BH1 | BH2 | FREE
+    variant: jnp.ndarray      # (N,) int32: TAYLOR | DPMSOLVER | BH1 | BH2 | FREE | EQUISPACED
     expansion: jnp.ndarray    # (N,) int32: EXPAND_LAMBDA | EXPAND_T | EXPAND_SIGMA
     coef: jnp.ndarray         # (N,) float: free multiplier of the highest-order term (FREE)
     base: jnp.ndarray         # (N,) int32: the step starts from node i - base[i] (0: multistep)
@@ -150,8 +151,8 @@ def validate(plan: SolverPlan, schedule=None, num_models: int | None = None) -> 
 
     check("prediction", np.isin(cols["prediction"], list(PREDICTION_CODES.values())), PREDICTION_CODES)
     check("variant", np.isin(cols["variant"], list(VARIANT_CODES.values())), VARIANT_CODES)
-    check("expansion", ~np.isin(cols["expansion"], IMPLEMENTED_LATER["expansion"]),
-          "lambda (t and sigma expansions are not implemented yet)")
+    check("variant", ~np.isin(cols["variant"], IMPLEMENTED_LATER["variant"]), "an implemented variant")
+    check("expansion", ~np.isin(cols["expansion"], IMPLEMENTED_LATER["expansion"]), "an implemented expansion")
     check("expansion", np.isin(cols["expansion"], list(EXPANSION_CODES.values())), EXPANSION_CODES)
     check("corrector", np.isin(cols["corrector"], list(CORRECTOR_CODES.values())), CORRECTOR_CODES)
     check("order", (cols["order"] >= 1) & (cols["order"] <= MAX_ORDER), f"1..{MAX_ORDER}")

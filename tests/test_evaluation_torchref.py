@@ -118,6 +118,7 @@ def test_inception_features_match_pytorch_fid(reference, tmp_path):
     fn = jax.jit(inc.inception_apply_fn("NCHW"))
     got = np.asarray(fn(params_npz, jnp.asarray(images)))
     rel = np.linalg.norm(got - want) / np.linalg.norm(want)
+    print(f"inception parity: relative error {rel:.2e}")
     assert rel <= 1e-4, rel
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * np.abs(want).max())
 

@@ -1,0 +1,158 @@
+"""Scoring candidate plans: paired noise, exact distances, a cache, one compiled sampler per NFE.
+
+Objectives (lower is better):
+
+* ``teacher_rmse``: root-mean-square distance of the candidate's endpoints to a high-accuracy
+  reference solve of the SAME noises (a few hundred). Its per-sample errors are paired, so its
+  noise is far below that of a distribution distance; by the coupling bound,
+  ``Frechet(candidate, data) <= d * rmse^2`` for the exact denoiser, so it bounds the final metric.
+* ``frechet``: Fréchet distance of the candidate's samples to the exact mixture moments.
+
+Every candidate of a search uses the same noise (paired comparison); plans with the same number
+of steps reuse one compiled executable (``samplers.trace_count``); results are cached by
+:func:`search.space.plan_hash`. With several devices the noise batch is sharded over them.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import samplers
+from search.space import plan_hash
+
+OBJECTIVES = ("teacher_rmse", "frechet")
+BAD_SCORE = 1e6  # non-finite results (a diverging plan) get this score
+
+
+def frechet_to_moments(x: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> float:
+    from evaluation import frechet_distance
+    x = np.asarray(x, np.float64).reshape(x.shape[0], -1)
+    if not np.all(np.isfinite(x)):
+        return float("inf")
+    return float(frechet_distance(x.mean(0), np.cov(x, rowvar=False), mean, cov))
+
+
+def shard_batch(x):
+    """Shard the leading (batch) axis over all devices when there is more than one."""
+    devs = jax.devices()
+    if len(devs) < 2 or x.shape[0] % len(devs):
+        return x
+    mesh = jax.make_mesh((len(devs),), ("data",))
+    spec = jax.sharding.PartitionSpec("data", *([None] * (x.ndim - 1)))
+    return jax.device_put(x, jax.sharding.NamedSharding(mesh, spec))
+
+
+def run_plan(model, schedule, plan, x_T: np.ndarray, batch_size: int) -> np.ndarray:
+    """Sample in fixed-size chunks (one executable per chunk shape)."""
+    outs = []
+    for i in range(0, x_T.shape[0], batch_size):
+        xb = shard_batch(jnp.asarray(x_T[i:i + batch_size]))
+        outs.append(np.asarray(samplers.sample(model, schedule, plan, xb)))
+    return np.concatenate(outs)
+
+
+def reference_endpoints(model, schedule, x_T: np.ndarray, batch_size: int, rtol: float = 1e-6) -> np.ndarray:
+    outs = []
+    for i in range(0, x_T.shape[0], batch_size):
+        xb = jnp.asarray(x_T[i:i + batch_size])
+        outs.append(np.asarray(samplers.reference_solve(model, schedule, xb, rtol=rtol)))
+    return np.concatenate(outs)
+
+
+class Evaluator:
+    """Scores plans on one fixed set of search noises; caches by plan hash.
+
+    ``cache`` maps plan hash -> score and is shared with the search state (so it is saved and
+    restored with it). ``evaluations`` counts plans actually sampled (cache misses).
+    """
+
+    def __init__(self, model, schedule, *, objective: str = "teacher_rmse", num_samples: int = 512,
+                 seed: int = 0, batch_size: int = 2048, rtol: float = 1e-6, use_vmap: bool = False,
+                 cache: dict | None = None, log: Callable[[str], None] | None = None):
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective: must be one of {OBJECTIVES}, got {objective!r}")
+        if num_samples < 2:
+            raise ValueError(f"num_samples: need at least 2, got {num_samples}")
+        self.model, self.schedule, self.objective = model, schedule, objective
+        self.batch_size = int(min(batch_size, num_samples))
+        self.use_vmap = use_vmap
+        shape = (num_samples,) + tuple(model.data_shape)
+        self.x_T = np.asarray(jax.random.normal(jax.random.key(seed), shape) * schedule.prior_std(), np.float32)
+        self.mean, self.cov = model.moments()
+        self.cache = {} if cache is None else cache
+        self.evaluations = 0
+        self.sample_time = 0.0
+        t0 = time.perf_counter()
+        self.teacher = (reference_endpoints(model, schedule, self.x_T, self.batch_size, rtol)
+                        if objective == "teacher_rmse" else None)
+        self.teacher_time = time.perf_counter() - t0
+        if log and self.teacher is not None:
+            log(f"teacher: reference solve of {num_samples} noises in {self.teacher_time:.1f}s")
+
+    def score_samples(self, x: np.ndarray) -> float:
+        if not np.all(np.isfinite(x)):
+            return BAD_SCORE
+        if self.objective == "teacher_rmse":
+            s = float(np.sqrt(np.mean((x.reshape(self.teacher.shape) - self.teacher) ** 2)))
+        else:
+            s = frechet_to_moments(x, self.mean, self.cov)
+        return s if np.isfinite(s) else BAD_SCORE
+
+    def _sample_many(self, plans):
+        if self.use_vmap and len(plans) > 1 and len({p.num_steps for p in plans}) == 1:
+            from solvers import stack_plans
+            for p in plans:
+                p.validate(self.schedule)
+            stacked = stack_plans(plans)
+            xb = jnp.asarray(self.x_T)
+            f = jax.vmap(lambda pl: samplers.sample(self.model, self.schedule, pl, xb))
+            return list(np.asarray(f(stacked)))
+        return [run_plan(self.model, self.schedule, p, self.x_T, self.batch_size) for p in plans]
+
+    def score(self, plans: Sequence) -> list[float]:
+        """Scores of plans (cached ones are not sampled again)."""
+        keys = [plan_hash(p) for p in plans]
+        todo = {}
+        for k, p in zip(keys, plans):
+            if k not in self.cache and k not in todo:
+                todo[k] = p
+        if todo:
+            t0 = time.perf_counter()
+            outs = self._sample_many(list(todo.values()))
+            for k, x in zip(todo, outs):
+                self.cache[k] = self.score_samples(x)
+            self.evaluations += len(todo)
+            self.sample_time += time.perf_counter() - t0
+        return [float(self.cache[k]) for k in keys]
+
+
+def baseline_plans(nfe: int, schedule, orders: Sequence[int] = (1, 2, 3)) -> list[tuple[str, object]]:
+    """Every registered preset x discretization (x order, where the preset has one) at exactly
+    ``nfe`` evaluations; presets that cannot meet the budget are skipped."""
+    import schedules
+    import solvers
+
+    out, seen = [], set()
+    for name in sorted(solvers.PRESETS):
+        p = solvers.PRESETS[name]
+        opts = [{"order": o} for o in orders] if "order" in p.options else [{}]
+        for disc in sorted(schedules.DISCRETIZATIONS):
+            for o in opts:
+                try:
+                    plan = solvers.build_preset(name, nfe, schedule, disc, **o)
+                    plan.validate(schedule)
+                except (ValueError, AssertionError, TypeError):
+                    continue
+                if plan.nfe() != nfe:
+                    continue
+                key = plan_hash(plan)
+                if key in seen:
+                    continue
+                seen.add(key)
+                label = name + (f"(order={o['order']})" if o else "") + f"/{disc}"
+                out.append((label, plan))
+    return out
