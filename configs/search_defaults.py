@@ -10,14 +10,14 @@ import ml_collections
 def search_defaults() -> ml_collections.ConfigDict:
     s = ml_collections.ConfigDict()
     s.strategy = "predictor"          # predictor (S³-style screening) | evolution
-    s.objective = "teacher_rmse"      # teacher_rmse (paired, low variance) | frechet (exact moments)
+    s.objective = "teacher_frechet"   # teacher_frechet | teacher_rmse (paired with a reference solve) | frechet
     s.seed = 0                        # search noise, proposals, predictor init
     s.generations = 14                # generations after the initial population
     s.population = 16                 # survivors kept per generation ((mu + lambda) selection)
     s.top_k = 6                       # parents drawn from the best top_k
     s.children = 10                   # true evaluations per generation
     s.timesteps_only_generations = 3  # first generations move only the time nodes
-    s.search_samples = 512            # noises per candidate (teacher solves them once)
+    s.search_samples = 1024           # noises per candidate (the teacher solves them once)
     s.batch_size = 2048               # sampler chunk (one executable per chunk shape)
     s.vmap = False                    # vmap candidates of a generation over stacked plans
     # search space

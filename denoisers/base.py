@@ -121,3 +121,39 @@ class Converted(eqx.Module):
 
     def __call__(self, x, t, cond=None):
         return convert(self.inner(x, t, cond), self.inner.prediction, self.prediction, x, t, self.schedule)
+
+
+class LowPrecision(eqx.Module):
+    """Evaluate a denoiser in a lower precision (e.g. bfloat16); the sampler keeps its float32 state.
+
+    Inputs and floating parameters are cast to ``dtype``; outputs come back in ``dtype`` and the
+    executor casts them to the solver's dtype.
+    """
+
+    inner: eqx.Module
+    dtype: str = eqx.field(static=True, default="bfloat16")
+
+    @property
+    def prediction(self):
+        return self.inner.prediction
+
+    @property
+    def schedule(self):
+        return self.inner.schedule
+
+    @property
+    def cost(self):
+        return self.inner.cost
+
+    @property
+    def data_mean(self):
+        return self.inner.data_mean
+
+    @property
+    def data_shape(self):
+        return self.inner.data_shape
+
+    def __call__(self, x, t, cond=None):
+        dt = jnp.dtype(self.dtype)
+        low = jax.tree.map(lambda a: a.astype(dt) if eqx.is_inexact_array(a) else a, self.inner)
+        return low(x.astype(dt), jnp.asarray(t).astype(dt), cond).astype(dt)

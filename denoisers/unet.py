@@ -278,6 +278,11 @@ class FlaxDenoiser(eqx.Module):
     sigma_data: float = eqx.field(static=True, default=0.5)
     null_class: int | None = eqx.field(static=True, default=None)
 
+    @property
+    def num_classes(self) -> int:
+        """Classes of a conditional network (the null class excluded), 0 if unconditional."""
+        return 0 if self.null_class is None else int(self.null_class)
+
     def __init__(self, module, params, prediction, schedule, data_shape, cost=1.0, data_mean=None,
                  time_input=("logsnr", 50.0, 0.0), scale_input=False, sigma_data=0.5, null_class=None):
         self.module, self.params, self.schedule = module, params, schedule
@@ -306,6 +311,8 @@ class FlaxDenoiser(eqx.Module):
             labels = jnp.full(x.shape[:1], self.null_class, jnp.int32)
         elif labels is not None:
             labels = jnp.broadcast_to(jnp.asarray(labels, jnp.int32), x.shape[:1])
+            if self.null_class is not None:  # label -1 (denoisers.NULL_LABEL) = unconditional
+                labels = jnp.where(labels < 0, self.null_class, labels)
         return self.module.apply({"params": self.params}, x_in, c_noise, labels).astype(x.dtype)
 
     def with_params(self, params) -> "FlaxDenoiser":

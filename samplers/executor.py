@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from denoisers.guidance import Thresholding, guided_x0_eps
+from samplers.sharding import data_mesh, pad_batch, shard_batch
 from solvers.coefficients import StepGeometry, corrector_weights, predictor_weights
 from solvers.plan import DATA, HISTORY, NO_CORRECTOR, UNIC, SolverPlan, validate
 
@@ -41,7 +42,7 @@ def _is_concrete(tree) -> bool:
 
 
 def sample(denoisers, schedule, plan: SolverPlan, x_T, cond=None, threshold: Thresholding | None = None,
-           return_trajectory: bool = False):
+           return_trajectory: bool = False, devices=None):
     """Integrate the probability-flow ODE from x_T along ``plan``; returns x at plan.ts[-1].
 
     ``denoisers`` is one denoiser or a sequence (the plan's model column indexes it; all must
@@ -49,7 +50,8 @@ def sample(denoisers, schedule, plan: SolverPlan, x_T, cond=None, threshold: Thr
     enables classifier-free guidance with the plan's per-step ``guidance`` scale (one NFE of a
     doubled batch; scale 1 runs the conditional model alone). ``threshold`` clips the data
     prediction (``denoisers.Thresholding``). With ``return_trajectory`` also returns x at every
-    node, shape (N+1, *x_T.shape).
+    node, shape (N+1, *x_T.shape). With several devices (default: all of them) the batch is sharded
+    over a ("data",) mesh and padded to a multiple of the device count.
     """
     models = _as_models(denoisers)
     if _is_concrete(plan):
@@ -58,6 +60,16 @@ def sample(denoisers, schedule, plan: SolverPlan, x_T, cond=None, threshold: Thr
         raise ValueError(f"x_T: expected shape (batch, *data_shape), got {x_T.shape}")
     if cond is not None and jnp.shape(cond)[:1] != x_T.shape[:1]:
         raise ValueError(f"cond: leading dimension {jnp.shape(cond)[:1]} must match the batch {x_T.shape[:1]}")
+    if devices is None:
+        devices = jax.devices() if jax.device_count() > 1 and _is_concrete(x_T) else None
+    if devices is not None and len(devices) > 1:
+        mesh = data_mesh(devices)
+        x_T, n = pad_batch(x_T, len(devices))
+        x_T = shard_batch(x_T, mesh)
+        if cond is not None:
+            cond = shard_batch(pad_batch(jnp.asarray(cond), len(devices))[0], mesh)
+        out = _sample_jit(models, schedule, plan, x_T, cond, threshold, return_trajectory)
+        return (out[0][:n], out[1][:, :n]) if return_trajectory else out[:n]
     return _sample_jit(models, schedule, plan, x_T, cond, threshold, return_trajectory)
 
 
@@ -71,7 +83,10 @@ def _eval_branches(models, ts, guidance, cond, threshold, with_analytic: bool):
     """Branch list for lax.switch: [(analytic per model), model evaluation per model]."""
 
     def evaluate(m):
-        return lambda x, i: guided_x0_eps(m, x, ts[i], cond, guidance[i], threshold)
+        def f(x, i):
+            x0, eps = guided_x0_eps(m, x, ts[i], cond, guidance[i], threshold)
+            return x0.astype(x.dtype), eps.astype(x.dtype)  # solver state keeps its own dtype
+        return f
 
     def analytic(m):
         def f(x, i):

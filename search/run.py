@@ -63,16 +63,28 @@ def make_space(nfe: int, schedule, s: dict, num_models: int = 1) -> SearchSpace:
                        coef_sigma=float(s["coef_sigma"]), p_crossover=float(s["p_crossover"]))
 
 
+def final_noise(model, schedule, num_samples: int, seed: int) -> np.ndarray:
+    return np.asarray(jax.random.normal(jax.random.key(seed), (num_samples,) + tuple(model.data_shape))
+                      * schedule.prior_std(), np.float32)
+
+
 def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: int, batch_size: int,
-                     reference: bool = True, rmse_samples: int = 1000, log=None) -> tuple[list[dict], dict]:
+                     reference: bool = True, rmse_samples: int = 1000, log=None,
+                     final_data: tuple | None = None) -> tuple[list[dict], dict]:
     """Fréchet distance to the exact moments of every plan on FRESH noise (``seed``), with the
-    reference solve of the same noise for the excess distance and the RMSE."""
-    x_T = np.asarray(jax.random.normal(jax.random.key(seed), (num_samples,) + tuple(model.data_shape))
-                     * schedule.prior_std(), np.float32)
+    reference solve of the same noise for the excess distance and the RMSE. ``final_data``
+    = (x_T, reference endpoints or None) reuses noise and its solve (benchmarks over many NFEs)."""
     mean, cov = model.moments()
-    info = {"num_samples": num_samples, "seed": seed}
     ref = None
-    if reference:
+    if final_data is not None:
+        x_T, ref = final_data
+        num_samples = x_T.shape[0]
+    else:
+        x_T = final_noise(model, schedule, num_samples, seed)
+    info = {"num_samples": num_samples, "seed": seed}
+    if ref is not None:
+        info["reference_frechet"] = frechet_to_moments(ref, mean, cov)
+    elif reference:
         t0 = time.perf_counter()
         ref = reference_endpoints(model, schedule, x_T, batch_size)
         info["reference_frechet"] = frechet_to_moments(ref, mean, cov)
@@ -92,7 +104,7 @@ def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: in
 
 
 def run_search(model, schedule, nfe: int, workdir, settings: dict, *, model_info: dict | None = None,
-               log: Callable[[str], None] = print) -> dict:
+               log: Callable[[str], None] = print, final_data: tuple | None = None) -> dict:
     """Search a plan of exactly ``nfe`` evaluations; returns the summary written to search.json."""
     from configs.search_defaults import search_defaults
 
@@ -150,7 +162,7 @@ def run_search(model, schedule, nfe: int, workdir, settings: dict, *, model_info
     plans = {"searched": best_plan, **dict(baselines)}
     rows, final_info = final_evaluation(model, schedule, plans, num_samples=int(s["final_samples"]),
                                         seed=seed + int(s["final_seed_offset"]), batch_size=int(s["batch_size"]),
-                                        reference=bool(s["final_reference"]), log=log)
+                                        reference=bool(s["final_reference"]), log=log, final_data=final_data)
     final_wall = time.perf_counter() - t0
     key = "excess" if s["final_reference"] else "frechet"
     base_rows = [r for r in rows if r["solver"] != "searched"]

@@ -29,6 +29,7 @@ import hashlib
 import re
 from typing import Any
 
+import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
@@ -148,15 +149,19 @@ class SearchSpace:
         s = self.schedule
         return float(s.t_max), float(s.t_min)
 
+    def _lam_ends(self):
+        t0, t1 = self._ends()
+        return tuple(float(_lambda_jit(self.schedule, jnp.asarray(t, jnp.float32))) for t in (t0, t1))
+
     def u_to_ts(self, u: np.ndarray) -> np.ndarray:
         t0, t1 = self._ends()
         if self.node_space == "time":
-            ts = t0 + np.asarray(u) * (t1 - t0)
+            ts = t0 + np.asarray(u, np.float64) * (t1 - t0)
         else:
-            l0, l1 = (float(self.schedule.lambda_(jnp.asarray(t, jnp.float32))) for t in (t0, t1))
-            lam = l0 + np.asarray(u) * (l1 - l0)
-            ts = np.asarray(self.schedule.t_of_lambda(jnp.asarray(lam)), np.float64)
-        ts = np.asarray(ts, np.float64)
+            l0, l1 = _cached(self, "_lams", self._lam_ends)
+            lam = l0 + np.asarray(u, np.float64) * (l1 - l0)
+            ts = np.asarray(_t_of_lambda_jit(self.schedule, jnp.asarray(lam)), np.float64)
+        ts = np.array(ts, np.float64)
         ts[0], ts[-1] = t0, t1
         return ts
 
@@ -166,11 +171,29 @@ class SearchSpace:
         if self.node_space == "time":
             u = (ts - t0) / (t1 - t0)
         else:
-            lam = np.asarray(self.schedule.lambda_(jnp.asarray(ts)), np.float64)
-            l0, l1 = (float(self.schedule.lambda_(jnp.asarray(t, jnp.float32))) for t in (t0, t1))
+            lam = np.asarray(_lambda_jit(self.schedule, jnp.asarray(ts)), np.float64)
+            l0, l1 = _cached(self, "_lams", self._lam_ends)
             u = (lam - l0) / (l1 - l0)
+        u = np.array(u, np.float64)
         u[0], u[-1] = 0.0, 1.0
         return u
+
+
+def _cached(obj, name, fn):
+    cache = obj.__dict__.setdefault("_memo", {})
+    if name not in cache:
+        cache[name] = fn()
+    return cache[name]
+
+
+@eqx.filter_jit
+def _lambda_jit(schedule, t):
+    return schedule.lambda_(t)
+
+
+@eqx.filter_jit
+def _t_of_lambda_jit(schedule, lam):
+    return schedule.t_of_lambda(lam)
 
 
 # ----------------------------------------------------------------------------- codec
@@ -189,14 +212,53 @@ def decode(g: Genome, space: SearchSpace) -> P.SolverPlan:
     return P.make_plan(jnp.asarray(ts), analytic_first=bool(g.analytic_first), **kw)
 
 
-def plan_hash(plan: P.SolverPlan) -> str:
-    """A stable hash of a plan's values (the evaluation cache key)."""
+class PlanView:
+    """A SolverPlan's columns as NumPy arrays (same dtypes as ``decode`` gives), for fast checks:
+    ``solvers.plan.validate`` and ``nfe`` read only the columns, so they accept this view."""
+
+    def __init__(self, ts, cols: dict, analytic_first: int):
+        self.ts = np.asarray(ts, _float_dtype())
+        for c in STEP_COLUMNS:
+            dt = _float_dtype() if c in FLOAT_COLUMNS else np.int32
+            setattr(self, c, np.asarray(cols[c] if c in cols else np.full(len(ts) - 1, SAFE.get(c, 0)), dt))
+        self.analytic_first = np.int32(analytic_first)
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.ts.shape[0]) - 1
+
+    def nfe(self) -> int:
+        return P.nfe(self)
+
+    def validate(self, schedule=None, num_models=None):
+        P.validate(self, schedule, num_models)
+        return self
+
+
+def _float_dtype():
+    import jax
+    return np.float64 if jax.config.read("jax_enable_x64") else np.float32
+
+
+def view(g: Genome, space: SearchSpace) -> PlanView:
+    """The plan of a genome as NumPy columns (no device arrays; used by repair and hashing)."""
+    return PlanView(space.u_to_ts(g.u), g.cols, g.analytic_first)
+
+
+def plan_hash(plan) -> str:
+    """A stable hash of a plan's values (the evaluation cache key); a SolverPlan and the
+    :class:`PlanView` of the same genome hash alike."""
     h = hashlib.sha1()
     for f in P.SolverPlan.__dataclass_fields__:
         a = np.asarray(getattr(plan, f))
+        a = a.astype(_float_dtype()) if a.dtype.kind == "f" else a.astype(np.int32)
         h.update(f.encode())
         h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()[:20]
+
+
+def genome_hash(g: Genome, space: SearchSpace) -> str:
+    return plan_hash(view(g, space))
 
 
 def describe_plan(plan: P.SolverPlan) -> list[dict]:
@@ -239,7 +301,8 @@ def _fix_steps(g: Genome, space: SearchSpace) -> Genome:
     unic = cols["corrector"] == P.UNIC
     cols["order"] = np.where(unic, np.minimum(cols["order"], P.MAX_ORDER - 1), cols["order"])
     lo, hi = space.coef_range
-    cols["coef"] = np.where(cols["variant"] == P.FREE, np.clip(cols["coef"], lo, hi), 1.0)
+    coef = np.where(cols["variant"] == P.FREE, np.clip(cols["coef"], lo, hi), 1.0)
+    cols["coef"] = coef.astype(_float_dtype()).astype(np.float64)  # exactly representable in the plan
     cols["model"] = np.clip(cols["model"], 0, space.num_models - 1)
     af = int(g.analytic_first) if space.allow_analytic_first else 0
     return Genome(_gap_fix(g.incr, space.min_gap), cols, af)
@@ -320,7 +383,7 @@ def repair(g: Genome, space: SearchSpace, rng: np.random.Generator) -> Genome | 
         if _cost(g) != space.nfe:
             return None
         try:
-            plan = decode(g, space)
+            plan = view(g, space)
             plan.validate(space.schedule, num_models=space.num_models)
         except ValueError as e:
             m = _STEP_ERR.search(str(e))

@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 from search.predictor import Predictor, spearman
-from search.space import Genome, SearchSpace, crossover, decode, mutate, plan_hash
+from search.space import Genome, SearchSpace, crossover, genome_hash, mutate
 
 
 def numpy_rng(key) -> np.random.Generator:
@@ -90,7 +90,7 @@ class Evolution:
                 b = parents[rng.integers(len(parents))]
                 a = crossover(a, b, self.space, rng, nodes_only=nodes_only)
             child = mutate(a, self.space, rng, nodes_only=nodes_only)
-            h = plan_hash(decode(child, self.space))
+            h = genome_hash(child, self.space)
             if h in seen:
                 continue
             seen.add(h)
@@ -105,10 +105,10 @@ class Evolution:
 
     def tell(self, st: SearchState, candidates: list[Genome], scores) -> SearchState:
         for g, s in zip(candidates, scores):
-            st.archive.setdefault(plan_hash(decode(g, self.space)), (g, float(s)))
-        pool = {plan_hash(decode(g, self.space)): (g, s) for g, s in st.population}
+            st.archive.setdefault(genome_hash(g, self.space), (g, float(s)))
+        pool = {genome_hash(g, self.space): (g, s) for g, s in st.population}
         for g, s in zip(candidates, scores):
-            pool.setdefault(plan_hash(decode(g, self.space)), (g, float(s)))
+            pool.setdefault(genome_hash(g, self.space), (g, float(s)))
         # stable order: by score, ties by hash (independent of evaluation order)
         ranked = sorted(pool.items(), key=lambda kv: (kv[1][1], kv[0]))
         st.population = [v for _, v in ranked[:self.pop_size]]
@@ -150,7 +150,7 @@ class PredictorSearch(Evolution):
 
     def tell(self, st, candidates, scores):
         new = [(g, s) for g, s in zip(candidates, scores)
-               if plan_hash(decode(g, self.space)) not in st.archive]
+               if genome_hash(g, self.space) not in st.archive]
         if st.population and len(st.archive) >= self.warmup and len(new) >= 3:
             self.predictor.params = st.predictor_params
             held_out = spearman(self.predictor.predict([g for g, _ in new]), [s for _, s in new])

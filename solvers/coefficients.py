@@ -198,7 +198,7 @@ def predictor_weights(geom: StepGeometry, order, variant, expansion, coef, sched
     single3 = (lam_rule == DPMSOLVER) & (order == 3) & (base > 0)
     mask = jnp.where(single3, (slots == 0) | (slots == base), mask)
     q = jnp.where(single3, 2, order)
-    g = _two_point_moment(g, h, z, q, lam_rule)
+    g = _two_point_moment(g, h, z, q, jnp.where(single3, TAYLOR, lam_rule))
     # DPM-Solver-3 multistep: its published D2 term carries half the exact moment.
     g = _set(g, 2, (lam_rule == DPMSOLVER) & (q == 3), 0.5 * g[2])
     g = _top_scale(g, q, jnp.where(variant == FREE, coef, 1.0))

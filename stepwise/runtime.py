@@ -20,17 +20,25 @@ def load_config(path: str | None, overrides: list[str]):
     from absl import flags
     from ml_collections import config_flags
 
-    fv = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", default=path or BASE_CONFIG, flag_values=fv,
-                                    lock_config=True)
+    import sys
+
     bad = [o for o in overrides if not o.startswith("--config.")]
     if bad:
         raise SystemExit(f"error: unrecognized arguments {bad}; config overrides look like --config.nfe=5")
+    argv = ["stepwise"] + ([f"--config={path}"] if path else []) + list(overrides)
+    saved, sys.argv = sys.argv, argv  # config_flags also reads sys.argv when the flag is defined
     try:
-        fv(["stepwise"] + ([f"--config={path}"] if path else []) + list(overrides))
+        fv = flags.FlagValues()
+        config_flags.DEFINE_config_file("config", default=path or BASE_CONFIG, flag_values=fv,
+                                        lock_config=True)
+        fv(argv)
+        return fv.config
     except (flags.Error, KeyError, AttributeError, TypeError, ValueError) as e:
-        raise SystemExit(f"error: bad config override: {e}") from None
-    return fv.config
+        msg = str(e).strip("\"'")
+        raise SystemExit(f"error: bad config or override ({msg}); "
+                         "see `stepwise show-config` for the fields") from None
+    finally:
+        sys.argv = saved
 
 
 def make_workdir(command: str, workdir: str | None) -> Path:
@@ -88,10 +96,50 @@ def build_model(config, schedule):
 
     kind = config.model.kind
     if kind == "digits_gmm":
-        return denoisers.digits_gmm(components=config.model.components, size=config.model.size,
-                                    seed=config.model.fit_seed, schedule=schedule,
-                                    covariance=config.model.covariance)
-    raise SystemExit(f"error: config.model.kind={kind!r} is not supported; allowed: ['digits_gmm']")
+        model = denoisers.digits_gmm(components=config.model.components, size=config.model.size,
+                                     seed=config.model.fit_seed, schedule=schedule,
+                                     covariance=config.model.covariance)
+    elif kind == "digits_gmm_conditional":
+        model = denoisers.digits_gmm_conditional(components_per_class=config.model.components,
+                                                 size=config.model.size, seed=config.model.fit_seed,
+                                                 schedule=schedule)
+    elif kind == "checkpoint":
+        if not config.model.checkpoint:
+            raise SystemExit("error: config.model.checkpoint must name a `stepwise train` run directory")
+        from denoisers.train import load_denoiser
+        model = load_denoiser(config.model.checkpoint)
+        if model.schedule.describe() != schedule.describe():
+            raise SystemExit(f"error: the checkpoint was trained with {model.schedule.describe()}, "
+                             f"but config.schedule={config.schedule!r}; set config.schedule to match")
+    else:
+        raise SystemExit(f"error: config.model.kind={kind!r} is not supported; "
+                         "allowed: ['digits_gmm', 'digits_gmm_conditional', 'checkpoint']")
+    if config.model.precision not in ("float32", "bfloat16"):
+        raise SystemExit(f"error: config.model.precision={config.model.precision!r}; "
+                         "allowed: ['float32', 'bfloat16']")
+    if config.model.precision == "bfloat16":
+        model = denoisers.LowPrecision(model, "bfloat16")
+    return model
+
+
+def build_guidance(config, model, n: int, seed_key):
+    """(labels or None, threshold or None) for a sampling run; labels cycle over the classes."""
+    import jax.numpy as jnp
+
+    import denoisers
+    threshold = None
+    if config.threshold != "none":
+        threshold = denoisers.Thresholding(config.threshold, config.threshold_ratio, config.threshold_max)
+    classes = getattr(model, "num_classes", 0)
+    if not classes:
+        if config.guidance != 1.0 or config.label >= 0:
+            raise SystemExit("error: config.guidance/config.label need a class-conditional model "
+                             "(config.model.kind=digits_gmm_conditional or a conditional checkpoint)")
+        return None, threshold
+    if config.label >= classes:
+        raise SystemExit(f"error: config.label={config.label}; allowed: -1 (all classes) or 0..{classes - 1}")
+    labels = jnp.full((n,), config.label) if config.label >= 0 else jnp.arange(n) % classes
+    return labels, threshold
 
 
 def build_plan(config, schedule):
@@ -104,3 +152,12 @@ def build_plan(config, schedule):
     p = solvers.preset(config.solver)
     opts = {"order": config.order} if "order" in p.options else {}
     return solvers.build_preset(config.solver, config.nfe, schedule, config.discretization, **opts)
+
+
+def progress(iterable, desc: str, enabled: bool = True, total: int | None = None):
+    """A tqdm progress bar that stays quiet when stderr is not a terminal."""
+    import sys
+
+    from tqdm.auto import tqdm
+    return tqdm(iterable, desc=desc, total=total, disable=(not enabled) or not sys.stderr.isatty(),
+                leave=False)

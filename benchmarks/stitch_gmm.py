@@ -1,0 +1,56 @@
+"""T-Stitch sweep + joint search at NFE 10 (DPM-Solver++ 2M, logSNR) for the stitching pairs.
+
+Runs ``stepwise stitch`` for (1) the exact mixture pair (small = 1-component diagonal mixture,
+large = the 10-component full mixture) and (2) the trained small/large UNets when their training
+directories exist, then prints the numbers of benchmarks/RESULTS_stitching.md.
+
+Command:  python benchmarks/stitch_gmm.py [--workdir runs/bench_stitch] [--trained DIR] [--only gmm|trained]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+from stepwise.cli import main as cli
+
+
+def run_pair(name: str, argv: list[str], workdir: str) -> dict:
+    t0 = time.perf_counter()
+    rc = cli(["stitch", "--config", "configs/stitch_digits.py", "--workdir", workdir] + argv)
+    if rc:
+        raise SystemExit(f"{name}: stepwise stitch failed with {rc}")
+    summary = json.load(open(os.path.join(workdir, "stitch.json")))
+    summary["total_s"] = round(time.perf_counter() - t0, 1)
+    print(f"[{name}] max fraction {summary['max_fraction']:.2f}  speed-up {summary['max_fraction_speedup']:.2f}x  "
+          f"cost ratio declared {summary['costs']['declared_ratio']:.2f} measured {summary['costs']['measured_ratio']:.2f}"
+          f"  total {summary['total_s']} s")
+    for k in ("joint_gain_median", "joint_gain_min", "model-only_gain_median", "model-only_gain_min"):
+        if k in summary:
+            print(f"[{name}] {k}: {summary[k]:.3f}")
+    return summary
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workdir", default="runs/bench_stitch")
+    ap.add_argument("--trained", default="/work/trained", help="directory holding digits16_unet_{small,large}")
+    ap.add_argument("--only", choices=["gmm", "trained"], default=None)
+    a = ap.parse_args()
+    if a.only in (None, "gmm"):
+        run_pair("gmm", [], os.path.join(a.workdir, "gmm"))
+    small, large = (os.path.join(a.trained, f"digits16_unet_{s}") for s in ("small", "large"))
+    if a.only in (None, "trained"):
+        if not (os.path.isdir(small) and os.path.isdir(large)):
+            print(f"[trained] skipped: {small} / {large} not found")
+            return
+        run_pair("trained", ["--config.stitch.pair=checkpoints", f"--config.stitch.small_checkpoint={small}",
+                             f"--config.stitch.large_checkpoint={large}", "--config.stitch.num_samples=256",
+                             "--config.stitch.batch_size=256", "--config.stitch.points=6",
+                             "--config.stitch.cost_batch=256", "--config.stitch.cost_repeats=1",
+                             "--config.stitch.search=False"], os.path.join(a.workdir, "trained"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""T-Stitch sweep + joint search on the exact digits benchmark: small = 1-component diagonal
+mixture, large = the 10-component full mixture; DPM-Solver++(2M), NFE 10, logSNR nodes.
+
+Command:  stepwise stitch --config configs/stitch_digits.py --workdir runs/stitch_digits
+Trained pair:  stepwise stitch --config configs/stitch_digits.py --config.stitch.pair=checkpoints \\
+    --config.stitch.small_checkpoint=/path/digits16_unet_small --config.stitch.large_checkpoint=/path/digits16_unet_large \\
+    --config.stitch.num_samples=512 --config.stitch.batch_size=256 --config.stitch.points=6 --config.stitch.search=False
+"""
+from configs.base import get_config as base_config
+from configs.stitch_defaults import stitch_defaults
+
+
+def get_config():
+    c = base_config()
+    if "stitch" not in c:
+        c.stitch = stitch_defaults()
+    c.model.components = 10
+    c.solver = "dpm_solver_pp"
+    c.order = 2
+    c.nfe = 10
+    c.discretization = "logsnr"
+    return c
