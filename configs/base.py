@@ -15,6 +15,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.workdir = ""              # empty: --workdir or runs/<command>-<timestamp>
     c.distributed = False       # call jax.distributed.initialize (multi-host)
+    c.coordinator = ""          # host:port of process 0 (default: $JAX_COORDINATOR_ADDRESS)
+    c.num_processes = 0         # default: $JAX_NUM_PROCESSES
+    c.process_id = -1           # default: $JAX_PROCESS_ID
     c.x64 = False               # float64 everywhere (reference-grade runs)
     c.progress = True           # progress bars (quiet anyway when stdout is not a terminal)
 
@@ -38,6 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.num_samples = 4000
     c.batch_size = 2000
     c.reference_samples = 500     # noises solved with the reference ODE solver for the RMSE
+    c.save_samples = True         # write samples.npz (statistics are always streamed per batch)
 
     # Guidance (class-conditional models): labels cycle over classes unless `label` >= 0.
     c.guidance = 1.0              # classifier-free guidance scale (1 = conditional model alone)

@@ -12,10 +12,10 @@ def search_defaults() -> ml_collections.ConfigDict:
     s.strategy = "predictor"          # predictor (S³-style screening) | evolution
     s.objective = "teacher_frechet"   # teacher_frechet | teacher_rmse (paired with a reference solve) | frechet
     s.seed = 0                        # search noise, proposals, predictor init
-    s.generations = 14                # generations after the initial population
+    s.generations = 12                # generations after the initial population
     s.population = 16                 # survivors kept per generation ((mu + lambda) selection)
     s.top_k = 6                       # parents drawn from the best top_k
-    s.children = 10                   # true evaluations per generation
+    s.children = 12                   # true evaluations per generation
     s.timesteps_only_generations = 3  # first generations move only the time nodes
     s.search_samples = 1024           # noises per candidate (the teacher solves them once)
     s.batch_size = 2048               # sampler chunk (one executable per chunk shape)
@@ -40,14 +40,15 @@ def search_defaults() -> ml_collections.ConfigDict:
     s.p_structure = 0.15
     s.coef_sigma = 0.15
     # predictor (strategy=predictor)
-    s.screen = 256                    # proposals ranked by the predictor per generation
+    s.screen = 128                    # proposals ranked by the predictor per generation
     s.explore = 1                     # of the children, this many are random unscreened proposals
     s.predictor_warmup = 24           # evaluations before the predictor screens
     s.predictor_hidden = 64
     s.predictor_lr = 3e-3
     s.predictor_train_steps = 200
     # final comparison on fresh noise
-    s.final_samples = 10000
+    s.final_samples = 5000            # fresh noises of the final comparison (> search_samples)
+    s.final_top_baselines = 0         # 0: every baseline; k: only the k best by search score
     s.final_seed_offset = 10007
     s.final_reference = True          # reference-solve the final noise (excess distance, RMSE)
     return s

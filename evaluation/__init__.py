@@ -17,7 +17,7 @@ from evaluation.statfiles import (STAT_FORMATS, load_adm_reference, load_stats, 
 from evaluation.stats import (FrechetDistanceError, GaussianStats, Metric, MomentState,
                               fid_bootstrap, fid_from_stats, fid_infinity, frechet_distance,
                               frechet_to_moments, gaussian_stats, kid, moments_finalize,
-                              moments_init, moments_update, polynomial_mmd2,
+                              moments_init, moments_merge, moments_update, polynomial_mmd2,
                               stats_from_batches)
 
 __all__ = [
@@ -31,7 +31,7 @@ __all__ = [
     "inception_params_from_state_dict", "inception_apply", "inception_apply_fn",
     "resize_bilinear", "FID_INPUT_SIZE", "INCEPTION_FEATURE_DIM",
     # stats
-    "GaussianStats", "Metric", "MomentState", "moments_init", "moments_update",
+    "GaussianStats", "Metric", "MomentState", "moments_init", "moments_merge", "moments_update",
     "moments_finalize", "gaussian_stats", "stats_from_batches", "frechet_distance",
     "fid_from_stats", "frechet_to_moments", "kid", "polynomial_mmd2", "fid_infinity",
     "fid_bootstrap", "FrechetDistanceError",

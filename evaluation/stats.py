@@ -137,6 +137,17 @@ def moments_update(state: MomentState, batch: Any) -> MomentState:
     return MomentState(n, mean, m2)
 
 
+def moments_merge(a: MomentState, b: MomentState) -> MomentState:
+    """Combine two accumulators (Chan et al. 1979): the statistics of the union of their data."""
+    n = a.n + b.n
+    if n == 0:
+        return a
+    delta = np.asarray(b.mean) - np.asarray(a.mean)
+    mean = a.mean + delta * (b.n / n)
+    m2 = a.m2 + b.m2 + np.outer(delta, delta) * (a.n * b.n / n)
+    return MomentState(n, mean, m2)
+
+
 def moments_finalize(state: MomentState, ddof: int = 1) -> GaussianStats:
     """Mean and covariance ``M2 / (n - ddof)`` (ddof=1: unbiased, as ``np.cov``)."""
     if ddof not in (0, 1):

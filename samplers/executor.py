@@ -51,7 +51,7 @@ def sample(denoisers, schedule, plan: SolverPlan, x_T, cond=None, threshold: Thr
     doubled batch; scale 1 runs the conditional model alone). ``threshold`` clips the data
     prediction (``denoisers.Thresholding``). With ``return_trajectory`` also returns x at every
     node, shape (N+1, *x_T.shape). With several devices (default: all of them) the batch is sharded
-    over a ("data",) mesh and padded to a multiple of the device count.
+    over a ("data",) mesh of this process's devices and padded to a multiple of their count.
     """
     models = _as_models(denoisers)
     if _is_concrete(plan):
@@ -61,7 +61,7 @@ def sample(denoisers, schedule, plan: SolverPlan, x_T, cond=None, threshold: Thr
     if cond is not None and jnp.shape(cond)[:1] != x_T.shape[:1]:
         raise ValueError(f"cond: leading dimension {jnp.shape(cond)[:1]} must match the batch {x_T.shape[:1]}")
     if devices is None:
-        devices = jax.devices() if jax.device_count() > 1 and _is_concrete(x_T) else None
+        devices = jax.local_devices() if jax.local_device_count() > 1 and _is_concrete(x_T) else None
     if devices is not None and len(devices) > 1:
         mesh = data_mesh(devices)
         x_T, n = pad_batch(x_T, len(devices))

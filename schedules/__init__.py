@@ -5,10 +5,12 @@ half log-SNR ``lambda(t) = log alpha(t) - log sigma(t)`` (Lu et al., DPM-Solver,
 """
 from schedules.base import NoiseSchedule, EDM, Flow, VPCosine, VPDiscrete, VPLinear
 from schedules.discretize import DISCRETIZATIONS, discretize, validate_ts
+from schedules.export import to_diffusers_timesteps, to_k_diffusion_sigmas, to_sigmas
 
 __all__ = [
     "NoiseSchedule", "VPLinear", "VPCosine", "VPDiscrete", "EDM", "Flow",
-    "discretize", "validate_ts", "DISCRETIZATIONS", "by_name",
+    "discretize", "validate_ts", "DISCRETIZATIONS", "by_name", "to_sigmas",
+    "to_k_diffusion_sigmas", "to_diffusers_timesteps",
 ]
 
 

@@ -97,8 +97,14 @@ class Predictor:
     def predict(self, genomes: list[Genome]) -> np.ndarray:
         if not genomes:
             return np.zeros((0,), np.float32)
+        b = len(genomes)
+        cap = 1 << max(5, int(np.ceil(np.log2(b))))  # padded batch: one executable per size class
         steps, mask, glob = featurize(genomes, self.max_steps)
-        return np.asarray(_predict(self.graphdef, self._abstract, self.params, steps, mask, glob))
+        pad = cap - b
+        steps = np.pad(steps, ((0, pad), (0, 0), (0, 0)))
+        mask = np.pad(mask, ((0, pad), (0, 0)))
+        glob = np.pad(glob, ((0, pad), (0, 0)))
+        return np.asarray(_predict(self.graphdef, self._abstract, self.params, steps, mask, glob))[:b]
 
     def fit(self, genomes: list[Genome], scores, key) -> float:
         """Train (warm-started from the current parameters) on all evaluated genomes; returns the loss."""

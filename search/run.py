@@ -159,7 +159,10 @@ def run_search(model, schedule, nfe: int, workdir, settings: dict, *, model_info
 
     # ------------------------------------------------------------ final evaluation (fresh noise)
     t0 = time.perf_counter()
-    plans = {"searched": best_plan, **dict(baselines)}
+    base_scores = dict(zip([n for n, _ in baselines], evaluator.score([p for _, p in baselines])))
+    top = int(s["final_top_baselines"])
+    chosen = sorted(baselines, key=lambda kv: base_scores[kv[0]])[:top] if top > 0 else baselines
+    plans = {"searched": best_plan, **dict(chosen)}
     rows, final_info = final_evaluation(model, schedule, plans, num_samples=int(s["final_samples"]),
                                         seed=seed + int(s["final_seed_offset"]), batch_size=int(s["batch_size"]),
                                         reference=bool(s["final_reference"]), log=log, final_data=final_data)
@@ -177,7 +180,8 @@ def run_search(model, schedule, nfe: int, workdir, settings: dict, *, model_info
         "search_score": best_score, "search_samples": int(s["search_samples"]), "seed": seed,
         "evaluations": len(st.archive), "generations": generations, "search_wall_s": round(search_wall, 2),
         "setup_s": round(setup_s, 2), "final_wall_s": round(final_wall, 2), "resumed_from": resumed_from,
-        "final": final_info, "final_table": rows, "best_baseline": best_base["solver"],
+        "final": final_info, "final_table": rows, "baselines_total": len(baselines),
+        "baselines_final": len(chosen), "best_baseline": best_base["solver"],
         "best_baseline_" + key: best_base[key], "searched_" + key: ours[key], "ratio_" + key: ratio,
         "history": st.history, "rank_correlations": st.rank_correlations,
         "mean_rank_correlation": (float(np.nanmean([r["spearman"] for r in st.rank_correlations]))

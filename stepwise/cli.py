@@ -13,7 +13,7 @@ COMMANDS = {
 OPTIONAL_COMMANDS = {  # added by later modules when present
     "train": "train", "evaluate": "evaluate", "stats": "stats", "search": "search",
     "stitch": "stitch", "report": "report", "convert-inception": "convert_inception",
-    "train-features": "train_features",
+    "train-features": "train_features", "export": "export",
 }
 
 

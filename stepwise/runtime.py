@@ -161,3 +161,46 @@ def progress(iterable, desc: str, enabled: bool = True, total: int | None = None
     from tqdm.auto import tqdm
     return tqdm(iterable, desc=desc, total=total, disable=(not enabled) or not sys.stderr.isatty(),
                 leave=False)
+
+
+def init_distributed(config) -> None:
+    """``jax.distributed.initialize`` from config fields or the usual environment variables.
+
+    On CPU hosts the cross-process collectives use gloo.
+    """
+    import os
+
+    import jax
+
+    if not config.distributed:
+        return
+    addr = config.coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS", "")
+    nproc = config.num_processes or int(os.environ.get("JAX_NUM_PROCESSES", "0") or 0)
+    pid = config.process_id if config.process_id >= 0 else int(os.environ.get("JAX_PROCESS_ID", "-1"))
+    kwargs = {}
+    if addr:
+        if nproc < 1 or pid < 0:
+            raise SystemExit("error: config.distributed with a coordinator needs config.num_processes "
+                             "and config.process_id (or JAX_NUM_PROCESSES / JAX_PROCESS_ID)")
+        kwargs = dict(coordinator_address=addr, num_processes=nproc, process_id=pid)
+    # Cross-process collectives of CPU devices (no effect on accelerators). Setting it must not
+    # touch the backend: initialize() has to come before any device query.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(**kwargs)  # without arguments: cluster auto-detection (SLURM, TPU pods)
+
+
+def is_writer() -> bool:
+    """Only process 0 writes files in a multi-host run."""
+    import jax
+    return jax.process_index() == 0
+
+
+def gather_hosts(x: np.ndarray) -> np.ndarray:
+    """Concatenate each process's rows (identity on one process)."""
+    import jax
+
+    if jax.process_count() == 1:
+        return x
+    from jax.experimental import multihost_utils
+    g = multihost_utils.process_allgather(np.asarray(x))
+    return np.asarray(g).reshape((-1,) + np.asarray(x).shape[1:])

@@ -74,12 +74,14 @@ def test_preset_conformance(gmm10, counted, name):
     # under an outer jit, with the plan as a traced argument
     outer = jax.jit(lambda p, x: samplers.sample(gmm10, SCHED, p, x))
     np.testing.assert_allclose(outer(plan, x_T[:7]), x64b[:7], atol=1e-5)
-    # float64 agrees with float32
+    # float64 agrees with float32 (the model's NumPy leaves are made jnp float64 arrays first: the
+    # same NumPy leaves passed in both modes confuse jax's argument cache)
     with jax.enable_x64(True):
         plan64 = _plan(name, dtype=jnp.float64)
-        x64 = samplers.sample(gmm10, SCHED, plan64, x_T[:7].astype(jnp.float64))
+        gmm64 = jax.tree.map(lambda a: jnp.asarray(a) if isinstance(a, np.ndarray) else a, gmm10)
+        x64 = samplers.sample(gmm64, SCHED, plan64, jnp.asarray(np.asarray(x_T[:3]), jnp.float64))
         assert x64.dtype == jnp.float64
-        np.testing.assert_allclose(np.asarray(x64), np.asarray(x64b[:7]), atol=2e-3)
+        np.testing.assert_allclose(np.asarray(x64), np.asarray(x64b[:3]), atol=2e-3)
 
 
 def _valid_plan(draw, n):

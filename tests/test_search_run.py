@@ -1,0 +1,90 @@
+"""End to end: a tiny search through the command line improves on its initial population, and a
+search SIGKILLed mid-run and restarted with the same command ends with the same result."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--config", str(ROOT / "configs" / "search_digits_gmm.py"), "--config.nfe=3",
+        "--config.search.generations=8", "--config.search.search_samples=64", "--config.search.batch_size=64",
+        "--config.search.population=6", "--config.search.top_k=3", "--config.search.children=4",
+        "--config.search.screen=16", "--config.search.predictor_warmup=8", "--config.search.predictor_train_steps=20",
+        "--config.search.predictor_hidden=16", "--config.search.timesteps_only_generations=1",
+        "--config.search.final_samples=128", "--config.search.final_top_baselines=3",
+        "--config.search.final_reference=False"]
+
+
+def _cmd(workdir):
+    return [sys.executable, "-m", "stepwise.cli", "search", *TINY, "--workdir", str(workdir)]
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _result(workdir):
+    sched = json.loads((Path(workdir) / "schedule.json").read_text())
+    summ = json.loads((Path(workdir) / "search.json").read_text())
+    return sched, summ
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("search") / "full"
+    out = subprocess.run(_cmd(wd), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return wd
+
+
+@pytest.mark.slow
+def test_tiny_search_improves_on_initial_population(uninterrupted):
+    sched, summ = _result(uninterrupted)
+    initial_best = summ["history"][0]["best"]       # generation 0 = the initial population
+    assert summ["search_score"] < initial_best
+    assert sched["nfe"] == 3 and sched["version"] == 1
+    assert sched["score"]["search_value"] == summ["search_score"]
+    assert summ["evaluations"] > summ["history"][0]["evaluations"]
+    for f in ("report.md", "report.html", "config.json"):
+        assert (Path(uninterrupted) / f).exists()
+    # the schedule file drives `stepwise sample`
+    from search.schedule_file import load_plan
+    assert load_plan(Path(uninterrupted) / "schedule.json").nfe() == 3
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_gives_the_same_result(uninterrupted, tmp_path):
+    wd = tmp_path / "killed"
+    proc = subprocess.Popen(_cmd(wd), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ck = wd / "checkpoints"
+    deadline = time.time() + 500
+    killed_at = None
+    while time.time() < deadline and proc.poll() is None:
+        steps = [int(p.name) for p in ck.glob("*") if p.name.isdigit()] if ck.exists() else []
+        if steps and max(steps) >= 3:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            killed_at = max(steps)
+            break
+        time.sleep(0.05)
+    assert killed_at is not None, "the search finished or stalled before it could be killed"
+    assert not (wd / "schedule.json").exists()
+    out = subprocess.run(_cmd(wd), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "resumed from generation" in out.stdout
+    a_sched, a_summ = _result(uninterrupted)
+    b_sched, b_summ = _result(wd)
+    assert b_summ["resumed_from"] is not None and b_summ["resumed_from"] >= killed_at
+    assert b_sched["steps"] == a_sched["steps"] and b_sched["ts"] == a_sched["ts"]
+    assert b_summ["search_score"] == a_summ["search_score"]
+    assert b_summ["evaluations"] == a_summ["evaluations"]
+    assert [h["best"] for h in b_summ["history"]] == [h["best"] for h in a_summ["history"]]

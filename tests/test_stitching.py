@@ -1,0 +1,267 @@
+"""Stitching: model switching in one compile, compatibility checks, re-timing, cost model, T-Stitch
+sweep endpoints, budgeted joint search, the ``stepwise stitch`` command."""
+from __future__ import annotations
+
+import functools
+import json
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import denoisers
+import samplers
+import schedules
+import solvers
+from samplers import stitching as st
+
+LIN = schedules.VPLinear()
+
+
+@functools.lru_cache(maxsize=None)
+def _mixture(components: int, covariance: str = "full", schedule: str = "vp_linear", size: int = 8):
+    sched = {"vp_linear": LIN, "vp_cosine": schedules.VPCosine(), "edm": schedules.EDM()}[schedule]
+    return denoisers.fit_mixture(denoisers.load_digits_data(size), components, covariance=covariance,
+                                 schedule=sched)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """(small, large): a 1-component diagonal mixture and a 3-component full one (fast to fit)."""
+    return _mixture(1, "diag"), _mixture(3)
+
+
+def _plan(n=6):
+    return solvers.dpm_solver_pp(schedules.discretize("logsnr", n, LIN), order=2)
+
+
+def _noise(b, seed=0):
+    return jax.random.normal(jax.random.key(seed), (b, 64))
+
+
+# ----------------------------------------------------------------------------- switching
+def test_model_switching_reuses_one_compile(pair):
+    plan = _plan(6)
+    x_T = _noise(37)
+    before = samplers.trace_count()
+    outs = [np.asarray(samplers.sample(list(pair), LIN, st.t_stitch(plan, f), x_T)) for f in (0.0, 0.5, 1.0)]
+    mixed = plan.replace(model=[1, 0, 1, 0, 1, 0])
+    outs.append(np.asarray(samplers.sample(list(pair), LIN, mixed, x_T)))
+    assert samplers.trace_count() - before <= 1     # at most the first call compiles
+    # the assignments really select different models
+    for i in range(len(outs)):
+        for j in range(i + 1, len(outs)):
+            assert np.max(np.abs(outs[i] - outs[j])) > 1e-3
+
+
+def test_sweep_endpoints_equal_single_model_runs_exactly(pair):
+    small, large = pair
+    plan = _plan(6)
+    x_T = _noise(37, seed=3)  # the shape of the switching test: its executable is reused
+    both = list(pair)
+    assert np.array_equal(np.asarray(samplers.sample(both, LIN, st.t_stitch(plan, 0.0), x_T)),
+                          np.asarray(samplers.sample(large, LIN, plan, x_T)))
+    assert np.array_equal(np.asarray(samplers.sample(both, LIN, st.t_stitch(plan, 1.0), x_T)),
+                          np.asarray(samplers.sample(small, LIN, plan.replace(model=[0] * 6), x_T)))
+
+
+def test_t_stitch_columns_and_fractions():
+    plan = _plan(10)
+    assert np.asarray(st.t_stitch(plan, 0.3).model).tolist() == [0, 0, 0] + [1] * 7
+    assert np.asarray(st.t_stitch(plan, 0.0).model).tolist() == [1] * 10
+    assert st.sweep_fractions(10) == [k / 10 for k in range(11)]
+    f = st.sweep_fractions(10, points=6)
+    assert f[0] == 0.0 and f[-1] == 1.0 and len(f) == 6
+    with pytest.raises(ValueError, match="fraction"):
+        st.t_stitch(plan, 1.5)
+
+
+# ----------------------------------------------------------------------------- compatibility
+def test_compatible_set_passes_unchanged(pair):
+    out = st.check_compatible(list(pair))
+    assert out[0] is pair[0] and out[1] is pair[1]
+
+
+def test_refuses_different_data_shape(pair):
+    big16 = _mixture(1, "diag", size=16)
+    with pytest.raises(ValueError, match=r"data shape differs.*\(256,\).*\(64,\)"):
+        st.check_compatible([pair[0], big16])
+
+
+def test_refuses_different_schedule_and_names_both(pair):
+    cos = _mixture(1, "diag", schedule="vp_cosine")
+    with pytest.raises(ValueError) as e:
+        st.check_compatible([pair[0], cos])
+    msg = str(e.value)
+    assert "noise schedule differs" in msg and "VPCosine" in msg and "VPLinear" in msg
+    assert "retime_schedules=True" in msg
+
+
+def test_refuses_different_value_range(pair):
+    small, large = pair
+    scaled = eqx.tree_at(lambda m: m.means, large, (np.asarray(large.means) + 1.0) / 2.0)  # [0, 1] data
+    with pytest.raises(ValueError, match=r"value range differs.*data means"):
+        st.check_compatible([small, scaled])
+
+    class Declared(eqx.Module):
+        inner: eqx.Module
+        data_range: tuple = eqx.field(static=True)
+        prediction = "x0"
+
+        @property
+        def schedule(self):
+            return self.inner.schedule
+
+        @property
+        def data_shape(self):
+            return self.inner.data_shape
+
+        @property
+        def data_mean(self):
+            return self.inner.data_mean
+
+        def __call__(self, x, t, cond=None):
+            return self.inner(x, t, cond)
+
+    with pytest.raises(ValueError, match=r"value range differs.*data_range \(0\.0, 1\.0\)"):
+        st.check_compatible([Declared(small, (-1.0, 1.0)), Declared(large, (0.0, 1.0))])
+
+
+@pytest.mark.parametrize("other", ["vp_cosine", "edm"])
+def test_retimed_model_equals_native_model(other):
+    """The exact mixture on another schedule, re-timed onto VP-linear, is the VP-linear mixture."""
+    native, foreign = _mixture(1, "diag"), _mixture(1, "diag", schedule=other)
+    wrapped = st.Retimed(foreign, LIN)
+    x = _noise(16, seed=5)
+    for t in (0.02, 0.3, 0.8):
+        xt = x * LIN.sigma(t) + LIN.alpha(t) * 0.1
+        np.testing.assert_allclose(np.asarray(wrapped(xt, t)), np.asarray(native(xt, t)), atol=2e-4)
+    if other == "vp_cosine":  # VP vs VP: a pure time remap (input scale 1)
+        _, c = wrapped.inner_time_and_scale(jnp.asarray([0.1, 0.5, 0.9]))
+        np.testing.assert_allclose(np.asarray(c), 1.0, atol=1e-5)
+    else:  # VP sampler, EDM model: x is scaled by 1/alpha
+        _, c = wrapped.inner_time_and_scale(jnp.asarray(0.5))
+        np.testing.assert_allclose(float(c), 1.0 / float(LIN.alpha(0.5)), rtol=1e-5)
+    # EDM(0.002, 80) reaches half log-SNR -4.38 at most; VP-linear starts at -5.03: allow the gap
+    out = st.check_compatible([native, foreign], LIN, retime_schedules=True, lambda_slack=1.0)
+    assert isinstance(out[1], st.Retimed) and out[0] is native
+
+
+def test_retime_refuses_uncovered_log_snr_range():
+    narrow = denoisers.fit_mixture(denoisers.load_digits_data(), 1, covariance="diag",
+                                   schedule=schedules.EDM(sigma_min=0.1, sigma_max=2.0))
+    with pytest.raises(ValueError, match="log-SNR"):
+        st.check_compatible([_mixture(1, "diag"), narrow], LIN, retime_schedules=True)
+
+
+@pytest.mark.skipif("check_compatible" not in open(samplers.executor.__file__).read(),
+                    reason="samplers.sample does not call samplers.stitching.check_compatible yet")
+def test_sampler_refuses_incompatible_set_before_sampling(pair):
+    with pytest.raises(ValueError, match="stitching: data shape differs"):
+        samplers.sample([pair[0], _mixture(1, "diag", size=16)], LIN, _plan(4), _noise(8))
+
+
+# ----------------------------------------------------------------------------- cost model
+def test_plan_cost_counts_each_evaluation_with_its_model():
+    ts = schedules.discretize("logsnr", 3, LIN)
+    costs = [1.0, 10.0]
+    # plain: nodes 0,1,2 with models 0,1,0
+    p = solvers.make_plan(ts, model=[0, 1, 0])
+    assert st.evaluation_models(p).tolist() == [0, 1, 0]
+    assert st.plan_cost(p, costs) == 12.0
+    # a final re-evaluating corrector uses the last step's model
+    p = solvers.make_plan(ts, model=[0, 1, 1], corrector=["none", "none", "reeval"])
+    assert st.evaluation_models(p).tolist() == [0, 1, 1, 1] and p.nfe() == 4
+    assert st.plan_cost(p, costs) == 31.0
+    # UniC at step 0: its call at node 1 (model 1) is node 1's value; analytic first step: no call at node 0
+    p = solvers.make_plan(ts, model=[0, 1, 0], corrector=["unic", "none", "none"], analytic_first=True)
+    assert st.evaluation_models(p).tolist() == [1, 0] and p.nfe() == 2
+    assert st.plan_cost(p, costs) == 11.0
+    # every preset: the per-model counts add up to the NFE
+    for f in (0.0, 0.4, 1.0):
+        for plan in (_plan(10), solvers.build_preset("unipc", 8, LIN, "logsnr"), solvers.build_preset("heun", 9, LIN, "karras")):
+            q = st.t_stitch(plan, f)
+            counts = st.evaluations_per_model(q, 2)
+            assert counts.sum() == q.nfe() == solvers.evaluations_per_step(q).sum()
+            assert st.plan_cost(q, costs) == counts[0] * 1.0 + counts[1] * 10.0
+    # CFG doubles the batch where the guidance scale is not 1
+    p = solvers.make_plan(ts, model=[0, 0, 0], guidance=[1.0, 2.0, 2.0])
+    assert st.plan_cost(p, costs, guidance_doubles=True) == 5.0
+
+
+def test_budgets_and_declared_costs(pair):
+    small, large = pair
+    d = st.model_costs(pair)
+    assert d.tolist() == [64.0 ** 2, 3 * 64.0 ** 2]          # K d^2 (dense evaluation)
+    rel = st.relative_costs(pair)
+    assert rel.tolist() == pytest.approx([1 / 3, 1.0])
+    plan = st.t_stitch(_plan(10), 0.4)
+    assert st.plan_cost(plan, rel) == pytest.approx(4 / 3 + 6)
+    assert st.within_budget(plan, 10, "nfe") and not st.within_budget(plan, 9, "nfe")
+    assert st.within_budget(plan, 4 / 3 + 6, "cost", rel) and not st.within_budget(plan, 7.3, "cost", rel)
+    with pytest.raises(ValueError, match="unit"):
+        st.within_budget(plan, 1, "flops", rel)
+    with pytest.raises(ValueError, match="costs"):
+        st.plan_cost(plan.replace(model=[2] * 10), rel)
+    col = st.cheapest_first_projection(np.ones(10, int), np.zeros(10, int), 0, rel, 8.0)
+    assert col.tolist() == [0, 0, 0, 1, 1, 1, 1, 1, 1, 1]      # earliest steps move first
+    assert st.cheapest_first_projection(np.ones(10, int), np.zeros(10, int), 0, rel, 3.0) is None
+
+
+def test_measure_cost_is_a_positive_time(pair):
+    t = st.measure_cost(pair[0], batch=64, repeats=2)
+    assert 0 < t < 5
+
+
+# ----------------------------------------------------------------------------- joint search
+@pytest.mark.slow
+def test_budgeted_search_respects_budget_and_beats_its_seed(pair):
+    from search.stitching import BudgetedEvolution, joint_front, pareto_rows, save_front, stitch_evaluator, stitch_space
+
+    rel = st.relative_costs(pair)
+    plan = _plan(6)
+    ev = stitch_evaluator(list(pair), LIN, reference=pair[1], objective="frechet", num_samples=300, seed=0)
+    budgets = [st.plan_cost(st.t_stitch(plan, f), rel) for f in (0.5, 0.0)]
+    rows = joint_front(list(pair), LIN, plan, budgets, ev, costs=rel, model_only=True, generations=2,
+                       population=6, top_k=3, children=4, log=None)
+    space = stitch_space(plan.nfe(), LIN, 2, model_only=True)
+    strat = BudgetedEvolution(space, rel, budgets[0], population=6, top_k=3, children=4)
+    for r, b in zip(rows, sorted(budgets)):
+        assert r["cost"] <= b + 1e-9 and r["plan"].nfe() == plan.nfe()
+    seed_score = ev.score([st.t_stitch(plan, 0.5)])[0]
+    assert rows[0]["score"] <= seed_score            # elitist: never worse than the T-Stitch seed
+    # every proposal of the adapter is within budget
+    from search.space import encode
+    s0 = strat.init(jax.random.key(1), [encode(plan, space)])
+    cands, s0 = strat.ask(s0)
+    s0 = strat.tell(s0, cands, ev.score([__import__("search.space").space.decode(g, space) for g in cands]))
+    cands, _ = strat.ask(s0)
+    assert cands and all(strat.cost(g) <= budgets[0] + 1e-9 for g in cands)
+    front = pareto_rows(rows)
+    assert front and all(front[i]["cost"] <= front[i + 1]["cost"] for i in range(len(front) - 1))
+
+
+@pytest.mark.slow
+def test_stitch_command_writes_report_and_resumes(tmp_path):
+    from search.schedule_file import load_plan
+    from stepwise.cli import main
+
+    args = ["stitch", "--config", "configs/stitch_digits.py", "--workdir", str(tmp_path),
+            "--config.model.components=3", "--config.nfe=5", "--config.stitch.num_samples=300",
+            "--config.stitch.batch_size=300", "--config.stitch.points=3", "--config.stitch.search_samples=200",
+            "--config.stitch.generations=1", "--config.stitch.population=4", "--config.stitch.children=3",
+            "--config.stitch.cost_batch=64", "--config.stitch.model_only=False"]
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "stitch.json").read_text())
+    sweep = summary["sweep"]
+    assert [r["fraction"] for r in sweep] == [0.0, 0.6, 1.0]
+    assert sweep[0]["cost"] == pytest.approx(5.0) and sweep[-1]["cost"] == pytest.approx(5 / 3)
+    for f in ("report.md", "report.html", "fig01.png", "costs.json"):
+        assert (tmp_path / f).exists(), f
+    fronts = sorted((tmp_path / "front" / "joint").glob("front_*.json"))
+    assert len(fronts) == 3 and load_plan(fronts[0]).nfe() == 5
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "points").glob("*.json")}
+    assert main(args) == 0                             # rerun: every point and budget is reused
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "points").glob("*.json")} == stamps
