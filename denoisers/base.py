@@ -98,40 +98,10 @@ class Denoiser(eqx.Module):
         raise NotImplementedError
 
 
-class Converted(eqx.Module):
-    """Wrap a denoiser so that it returns another parameterisation of the same prediction."""
+class Wrapper(eqx.Module):
+    """Base for denoisers that wrap another: the contract's attributes come from ``inner``."""
 
     inner: eqx.Module
-    prediction: str = eqx.field(static=True)
-
-    def __init__(self, inner, prediction: str):
-        self.inner, self.prediction = inner, check_prediction(prediction)
-
-    @property
-    def schedule(self):
-        return self.inner.schedule
-
-    @property
-    def cost(self):
-        return self.inner.cost
-
-    @property
-    def data_mean(self):
-        return self.inner.data_mean
-
-    def __call__(self, x, t, cond=None):
-        return convert(self.inner(x, t, cond), self.inner.prediction, self.prediction, x, t, self.schedule)
-
-
-class LowPrecision(eqx.Module):
-    """Evaluate a denoiser in a lower precision (e.g. bfloat16); the sampler keeps its float32 state.
-
-    Inputs and floating parameters are cast to ``dtype``; outputs come back in ``dtype`` and the
-    executor casts them to the solver's dtype.
-    """
-
-    inner: eqx.Module
-    dtype: str = eqx.field(static=True, default="bfloat16")
 
     @property
     def prediction(self):
@@ -152,6 +122,36 @@ class LowPrecision(eqx.Module):
     @property
     def data_shape(self):
         return self.inner.data_shape
+
+    @property
+    def num_classes(self):
+        return getattr(self.inner, "num_classes", 0)
+
+
+class Converted(Wrapper):
+    """Wrap a denoiser so that it returns another parameterisation of the same prediction."""
+
+    to: str = eqx.field(static=True)
+
+    def __init__(self, inner, prediction: str):
+        self.inner, self.to = inner, check_prediction(prediction)
+
+    @property
+    def prediction(self):
+        return self.to
+
+    def __call__(self, x, t, cond=None):
+        return convert(self.inner(x, t, cond), self.inner.prediction, self.to, x, t, self.schedule)
+
+
+class LowPrecision(Wrapper):
+    """Evaluate a denoiser in a lower precision (e.g. bfloat16); the sampler keeps its float32 state.
+
+    Inputs and floating parameters are cast to ``dtype``; outputs come back in ``dtype`` and the
+    executor casts them to the solver's dtype.
+    """
+
+    dtype: str = eqx.field(static=True, default="bfloat16")
 
     def __call__(self, x, t, cond=None):
         dt = jnp.dtype(self.dtype)

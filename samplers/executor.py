@@ -18,6 +18,7 @@ from jax import lax
 
 from denoisers.guidance import Thresholding, guided_x0_eps
 from samplers.sharding import data_mesh, pad_batch, shard_batch
+from samplers.stitching import check_compatible
 from solvers.coefficients import StepGeometry, corrector_weights, predictor_weights
 from solvers.plan import DATA, HISTORY, NO_CORRECTOR, UNIC, SolverPlan, validate
 
@@ -54,6 +55,7 @@ def sample(denoisers, schedule, plan: SolverPlan, x_T, cond=None, threshold: Thr
     over a ("data",) mesh of this process's devices and padded to a multiple of their count.
     """
     models = _as_models(denoisers)
+    models = check_compatible(models, schedule) if len(models) > 1 else models
     if _is_concrete(plan):
         validate(plan, schedule, num_models=len(models))
     if x_T.ndim < 2:

@@ -82,7 +82,27 @@ def _jsonable(o):
 
 
 def save_config(workdir: Path, config) -> None:
-    atomic_write_json(workdir / "config.json", config.to_dict())
+    """Record the resolved config; an existing run directory must hold the same config.
+
+    A run directory is resumed, never clobbered: rerunning with the same config continues (or
+    finds the work done), a different config is refused before anything is written.
+    """
+    path = workdir / "config.json"
+    new = json.loads(json.dumps(config.to_dict(), default=_jsonable))
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != new:
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            raise SystemExit(f"error: {workdir} holds a run with a different config (fields {diff}); "
+                             "choose another --workdir or rerun with the same config to resume")
+        return
+    atomic_write_json(path, new)
+
+
+def finished_metrics(workdir: Path) -> dict | None:
+    """The metrics of a completed run in ``workdir`` (None if it has not finished)."""
+    path = workdir / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def build_schedule(config):

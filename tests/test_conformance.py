@@ -70,10 +70,10 @@ def test_preset_conformance(gmm10, counted, name):
     for b in (1, 7):
         xb = samplers.sample(gmm10, SCHED, plan, x_T[:b])
         assert xb.shape == (b, 64) and xb.dtype == jnp.float32
-        np.testing.assert_allclose(xb, x64b[:b], atol=1e-5)
+        np.testing.assert_allclose(xb, x64b[:b], atol=1e-4)  # noise forms: float32 round-off
     # under an outer jit, with the plan as a traced argument
     outer = jax.jit(lambda p, x: samplers.sample(gmm10, SCHED, p, x))
-    np.testing.assert_allclose(outer(plan, x_T[:7]), x64b[:7], atol=1e-5)
+    np.testing.assert_allclose(outer(plan, x_T[:7]), x64b[:7], atol=1e-4)
     # float64 agrees with float32 (the model's NumPy leaves are made jnp float64 arrays first: the
     # same NumPy leaves passed in both modes confuse jax's argument cache)
     with jax.enable_x64(True):

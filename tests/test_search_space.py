@@ -154,14 +154,14 @@ def test_strategy_is_deterministic_and_improves(cls):
     space = make_space(5)
     kw = dict(population=8, top_k=3, children=6)
     if cls is PredictorSearch:
-        kw.update(screen=32, warmup=12, train_steps=30, hidden=16)
+        kw.update(screen=32, warmup=12, train_steps=20, hidden=16)
     init = [S.encode(p, space) for _, p in baseline_plans(5, SCHED)[:6]]
     score = _synthetic(space)
     bests = []
     for _ in range(2):
         strat = cls(space, **kw)
         state = strat.init(jax.random.key(7), init)
-        for _ in range(6):
+        for _ in range(4):
             cands, state = strat.ask(state)
             state = strat.tell(state, cands, [score(c) for c in cands])
         bests.append((S.genome_hash(state.best[0], space), state.best[1], len(state.archive)))

@@ -256,7 +256,7 @@ def test_stitch_command_writes_report_and_resumes(tmp_path):
     assert main(args) == 0
     summary = json.loads((tmp_path / "stitch.json").read_text())
     sweep = summary["sweep"]
-    assert [r["fraction"] for r in sweep] == [0.0, 0.6, 1.0]
+    assert [r["fraction"] for r in sweep] == [0.0, 0.4, 1.0]   # k = round(linspace(0, 5, 3)), half to even
     assert sweep[0]["cost"] == pytest.approx(5.0) and sweep[-1]["cost"] == pytest.approx(5 / 3)
     for f in ("report.md", "report.html", "fig01.png", "costs.json"):
         assert (tmp_path / f).exists(), f

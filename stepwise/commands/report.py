@@ -93,11 +93,11 @@ def run(args) -> int:
         print("error: none of the run directories holds a metrics.json")
         return 2
     sections: list[tuple[str, object]] = [("Runs", rows)]
-    curve = [r for r in rows if "frechet_exact" in r and "nfe" in r]
+    curve = [dict(r) for r in rows if "frechet_exact" in r and "nfe" in r]
     if len({r["nfe"] for r in curve}) > 1:
         for r in curve:
-            r.setdefault("solver", r.get("plan") or "plan")
-            r["solver_label"] = f"{r['solver']}({r.get('order', '')}) {r.get('discretization', '')}".strip()
+            name = r.get("solver") or r.get("plan") or "plan"
+            r["solver_label"] = f"{name}({r.get('order', '')}) {r.get('discretization', '')}".strip()
         sections.append(("Distance to the exact distribution vs NFE",
                          evaluation.plot_distance_vs_nfe(curve, distance="frechet_exact",
                                                          solver="solver_label")))

@@ -38,6 +38,12 @@ def run(args) -> int:
     workdir = runtime.make_workdir("sample", args.workdir) if writer else None
     if writer:
         runtime.save_config(workdir, cfg)
+        done = runtime.finished_metrics(workdir)
+        if done is not None and jax.process_count() == 1:
+            print(f"{workdir} already holds this run (same config); its metrics:")
+            for k, v in done.items():
+                print(f"  {k:>26s}: {v}")
+            return 0
     sched = runtime.build_schedule(cfg)
     model = runtime.build_model(cfg, sched)
     plan = runtime.build_plan(cfg, sched)
