@@ -22,13 +22,16 @@ import solvers
 
 SOLVERS = [("ddim", "ddim", {}), ("dpm_solver_2m(noise)", "dpm_solver", {"order": 2}),
            ("dpm_solver_pp_2m", "dpm_solver_pp", {"order": 2}),
-           ("unipc_2(bh2)", "unipc", {"order": 2})]
+           ("unipc_2(bh2)", "unipc", {"order": 2}),
+           ("dpm_solver_3m(noise)", "dpm_solver", {"order": 3}),
+           ("dpm_solver_pp_3m", "dpm_solver_pp", {"order": 3})]
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--scales", default="1,3,7.5")
+    ap.add_argument("--solvers", default="", help="comma-separated subset of the solver names")
     ap.add_argument("--nfes", default="5,10,15,20")
     args = ap.parse_args(argv)
     scales = [float(s) for s in args.scales.split(",")]
@@ -45,6 +48,9 @@ def main(argv=None):
         ref = samplers.reference_solve(model, sched, x_T, cond=labels, guidance=g, rtol=1e-6)
         rows = [(name, preset, opts, None) for name, preset, opts in SOLVERS]
         rows.append(("dpm_solver_pp_2m+dyn.thresh", "dpm_solver_pp", {"order": 2}, th))
+        if args.solvers:
+            keep = set(args.solvers.split(","))
+            rows = [r for r in rows if r[0] in keep]
         for name, preset, opts, thr in rows:
             errs = []
             for nfe in nfes:

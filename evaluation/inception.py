@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -30,6 +29,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from evaluation.atomic import savez_atomic
 from jax import lax
 
 __all__ = [
@@ -378,15 +379,7 @@ def convert_inception(pth_path: str | os.PathLike, npz_path: str | os.PathLike) 
     npz_path = os.path.abspath(os.fspath(npz_path))
     if not npz_path.endswith(".npz"):
         raise ValueError(f"npz_path: must end in .npz, got {npz_path!r}")
-    fd, tmp = tempfile.mkstemp(suffix=".npz.tmp", dir=os.path.dirname(npz_path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **keep)
-        os.replace(tmp, npz_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    savez_atomic(npz_path, **keep)
     return npz_path
 
 

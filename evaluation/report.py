@@ -10,11 +10,12 @@ import html
 import io
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from evaluation.atomic import write_bytes_atomic, write_text_atomic  # noqa: F401 (re-exported)
 
 __all__ = [
     "format_table_markdown", "format_table_html", "sample_grid", "grid_png", "plot_lines",
@@ -33,26 +34,6 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> str:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
-    path = os.path.abspath(os.fspath(path))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> str:
-    return write_bytes_atomic(path, text.encode("utf-8"))
 
 
 # ----------------------------------------------------------------------------- tables

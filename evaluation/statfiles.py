@@ -13,10 +13,11 @@ count) and ``feature`` (the extractor name) as extra keys, which the other tools
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any
 
 import numpy as np
+
+from evaluation.atomic import savez_atomic
 
 from evaluation.stats import GaussianStats
 
@@ -29,17 +30,7 @@ def _atomic_savez(path: str, compressed: bool, arrays: dict[str, np.ndarray]) ->
     path = os.path.abspath(os.fspath(path))
     if not path.endswith(".npz"):
         raise ValueError(f"path: statistics files must end in .npz, got {path!r}")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".npz.tmp", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            (np.savez_compressed if compressed else np.savez)(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return savez_atomic(path, compressed=compressed, **arrays)
 
 
 def save_stats(path: str | os.PathLike, stats: GaussianStats, *, format: str = "pytorch-fid",

@@ -9,7 +9,6 @@ so only the chosen model runs and no plan change retraces.
 """
 from __future__ import annotations
 
-from typing import Sequence
 
 import equinox as eqx
 import jax

@@ -29,7 +29,7 @@ cost is the sum over its evaluations (``solvers.evaluations_per_step`` counts th
 from __future__ import annotations
 
 import time
-from typing import Sequence
+
 
 import equinox as eqx
 import jax

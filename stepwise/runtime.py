@@ -4,7 +4,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -51,24 +50,14 @@ def make_workdir(command: str, workdir: str | None) -> Path:
     return p
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_jsonable) + "\n").encode())
+    from evaluation.atomic import write_text_atomic
+    write_text_atomic(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
 
 
 def atomic_savez(path: Path, **arrays) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    os.close(fd)
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    from evaluation.atomic import savez_atomic
+    savez_atomic(path, **arrays)
 
 
 def _jsonable(o):
