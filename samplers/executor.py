@@ -13,6 +13,7 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from denoisers.guidance import Thresholding, guided_x0_eps
@@ -37,6 +38,10 @@ def _as_models(denoisers) -> tuple:
     return (denoisers,)
 
 
+def _device_leaves(tree):
+    return jax.tree.map(lambda a: jnp.asarray(a) if isinstance(a, np.ndarray) else a, tree)
+
+
 def _is_concrete(tree) -> bool:
     return not any(isinstance(l, jax.core.Tracer) for l in jax.tree.leaves(tree))
 
@@ -55,6 +60,9 @@ def sample(denoisers, schedule, plan: SolverPlan, x_T, cond=None, threshold: Thr
     """
     models = _as_models(denoisers)
     models = check_compatible(models, schedule) if len(models) > 1 else models
+    # NumPy leaves become jnp arrays of the current default precision here, so a float32 and a
+    # float64 (jax_enable_x64) call never share a cache entry keyed on the NumPy dtype.
+    models, schedule = _device_leaves((models, schedule))
     if _is_concrete(plan):
         validate(plan, schedule, num_models=len(models))
     if x_T.ndim < 2:

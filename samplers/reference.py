@@ -13,6 +13,7 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from denoisers.guidance import guided_x0_eps
 
@@ -54,5 +55,7 @@ def reference_solve(denoiser, schedule, x_T, t_start=None, t_end=None, rtol: flo
     lam0 = schedule.lambda_(jnp.asarray(t0, dt))
     lam1 = schedule.lambda_(jnp.asarray(t1, dt))
     scale = jnp.asarray(guidance, dt)
+    denoiser, schedule = jax.tree.map(lambda a: jnp.asarray(a) if isinstance(a, np.ndarray) else a,
+                                      (denoiser, schedule))
     x, steps = _solve(denoiser, schedule, x_T, lam0, lam1, rtol, atol, cond, scale, max_steps)
     return (x, steps) if return_steps else x

@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import counting_model
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import samplers
@@ -20,28 +21,9 @@ def _plan(name, discretization="logsnr", n=N_STEPS, dtype=jnp.float32):
     return solvers.PRESETS[name].build(ts)
 
 
-def _counting_model(gmm):
-    """The same model with a host callback counting executed evaluations (only taken branches run)."""
-    calls = {"n": 0}
-
-    def bump(x):
-        calls["n"] += 1
-        return x
-
-    class Counted(type(gmm)):
-        def __call__(self, x, t, cond=None):
-            out = super().__call__(x, t, cond)
-            return jax.pure_callback(bump, jax.ShapeDtypeStruct(out.shape, out.dtype), out)
-
-    m = object.__new__(Counted)
-    for f in gmm.__dataclass_fields__:
-        object.__setattr__(m, f, getattr(gmm, f))
-    return m, calls
-
-
 @pytest.fixture(scope="module")
 def counted(gmm10):
-    return _counting_model(gmm10)
+    return counting_model(gmm10)
 
 
 def test_all_presets_share_one_executable_per_length(gmm10):

@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import counting_model
 
 import denoisers
 import samplers
@@ -53,21 +54,7 @@ def test_cfg_combination_and_one_call(cgmm):
 
 
 def test_guided_sampling_counts_one_nfe_per_step(cgmm):
-    calls = {"n": 0, "rows": []}
-
-    def bump(x):
-        calls["n"] += 1
-        calls["rows"].append(x.shape[0])
-        return x
-
-    class Counted(type(cgmm)):
-        def __call__(self, x, t, cond=None):
-            out = super().__call__(x, t, cond)
-            return jax.pure_callback(bump, jax.ShapeDtypeStruct(out.shape, out.dtype), out)
-
-    m = object.__new__(Counted)
-    for f in cgmm.__dataclass_fields__:
-        object.__setattr__(m, f, getattr(cgmm, f))
+    m, calls = counting_model(cgmm)
     plan = solvers.dpm_solver_pp(schedules.discretize("logsnr", 4, SCHED), order=2).replace(
         guidance=jnp.asarray([1.0, 2.0, 7.5, 7.5]))
     x_T = jax.random.normal(jax.random.key(0), (3, 64))

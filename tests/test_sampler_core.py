@@ -3,11 +3,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import counting_model
 
 import samplers
 import schedules
 import solvers
-from solvers.plan import DATA, NOISE, UNIC
+from solvers.plan import UNIC
 
 SCHED = schedules.VPLinear()
 
@@ -44,28 +45,9 @@ def test_different_step_count_retraces(gmm10):
     assert samplers.trace_count() - before == 2
 
 
-def _counting_model(gmm):
-    """Count real model calls with a host callback (only executed branches call back)."""
-    calls = {"n": 0}
-
-    def bump(x):
-        calls["n"] += 1
-        return x
-
-    class Counted(type(gmm)):
-        def __call__(self, x, t, cond=None):
-            out = super().__call__(x, t, cond)
-            return jax.pure_callback(bump, jax.ShapeDtypeStruct(out.shape, out.dtype), out)
-
-    m = object.__new__(Counted)
-    for f in gmm.__dataclass_fields__:
-        object.__setattr__(m, f, getattr(gmm, f))
-    return m, calls
-
-
 def test_nfe_accounting_is_exact(gmm10):
     rng = np.random.default_rng(1)
-    model, calls = _counting_model(gmm10)
+    model, calls = counting_model(gmm10)
     x_T = jax.random.normal(jax.random.key(0), (4, 64))
     for _ in range(12):
         plan = _random_valid_plan(rng, 5)
