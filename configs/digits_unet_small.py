@@ -2,18 +2,11 @@
 
 Command:  stepwise train --config configs/digits_unet_small.py --workdir runs/digits_unet_small
 """
-from __future__ import annotations
-
-import ml_collections
-
-from configs import base
-from configs.train_defaults import train_defaults
+from configs.base import get_config as base_config
 
 
-def get_config() -> ml_collections.ConfigDict:
-    c = base.get_config()
-    if "train" not in c:
-        c.train = train_defaults()
+def get_config():
+    c = base_config()
     c.schedule = "vp_linear"
     c.train.arch = "unet"
     c.train.preset = "small"
