@@ -41,7 +41,7 @@ def test_evaluate_exact_moments(tmp_path):
              exact_cov=cov)
     assert _cli(["evaluate", "--samples", str(tmp_path / "samples.npz"), "--exact",
                  "--bootstrap", "5"]) == 0
-    doc = json.loads((tmp_path / "metrics.json").read_text())
+    doc = json.loads((tmp_path / "evaluation.json").read_text())
     m = doc["metrics"][0]
     assert m["name"] == "frechet_exact" and m["n"] == n and "n_ref" not in m
     assert abs(m["value"] - d * 0.09) < 0.05  # |shift|^2 = 0.45, sample noise ~ 0.01
@@ -72,8 +72,8 @@ def test_stats_then_evaluate_against_data_and_ref(tmp_path, capsys):
                  "--out", str(out_b)]) == 0
     printed = capsys.readouterr().out
     assert "| fid |" in printed and "| kid |" in printed
-    a = json.loads((out_a / "metrics.json").read_text())["metrics"]
-    b = {m["name"]: m for m in json.loads((out_b / "metrics.json").read_text())["metrics"]}
+    a = json.loads((out_a / "evaluation.json").read_text())["metrics"]
+    b = {m["name"]: m for m in json.loads((out_b / "evaluation.json").read_text())["metrics"]}
     assert a[0]["value"] == pytest.approx(b["fid"]["value"], rel=1e-5)
     assert (b["fid"]["n"], b["fid"]["n_ref"], b["kid"]["subset_size"]) == (899, 1797, 200)
     assert 0 < b["fid"]["value"] < 5 and "fid_inf" in b
@@ -92,7 +92,7 @@ def test_train_features_then_evaluate_in_feature_space(tmp_path, capsys):
     assert _cli(["evaluate", "--samples", str(tmp_path / "samples.npz"), "--data", "digits",
                  "--features", "digits", "--feature-net", str(net_dir),
                  "--kid-subsets", "3", "--kid-subset-size", "100"]) == 0
-    doc = json.loads((tmp_path / "metrics.json").read_text())
+    doc = json.loads((tmp_path / "evaluation.json").read_text())
     assert doc["features"] == "digits" and doc["metrics"][0]["n"] == 300
     # a missing net is explained, not a traceback
     assert _cli(["stats", "--data", "digits", "--features", "digits", "--feature-net",

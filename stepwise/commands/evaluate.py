@@ -1,4 +1,4 @@
-"""`stepwise evaluate`: distances of generated samples to a reference, written to metrics.json.
+"""`stepwise evaluate`: distances of generated samples to a reference, written to evaluation.json.
 
 samples.npz layout (written by `stepwise sample`):
   samples     (n, ...) float in [-1, 1] -- flat vectors (n, D) or images (n, H, W[, C])
@@ -30,7 +30,7 @@ samples.npz holds `samples` (n, ...) in [-1, 1]; --exact also needs `exact_mean`
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "evaluate", help="Fréchet distance / KID of samples to a reference; writes metrics.json",
+        "evaluate", help="Fréchet distance / KID of samples to a reference; writes evaluation.json",
         description="Score generated samples against reference statistics (--ref), the exact "
                     "moments stored with the samples (--exact), or a bundled data set (--data). "
                     "Every number is reported with its sample size n.",
@@ -43,7 +43,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     ref.add_argument("--data", choices=DATASETS, help="compare to a bundled data set")
     p.add_argument("--split", default="train", help="split of --data (default train)")
     p.add_argument("--out", default=None,
-                   help="directory for metrics.json (default: the samples file's directory)")
+                   help="directory for evaluation.json (default: the samples file's directory; the sampler's own metrics.json is never overwritten)")
     p.add_argument("--fid-inf", action="store_true",
                    help="also report FID_inf (Chong & Forsyth 2020; 1/n extrapolation)")
     p.add_argument("--bootstrap", type=int, default=0, metavar="R",
@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"samples: {doc['samples']}\nreference: {doc['reference']}  features: {doc['features']}")
     print(ev.format_table_markdown(rows))
     out_dir = os.path.abspath(args.out or os.path.dirname(os.path.abspath(args.samples)))
-    path = os.path.join(out_dir, "metrics.json")
+    path = os.path.join(out_dir, "evaluation.json")
     _write_json_atomic(path, doc)
     print(f"wrote {path}")
     return 0

@@ -54,7 +54,8 @@ def run_row(run: Path) -> dict | None:
         return None
     cfg = _load_json(run / "config.json") or {}
     row = {"run": run.name}
-    for key in ("solver", "order", "discretization", "plan"):
+    keys = ("plan",) if cfg.get("plan") else ("solver", "order", "discretization")
+    for key in keys:
         if key in cfg and cfg[key] not in ("", None):
             row[key] = cfg[key]
     if "model" in cfg and isinstance(cfg["model"], dict):
