@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from denoisers.base import check_prediction, to_x0_eps
+from denoisers.base import Wrapper, check_prediction, to_x0_eps
 
 SCHEDULE_RTOL = 1e-5     # relative tolerance when comparing log alpha / log sigma on a grid
 MEAN_TOL = 0.1           # largest RMS difference of data means (in data units) accepted
@@ -99,7 +99,7 @@ def lambda_range(schedule) -> tuple[float, float]:
     return float(lam[0]), float(lam[1])
 
 
-class Retimed(eqx.Module):
+class Retimed(Wrapper):
     """A denoiser trained on schedule ``inner.schedule`` presented on ``schedule`` (see module doc).
 
     ``Retimed(model, target)(x, t)`` evaluates ``model(c x, t')`` with t' = t_I(lambda_target(t)) and
@@ -107,26 +107,21 @@ class Retimed(eqx.Module):
     the inner model's.
     """
 
-    inner: eqx.Module
-    schedule: eqx.Module
-    prediction: str = eqx.field(static=True)
+    target: eqx.Module
+    kind: str = eqx.field(static=True)
 
     def __init__(self, inner, schedule):
-        self.inner, self.schedule = inner, schedule
+        self.inner, self.target = inner, schedule
         kind = check_prediction(inner.prediction)
-        self.prediction = kind if kind in ("x0", "eps") else "eps"
+        self.kind = kind if kind in ("x0", "eps") else "eps"
 
     @property
-    def cost(self):
-        return self.inner.cost
+    def schedule(self):
+        return self.target
 
     @property
-    def data_mean(self):
-        return self.inner.data_mean
-
-    @property
-    def data_shape(self):
-        return self.inner.data_shape
+    def prediction(self):
+        return self.kind
 
     def inner_time_and_scale(self, t):
         """(t', c) for sampler times t: the model's time of equal log-SNR and the input scale."""

@@ -25,6 +25,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "train", help="train a UNet/MLP denoiser (resumable)",
         description="Train a Flax denoiser on digits, Fashion-MNIST, an .npz or an image folder.",
         epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=None, help="ml_collections config file (default configs/base.py)")
     p.add_argument("--workdir", default=None, help="run directory (created; resumed if it holds a checkpoint)")
     p.add_argument("--steps", type=int, default=None, help="override config.train.steps")
     p.set_defaults(func=run)
