@@ -41,21 +41,12 @@ def frechet_to_moments(x: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> floa
     return float(frechet_distance(x.mean(0), np.cov(x, rowvar=False), mean, cov))
 
 
-def shard_batch(x):
-    """Shard the leading (batch) axis over all devices when there is more than one."""
-    devs = jax.devices()
-    if len(devs) < 2 or x.shape[0] % len(devs):
-        return x
-    mesh = jax.make_mesh((len(devs),), ("data",))
-    spec = jax.sharding.PartitionSpec("data", *([None] * (x.ndim - 1)))
-    return jax.device_put(x, jax.sharding.NamedSharding(mesh, spec))
-
-
 def run_plan(model, schedule, plan, x_T: np.ndarray, batch_size: int) -> np.ndarray:
-    """Sample in fixed-size chunks (one executable per chunk shape)."""
+    """Sample in fixed-size chunks (one executable per chunk shape); ``samplers.sample`` shards each
+    chunk over this process's devices."""
     outs = []
     for i in range(0, x_T.shape[0], batch_size):
-        xb = shard_batch(jnp.asarray(x_T[i:i + batch_size]))
+        xb = jnp.asarray(x_T[i:i + batch_size])
         outs.append(np.asarray(samplers.sample(model, schedule, plan, xb)))
     return np.concatenate(outs)
 
