@@ -19,7 +19,7 @@ def train_defaults() -> ml_collections.ConfigDict:
     t.p_uncond = 0.1             # probability of dropping the label during training
     # Network
     t.arch = "unet"              # unet | mlp
-    t.preset = "small"           # small | large
+    t.preset = "small"           # small | large (~9x small) | xl (~24x small)
     t.network_overrides = ml_collections.ConfigDict()   # any field of the network's constructor
     t.prediction = "eps"         # eps | x0 | v | score | flow
     t.time_input_kind = "logsnr"  # network input c_noise = scale * f(t) + shift, f = t or half log-SNR
@@ -30,6 +30,7 @@ def train_defaults() -> ml_collections.ConfigDict:
     t.measure_cost = True        # record measured forward time (batch 256) as the denoiser's cost
     # Optimisation
     t.steps = 6000
+    t.max_minutes = 0.0          # > 0: stop (checkpointed, resumable) after this much wall time
     t.batch_size = 128
     t.learning_rate = 2e-3
     t.warmup_steps = 200

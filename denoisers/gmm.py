@@ -32,6 +32,7 @@ class GaussianMixture(eqx.Module):
     prediction: str = eqx.field(static=True, default="x0")
     data_shape: tuple = eqx.field(static=True, default=None)
     cost: float = eqx.field(static=True, default=1.0)
+    num_classes: int = eqx.field(static=True, default=0)   # 0: unconditional
 
     def __init__(self, weights, means, covariances, schedule: NoiseSchedule | None = None,
                  data_shape: tuple | None = None, component_class=None):
@@ -62,10 +63,8 @@ class GaussianMixture(eqx.Module):
             if component_class.shape != (k,) or np.any(component_class < 0):
                 raise ValueError("component_class: need one non-negative class label per component")
         self.component_class = component_class
-
-    @property
-    def num_classes(self) -> int:
-        return 0 if self.component_class is None else int(np.max(self.component_class)) + 1
+        # static (not derived from the leaf), so it stays a Python int when the model is traced
+        self.num_classes = 0 if component_class is None else int(np.max(component_class)) + 1
 
     def _class_logits(self, cond, dt):
         """log-weights (B, K) given labels; label -1 (or no classes) keeps the whole mixture."""

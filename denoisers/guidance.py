@@ -81,3 +81,46 @@ def guided_x0_eps(model, x, t, cond=None, scale=1.0, threshold: Thresholding | N
         a, s = _bcast(model.schedule.alpha(t_), x), _bcast(model.schedule.sigma(t_), x)
         eps = (x - a * x0) / s
     return x0, eps
+
+
+class Guided(eqx.Module):
+    """A label-conditioned denoiser with classifier-free guidance (and optionally thresholding)
+    baked in: an x0-predicting denoiser of the guided ODE, so every sampler, reference solve and
+    search applies unchanged, and the reference solve of this denoiser is the exact guided
+    (thresholded) ODE endpoint.
+
+    Sample i of a batch gets label ``i % num_classes`` unless ``cond`` is given (chunks whose size
+    is a multiple of ``num_classes`` see the same labels); one call is one NFE of a doubled batch.
+    """
+
+    inner: eqx.Module
+    scale: float = eqx.field(static=True, default=1.0)
+    threshold: Thresholding | None = None
+    prediction: str = eqx.field(static=True, default="x0")
+
+    @property
+    def schedule(self):
+        return self.inner.schedule
+
+    @property
+    def cost(self):
+        return 2.0 * self.inner.cost
+
+    @property
+    def data_mean(self):
+        return self.inner.data_mean
+
+    @property
+    def data_shape(self):
+        return self.inner.data_shape
+
+    def labels(self, n: int):
+        return jnp.arange(n) % self.inner.num_classes
+
+    def moments(self, label=None):
+        """The unguided data moments (guidance has no closed-form target distribution)."""
+        return self.inner.moments(label)
+
+    def __call__(self, x, t, cond=None):
+        labels = self.labels(x.shape[0]) if cond is None else cond
+        return guided_x0_eps(self.inner, x, t, labels, self.scale, self.threshold)[0]

@@ -211,7 +211,8 @@ def train(data, cfg: ml_collections.ConfigDict, workdir: str, labels=None, sched
 
     ``cfg`` is ``configs.train_defaults.train_defaults()`` (possibly overridden). If ``workdir`` holds a
     checkpoint, training resumes from its latest step. ``stop_after`` ends this call after that many
-    steps (the run can be resumed later). ``labels`` (n,) ints enable class conditioning when
+    steps (the run can be resumed later), and so does ``cfg.max_minutes`` of wall time (0: no limit;
+    setup and compilation included) with a checkpoint at the last step. ``labels`` (n,) ints enable class conditioning when
     ``cfg.num_classes > 0``.
     """
     import orbax.checkpoint as ocp
@@ -340,9 +341,14 @@ def train(data, cfg: ml_collections.ConfigDict, workdir: str, labels=None, sched
         writer.write_scalars(step_now, {"eval_loss": ev})
 
     step = step0
-    t0 = time.perf_counter()
+    t0 = t_start = time.perf_counter()
     first_done = False
+    max_s = 60.0 * float(cfg.get("max_minutes", 0.0) or 0.0)
     while step < end:
+        if max_s and step > step0 and time.perf_counter() - t_start > max_s:
+            if step % int(cfg.checkpoint_every):       # wall-time budget spent: save, resume later
+                checkpoint(step)
+            break
         state, loss = train_step(state, train_x, train_y)
         step += 1
         losses.append(loss)
