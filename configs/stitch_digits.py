@@ -6,17 +6,12 @@ Trained pair:  stepwise stitch --config configs/stitch_digits.py --config.stitch
     --config.stitch.small_checkpoint=/path/digits16_unet_small --config.stitch.large_checkpoint=/path/digits16_unet_large \\
     --config.stitch.num_samples=512 --config.stitch.batch_size=256 --config.stitch.points=6 --config.stitch.search=False
 """
-from configs.base import get_config as base_config
+from configs.digits_gmm import get_config as digits_gmm_config
 from configs.stitch_defaults import stitch_defaults
 
 
 def get_config():
-    c = base_config()
+    c = digits_gmm_config()
     if "stitch" not in c:
         c.stitch = stitch_defaults()
-    c.model.components = 10
-    c.solver = "dpm_solver_pp"
-    c.order = 2
-    c.nfe = 10
-    c.discretization = "logsnr"
     return c

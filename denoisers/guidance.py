@@ -14,7 +14,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jax import lax
 
-from denoisers.base import _bcast, x0_eps
+from denoisers.base import Wrapper, _bcast, x0_eps
 
 NULL_LABEL = -1  # the unconditional "class" of label-conditioned denoisers
 
@@ -83,7 +83,7 @@ def guided_x0_eps(model, x, t, cond=None, scale=1.0, threshold: Thresholding | N
     return x0, eps
 
 
-class Guided(eqx.Module):
+class Guided(Wrapper):
     """A label-conditioned denoiser with classifier-free guidance (and optionally thresholding)
     baked in: an x0-predicting denoiser of the guided ODE, so every sampler, reference solve and
     search applies unchanged, and the reference solve of this denoiser is the exact guided
@@ -93,26 +93,16 @@ class Guided(eqx.Module):
     is a multiple of ``num_classes`` see the same labels); one call is one NFE of a doubled batch.
     """
 
-    inner: eqx.Module
     scale: float = eqx.field(static=True, default=1.0)
     threshold: Thresholding | None = None
-    prediction: str = eqx.field(static=True, default="x0")
 
     @property
-    def schedule(self):
-        return self.inner.schedule
+    def prediction(self):
+        return "x0"
 
     @property
     def cost(self):
         return 2.0 * self.inner.cost
-
-    @property
-    def data_mean(self):
-        return self.inner.data_mean
-
-    @property
-    def data_shape(self):
-        return self.inner.data_shape
 
     def labels(self, n: int):
         return jnp.arange(n) % self.inner.num_classes

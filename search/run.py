@@ -20,7 +20,7 @@ import numpy as np
 from evaluation import write_text_atomic
 from search.evaluator import (Evaluator, baseline_plans, frechet_to_moments, reference_endpoints,
                               run_plan)
-from search.schedule_file import save_plan
+from search.schedule_file import _plain, save_plan
 from search.space import SearchSpace, decode, describe_plan, encode, repair
 from search.state import restore_state, save_state
 from search.strategies import make_strategy, numpy_rng
@@ -212,14 +212,6 @@ def run_search(model, schedule, nfe: int, workdir, settings: dict, *, model_info
     log(f"searched nfe={nfe}: {key} {ours[key]:.6g} vs best baseline {best_base['solver']} "
         f"{best_base[key]:.6g} (ratio {ratio:.2f}); {len(st.archive)} evaluations, {search_wall:.1f}s search")
     return summary
-
-
-def _plain(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def write_report(workdir, summary: dict) -> None:

@@ -18,3 +18,18 @@ def gmm10():
 @pytest.fixture(scope="session")
 def gmm_factory():
     return _gmm
+
+
+@pytest.fixture(scope="session")
+def problem(gmm10):
+    """(x_T, its float64 diffrax reference endpoint at rtol 1e-10): 128 noises on VPLinear."""
+    import jax
+    import jax.numpy as jnp
+
+    import samplers
+    import schedules
+
+    with jax.enable_x64(True):
+        x_T = jax.random.normal(jax.random.key(0), (128, 64), jnp.float64)
+        ref = samplers.reference_solve(gmm10, schedules.VPLinear(), x_T, rtol=1e-10)
+    return x_T, ref

@@ -32,14 +32,6 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def problem(gmm10):
-    with jax.enable_x64(True):
-        x_T = jax.random.normal(jax.random.key(0), (128, 64), jnp.float64)
-        ref = samplers.reference_solve(gmm10, SCHED, x_T, rtol=1e-10)
-    return x_T, ref
-
-
 def fitted_order(gmm, x_T, ref, name, opts):
     errs = []
     with jax.enable_x64(True):

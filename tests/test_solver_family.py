@@ -45,14 +45,6 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def problem(gmm10):
-    with jax.enable_x64(True):
-        x_T = jax.random.normal(jax.random.key(0), (128, 64), jnp.float64)
-        ref = samplers.reference_solve(gmm10, SCHED, x_T, rtol=1e-10)
-    return x_T, ref
-
-
 def _fitted_order(gmm, x_T, ref, name, opts, steps):
     p = solvers.PRESETS[name]
     if "lower_order_final" in p.options:

@@ -1,7 +1,6 @@
 """stepwise sample: run a solver plan on the model of a config, report exact distances."""
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
@@ -16,11 +15,9 @@ EXAMPLE = """examples:
 
 
 def add_parser(sub):
-    p = sub.add_parser("sample", help="sample with a solver plan and report its exact error",
-                       epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=None, help="ml_collections config file (default configs/base.py)")
-    p.add_argument("--workdir", default=None, help="run directory (default runs/sample-<timestamp>)")
-    return p
+    from stepwise.runtime import config_parser
+
+    return config_parser(sub, "sample", "sample with a solver plan and report its exact error", EXAMPLE)
 
 
 def run(args) -> int:

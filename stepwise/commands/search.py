@@ -4,7 +4,6 @@ Resumes from the last generation when ``--workdir`` already holds a search of th
 """
 from __future__ import annotations
 
-import argparse
 
 from stepwise import runtime
 
@@ -17,12 +16,11 @@ EXAMPLE = """examples:
 
 
 def add_parser(sub):
-    p = sub.add_parser("search", help="search a per-step solver schedule at a fixed NFE",
-                       epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=None, help="ml_collections config file (default configs/base.py)")
-    p.add_argument("--workdir", default=None, help="run directory; an existing one is resumed "
-                                                   "(default config.workdir or runs/search-<timestamp>)")
-    return p
+    from stepwise.runtime import config_parser
+
+    return config_parser(sub, "search", "search a per-step solver schedule at a fixed NFE", EXAMPLE,
+                         "run directory; an existing one is resumed (default config.workdir or "
+                         "runs/search-<timestamp>)")
 
 
 def run(args) -> int:

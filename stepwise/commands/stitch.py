@@ -14,7 +14,6 @@ points and budgets): ``config.json``, ``points/*.json`` (one per evaluated plan)
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -30,11 +29,10 @@ EXAMPLE = """examples:
 
 
 def add_parser(sub):
-    p = sub.add_parser("stitch", help="T-Stitch sweep and joint model/solver search under a cost budget",
-                       epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=None, help="ml_collections config file (default configs/base.py)")
-    p.add_argument("--workdir", default=None, help="run directory (default runs/stitch-<timestamp>)")
-    return p
+    from stepwise.runtime import config_parser
+
+    return config_parser(sub, "stitch", "T-Stitch sweep and joint model/solver search under a cost budget",
+                         EXAMPLE)
 
 
 def settings(cfg) -> dict:

@@ -21,12 +21,11 @@ loads with `denoisers.train.load_denoiser(WORKDIR)` or `model.kind = "checkpoint
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "train", help="train a UNet/MLP denoiser (resumable)",
-        description="Train a Flax denoiser on digits, Fashion-MNIST, an .npz or an image folder.",
-        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=None, help="ml_collections config file (default configs/base.py)")
-    p.add_argument("--workdir", default=None, help="run directory (created; resumed if it holds a checkpoint)")
+    from stepwise.runtime import config_parser
+
+    p = config_parser(subparsers, "train", "train a UNet/MLP denoiser (resumable)", EXAMPLE,
+                      "run directory (created; resumed if it holds a checkpoint)",
+                      description="Train a Flax denoiser on digits, Fashion-MNIST, an .npz or an image folder.")
     p.add_argument("--steps", type=int, default=None, help="override config.train.steps")
     p.set_defaults(func=run)
     return p
