@@ -73,14 +73,22 @@ def sample_quality(model, held_out: np.ndarray, n: int, have: dict | None = None
     return out
 
 
-def split(dataset: str, held_out: int):
+def overridden(config, sets: dict):
+    """``config`` with ``config.train.<key> = value`` for each override (types as in the config)."""
+    for k, v in sets.items():
+        old = config.train[k]
+        config.train[k] = type(old)(v) if not isinstance(old, bool) else v.lower() in ("1", "true")
+    return config
+
+
+def split(dataset: str, held_out: int, sets: dict):
     """(config module prefix, training images, training labels, held-out images)."""
     if dataset == "digits":
-        cfg = importlib.import_module("configs.digits_unet_small").get_config().train
+        cfg = overridden(importlib.import_module("configs.digits_unet_small").get_config(), sets).train
         x, y = load_dataset(cfg)
         perm = np.random.default_rng(0).permutation(len(x))
         return "digits", x[perm[held_out:]], y[perm[held_out:]], x[perm[:held_out]]
-    cfg = importlib.import_module("configs.fashion_unet_small").get_config().train
+    cfg = overridden(importlib.import_module("configs.fashion_unet_small").get_config(), sets).train
     x, y = load_dataset(cfg)
     test, _ = load_fashion_mnist("test", cfg.data_path or None, pad_to_32=int(cfg.image_size) == 32)
     return "fashion", x, y, test[:held_out, ..., None]
@@ -96,13 +104,17 @@ def main(argv=None):
     ap.add_argument("--batch", default="", help="per preset, e.g. small=64,large=32 (default: the config's)")
     ap.add_argument("--fd-samples", type=int, default=1000)
     ap.add_argument("--held-out", type=int, default=300)
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="train-config overrides for every preset, e.g. image_size=28 num_classes=0")
+    ap.add_argument("--tag", default="", help="suffix of the run directories and the results file")
     ap.add_argument("--eval-only", action="store_true",
                     help="re-measure the sample quality of the models a previous run trained (kept timings)")
     args = ap.parse_args(argv)
     per = {k: dict(kv.split("=") for kv in getattr(args, k).split(",") if kv) for k in ("steps", "batch")}
 
-    prefix, train_x, train_y, held_out = split(args.dataset, args.held_out)
-    out_json = os.path.join(args.out, f"train_{args.dataset}.json")
+    sets = dict(kv.split("=", 1) for kv in args.set)
+    prefix, train_x, train_y, held_out = split(args.dataset, args.held_out, sets)
+    out_json = os.path.join(args.out, f"train_{args.dataset}{args.tag}.json")
     if args.eval_only:
         results = json.load(open(out_json))
         for preset in args.presets.split(","):
@@ -113,20 +125,20 @@ def main(argv=None):
         return
     n_floor = min(args.fd_samples, len(train_x))
     floor_idx = np.random.default_rng(1).choice(len(train_x), n_floor, replace=False)
-    results = {"device": str(jax.devices()[0].device_kind), "dataset": args.dataset,
+    results = {"device": str(jax.devices()[0].device_kind), "dataset": args.dataset, "overrides": sets,
                "max_minutes": args.max_minutes, "fd_samples": args.fd_samples,
                "held_out": len(held_out),
                "fd_floor_train_vs_held_out": pixel_frechet(train_x[floor_idx], held_out)}
     print(json.dumps(results), flush=True)
     for preset in args.presets.split(","):
-        config = importlib.import_module(f"configs.{prefix}_unet_{preset}").get_config()
+        config = overridden(importlib.import_module(f"configs.{prefix}_unet_{preset}").get_config(), sets)
         c = config.train
         c.steps = int(per["steps"].get(preset, c.steps))
         c.batch_size = int(per["batch"].get(preset, c.batch_size))
         c.max_minutes = args.max_minutes
         c.warmup_steps = min(int(c.warmup_steps), c.steps // 10)
         c.checkpoint_every = max(c.steps // 4, 1)
-        wd = os.path.join(args.out, f"{prefix}_unet_{preset}")
+        wd = os.path.join(args.out, f"{prefix}_unet_{preset}{args.tag}")
         t0 = time.perf_counter()
         r = train(train_x, c, wd, labels=train_y if int(c.num_classes) else None, schedule=config.schedule)
         wall = time.perf_counter() - t0
