@@ -2,7 +2,8 @@
 
 Runs ``stepwise stitch`` for (1) the exact mixture pair (small = 1-component diagonal mixture,
 large = the 10-component full mixture) and (2) the trained small/large UNets when their training
-directories exist, then prints the numbers of benchmarks/RESULTS_stitching.md.
+directories exist (``benchmarks/train_denoisers.py --dataset digits --out runs/bench-train``;
+the trained pair runs the same ``stepwise stitch`` command as RESULTS_stitching.md), then prints the numbers of benchmarks/RESULTS_stitching.md.
 
 Command:  python benchmarks/stitch_gmm.py [--workdir runs/bench_stitch] [--trained DIR] [--only gmm|trained]
 """
@@ -35,21 +36,24 @@ def run_pair(name: str, argv: list[str], workdir: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--workdir", default="runs/bench_stitch")
-    ap.add_argument("--trained", default="/work/trained", help="directory holding digits16_unet_{small,large}")
+    ap.add_argument("--trained", default="runs/bench-train",
+                    help="directory holding digits_unet_{small,large} (benchmarks/train_denoisers.py --out)")
     ap.add_argument("--only", choices=["gmm", "trained"], default=None)
     a = ap.parse_args()
     if a.only in (None, "gmm"):
         run_pair("gmm", [], os.path.join(a.workdir, "gmm"))
-    small, large = (os.path.join(a.trained, f"digits16_unet_{s}") for s in ("small", "large"))
+    small, large = (os.path.join(a.trained, f"digits_unet_{s}") for s in ("small", "large"))
     if a.only in (None, "trained"):
         if not (os.path.isdir(small) and os.path.isdir(large)):
             print(f"[trained] skipped: {small} / {large} not found")
             return
         run_pair("trained", ["--config.stitch.pair=checkpoints", f"--config.stitch.small_checkpoint={small}",
-                             f"--config.stitch.large_checkpoint={large}", "--config.stitch.num_samples=256",
-                             "--config.stitch.batch_size=256", "--config.stitch.points=6",
-                             "--config.stitch.cost_batch=256", "--config.stitch.cost_repeats=1",
-                             "--config.stitch.search=False"], os.path.join(a.workdir, "trained"))
+                             f"--config.stitch.large_checkpoint={large}", "--config.stitch.num_samples=1000",
+                             "--config.stitch.batch_size=500", "--config.stitch.points=6",
+                             "--config.stitch.search=True", "--config.stitch.model_only=False",
+                             "--config.stitch.search_samples=500", "--config.stitch.generations=4",
+                             "--config.stitch.children=6", "--config.stitch.population=8",
+                             "--config.stitch.budgets=4.9,6.6"], os.path.join(a.workdir, "trained"))
 
 
 if __name__ == "__main__":

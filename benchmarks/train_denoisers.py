@@ -69,7 +69,7 @@ def sample_quality(model, held_out: np.ndarray, n: int, have: dict | None = None
         if key not in (have or {}):
             t0 = time.perf_counter()
             out[key] = pixel_frechet(sample_nfe20(model, n, batch=250, clip_x0=clip), held_out)
-            out["sampling_s"] = round(time.perf_counter() - t0, 1)
+            out[key + "_sampling_s"] = round(time.perf_counter() - t0, 1)
     return out
 
 

@@ -3,8 +3,11 @@ mixture, large = the 10-component full mixture; DPM-Solver++(2M), NFE 10, logSNR
 
 Command:  stepwise stitch --config configs/stitch_digits.py --workdir runs/stitch_digits
 Trained pair:  stepwise stitch --config configs/stitch_digits.py --config.stitch.pair=checkpoints \\
-    --config.stitch.small_checkpoint=/path/digits16_unet_small --config.stitch.large_checkpoint=/path/digits16_unet_large \\
-    --config.stitch.num_samples=512 --config.stitch.batch_size=256 --config.stitch.points=6 --config.stitch.search=False
+    --config.stitch.small_checkpoint=runs/bench-train/digits_unet_small \\
+    --config.stitch.large_checkpoint=runs/bench-train/digits_unet_large \\
+    --config.stitch.num_samples=1000 --config.stitch.batch_size=500 --config.stitch.points=6
+(the training directories come from benchmarks/train_denoisers.py; the full measured command,
+joint-search settings included, is in benchmarks/RESULTS_stitching.md)
 """
 from configs.digits_gmm import get_config as digits_gmm_config
 from configs.stitch_defaults import stitch_defaults

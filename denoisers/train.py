@@ -212,8 +212,8 @@ def train(data, cfg: ml_collections.ConfigDict, workdir: str, labels=None, sched
     ``cfg`` is ``configs.train_defaults.train_defaults()`` (possibly overridden). If ``workdir`` holds a
     checkpoint, training resumes from its latest step. ``stop_after`` ends this call after that many
     steps (the run can be resumed later), and so does ``cfg.max_minutes`` of wall time (0: no limit;
-    setup and compilation included) with a checkpoint at the last step. ``labels`` (n,) ints enable class conditioning when
-    ``cfg.num_classes > 0``.
+    setup and compilation included) with a checkpoint at the last step. ``labels`` (n,) ints enable
+    class conditioning when ``cfg.num_classes > 0``.
     """
     import orbax.checkpoint as ocp
     from tqdm.auto import tqdm

@@ -11,14 +11,15 @@ import numpy as np
 BASE_CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "base.py")
 
 
-def config_parser(sub, name: str, help: str, example: str, workdir_help: str | None = None, **kw):
-    """A sub-command parser taking ``--config FILE`` (and ``--workdir DIR`` unless ``workdir_help``
-    is ``""``), with ``example`` shown under ``--help``."""
+def config_parser(sub, name: str, help: str, example: str, workdir_help: str | None = None,
+                  workdir: bool = True, **kw):
+    """A sub-command parser taking ``--config FILE`` (and ``--workdir DIR`` when ``workdir``), with
+    ``example`` shown under ``--help``."""
     import argparse
 
     p = sub.add_parser(name, help=help, epilog=example, formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
     p.add_argument("--config", default=None, help="ml_collections config file (default configs/base.py)")
-    if workdir_help != "":
+    if workdir:
         p.add_argument("--workdir", default=None,
                        help=workdir_help or f"run directory (default runs/{name}-<timestamp>)")
     return p

@@ -4,7 +4,6 @@ Resumes from the last generation when ``--workdir`` already holds a search of th
 """
 from __future__ import annotations
 
-
 from stepwise import runtime
 
 EXAMPLE = """examples:

@@ -1,7 +1,6 @@
 """stepwise show-config: print the resolved config (file + overrides)."""
 from __future__ import annotations
 
-
 EXAMPLE = """example:
   stepwise show-config --config configs/digits_gmm.py --config.nfe=6
 """
@@ -10,7 +9,7 @@ EXAMPLE = """example:
 def add_parser(sub):
     from stepwise.runtime import config_parser
 
-    return config_parser(sub, "show-config", "print the resolved config", EXAMPLE, workdir_help="")
+    return config_parser(sub, "show-config", "print the resolved config", EXAMPLE, workdir=False)
 
 
 def run(args) -> int:
