@@ -109,10 +109,12 @@ def loss_weight(kind: str, t, schedule, how: str = "auto", gamma: float = 5.0):
     ``"eps"``: weight J^2 with J = d eps / d pred, i.e. the loss equals the eps-MSE of the implied
     noise estimate (Ho et al. 2020) for every parameterisation; ``"min_snr"``: that times
     min(SNR, gamma)/SNR (Hang et al. 2023); ``"uniform"``: 1; ``"auto"``: ``"min_snr"`` for x0 (whose
-    eps-equivalent weight SNR is unbounded) and ``"eps"`` otherwise.
+    eps-equivalent weight SNR is unbounded), ``"uniform"`` for v (the plain v-MSE of Salimans & Ho
+    2022, SNR + 1 in eps terms: it keeps the x0 estimate accurate at high noise, which the eps
+    weight alpha^2 does not; benchmarks/RESULTS_denoisers.md) and ``"eps"`` otherwise.
     """
     if how == "auto":
-        how = "min_snr" if kind == "x0" else "eps"
+        how = {"x0": "min_snr", "v": "uniform"}.get(kind, "eps")
     if how == "uniform":
         return jnp.ones_like(t)
     z = jnp.zeros((t.shape[0], 1), t.dtype)

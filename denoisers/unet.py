@@ -112,6 +112,9 @@ class UNet(nn.Module):
 
     Fields mirror diffusers' ``UNet2DModel`` config (so imported checkpoints and our presets share code).
     ``num_class_embeds``: number of label embeddings (include the null class for guidance), or None.
+    ``patch_size`` p > 1 (not a diffusers field; 1 for imported checkpoints) runs the whole network on
+    (H/p, W/p, p*p*C) patches (:func:`space_to_depth`) and unpacks the output: about p*p times cheaper
+    at the same widths, which is what makes 32x32 training fit a CPU budget.
     """
 
     out_channels: int
@@ -132,9 +135,12 @@ class UNet(nn.Module):
     mid_block_scale_factor: float = 1.0
     resnet_time_scale_shift: str = "default"
     downsample_padding: int = 1
+    patch_size: int = 1
 
     def setup_check(self):
         n = len(self.block_out_channels)
+        if int(self.patch_size) < 1:
+            raise ValueError(f"UNet: patch_size must be >= 1, got {self.patch_size}")
         if len(self.down_block_types) != n or len(self.up_block_types) != n:
             raise ValueError("UNet: block_out_channels, down_block_types and up_block_types differ in length")
         for kind in self.down_block_types:
@@ -164,7 +170,8 @@ class UNet(nn.Module):
                 raise ValueError("UNet: this network is class-conditional; pass labels")
             emb = emb + nn.Embed(self.num_class_embeds, temb_dim, name="class_embedding")(labels)
 
-        h = nn.Conv(chans[0], (3, 3), padding=1, name="conv_in")(x)
+        patch = int(self.patch_size)
+        h = nn.Conv(chans[0], (3, 3), padding=1, name="conv_in")(space_to_depth(x, patch))
         skips = [h]
         for i, kind in enumerate(self.down_block_types):
             out = chans[i]
@@ -200,7 +207,29 @@ class UNet(nn.Module):
                 h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
                 h = nn.Conv(out, (3, 3), padding=1, name=f"up_blocks_{i}__upsamplers_0__conv")(h)
         h = nn.silu(nn.GroupNorm(g, epsilon=eps, name="conv_norm_out")(h))
-        return nn.Conv(self.out_channels, (3, 3), padding=1, name="conv_out")(h)
+        return depth_to_space(nn.Conv(self.out_channels * patch * patch, (3, 3), padding=1, name="conv_out")(h),
+                              patch)
+
+
+def space_to_depth(x, p: int):
+    """(B, H, W, C) -> (B, H/p, W/p, p*p*C): each p x p patch becomes one pixel ("patchify", as in
+    Hoogeboom et al. 2023, "simple diffusion"; p = 1 is the identity). H and W must divide by p."""
+    if p == 1:
+        return x
+    b, h, w, c = x.shape
+    if h % p or w % p:
+        raise ValueError(f"UNet: patch_size {p} must divide the image size {h}x{w}")
+    x = x.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h // p, w // p, p * p * c)
+
+
+def depth_to_space(x, p: int):
+    """Inverse of :func:`space_to_depth`: (B, h, w, p*p*C) -> (B, h*p, w*p, C)."""
+    if p == 1:
+        return x
+    b, h, w, c = x.shape
+    x = x.reshape(b, h, w, p, p, c // (p * p)).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h * p, w * p, c // (p * p))
 
 
 # Named presets (16x16 or 32x32 images). ``large`` costs about 9x ``small`` per forward pass (XLA

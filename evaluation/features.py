@@ -18,7 +18,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -30,6 +29,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from evaluation import inception as _inception
+from evaluation.atomic import write_text_atomic
 
 __all__ = [
     "FeatureExtractor", "DomainCNN", "TrainedFeatureNet", "train_feature_net",
@@ -190,7 +190,7 @@ def save_feature_net(directory: str | os.PathLike, net: TrainedFeatureNet) -> st
     ckpt = ocp.StandardCheckpointer()
     ckpt.save(os.path.join(directory, _PARAMS), net.params, force=True)
     ckpt.wait_until_finished()
-    _write_json_atomic(os.path.join(directory, _CONFIG), net.config())
+    write_text_atomic(os.path.join(directory, _CONFIG), json.dumps(net.config(), indent=2))
     return directory
 
 
@@ -212,13 +212,6 @@ def load_feature_net(directory: str | os.PathLike) -> TrainedFeatureNet:
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract["params"])
     params = ocp.StandardCheckpointer().restore(os.path.join(directory, _PARAMS), target)
     return TrainedFeatureNet(model, params, shape)
-
-
-def _write_json_atomic(path: str, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=os.path.dirname(path))
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- extractors
