@@ -11,7 +11,8 @@ Objectives (lower is better):
   and largely cancels, so it measures the solver's systematic distribution error (on the digits
   mixture at NFE 5 its rank correlation with the final 10k-sample excess distance over all
   baselines is 0.999 at 512 noises, against 0.96 for teacher_rmse).
-* ``frechet``: Fréchet distance of the candidate's samples to the exact mixture moments.
+* ``frechet``: Fréchet distance of the candidate's samples to the exact mixture moments (only for
+  models with ``moments()``; a trained network has none, use a teacher objective).
 
 Every candidate of a search uses the same noise (paired comparison); plans with the same number
 of steps reuse one compiled executable (``samplers.trace_count``); results are cached by
@@ -39,6 +40,11 @@ def frechet_to_moments(x: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> floa
     if not np.all(np.isfinite(x)):
         return float("inf")
     return float(frechet_distance(x.mean(0), np.cov(x, rowvar=False), mean, cov))
+
+
+def has_moments(model) -> bool:
+    """Whether the model knows its data distribution's exact mean and covariance (``moments()``)."""
+    return callable(getattr(model, "moments", None))
 
 
 def run_plan(model, schedule, plan, x_T: np.ndarray, batch_size: int) -> np.ndarray:
@@ -73,12 +79,15 @@ class Evaluator:
             raise ValueError(f"objective: must be one of {OBJECTIVES}, got {objective!r}")
         if num_samples < 2:
             raise ValueError(f"num_samples: need at least 2, got {num_samples}")
+        if objective == "frechet" and not has_moments(model):
+            raise ValueError("objective 'frechet' needs a model with exact moments (the digits mixture); "
+                             f"for a trained network use one of {OBJECTIVES[:2]}")
         self.model, self.schedule, self.objective = model, schedule, objective
         self.batch_size = int(min(batch_size, num_samples))
         self.use_vmap = use_vmap
         shape = (num_samples,) + tuple(model.data_shape)
         self.x_T = np.asarray(jax.random.normal(jax.random.key(seed), shape) * schedule.prior_std(), np.float32)
-        self.mean, self.cov = model.moments()
+        self.mean, self.cov = model.moments() if has_moments(model) else (None, None)
         self.cache = {} if cache is None else cache
         self.evaluations = 0
         self.sample_time = 0.0

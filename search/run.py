@@ -18,8 +18,8 @@ import jax
 import numpy as np
 
 from evaluation import write_text_atomic
-from search.evaluator import (Evaluator, baseline_plans, frechet_to_moments, reference_endpoints,
-                              run_plan)
+from search.evaluator import (Evaluator, baseline_plans, frechet_to_moments, has_moments,
+                              reference_endpoints, run_plan)
 from search.schedule_file import _plain, save_plan
 from search.space import SearchSpace, decode, describe_plan, encode, repair
 from search.state import restore_state, save_state
@@ -73,8 +73,14 @@ def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: in
                      final_data: tuple | None = None) -> tuple[list[dict], dict]:
     """Fréchet distance to the exact moments of every plan on FRESH noise (``seed``), with the
     reference solve of the same noise for the excess distance and the RMSE. ``final_data``
-    = (x_T, reference endpoints or None) reuses noise and its solve (benchmarks over many NFEs)."""
-    mean, cov = model.moments()
+    = (x_T, reference endpoints or None) reuses noise and its solve (benchmarks over many NFEs).
+    A model without exact moments (a trained network) is measured against the reference solve only
+    (``frechet_to_reference``, ``rmse_to_reference``), so it needs ``reference``."""
+    exact = has_moments(model)
+    if not exact and not reference and final_data is None:
+        raise ValueError("final_reference: a model without exact moments (a trained network) is measured "
+                         "against the reference solve; set search.final_reference=True")
+    mean, cov = model.moments() if exact else (None, None)
     ref = None
     if final_data is not None:
         x_T, ref = final_data
@@ -82,29 +88,41 @@ def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: in
     else:
         x_T = final_noise(model, schedule, num_samples, seed)
     info = {"num_samples": num_samples, "seed": seed}
-    if ref is not None:
-        info["reference_frechet"] = frechet_to_moments(ref, mean, cov)
-    elif reference:
+    if ref is None and reference:
         t0 = time.perf_counter()
         ref = reference_endpoints(model, schedule, x_T, batch_size)
-        info["reference_frechet"] = frechet_to_moments(ref, mean, cov)
         info["reference_wall_s"] = round(time.perf_counter() - t0, 2)
+    if ref is not None and exact:
+        info["reference_frechet"] = frechet_to_moments(ref, mean, cov)
     if ref is not None:  # paired: the reference solve of the same noise (sample noise cancels)
         r64 = ref.reshape(ref.shape[0], -1).astype(np.float64)
         ref_stats = (r64.mean(0), np.cov(r64, rowvar=False))
     rows = []
     for name, plan in plans.items():
         x = run_plan(model, schedule, plan, x_T, batch_size)
-        row = {"solver": name, "nfe": plan.nfe(), "steps": plan.num_steps, "frechet": frechet_to_moments(x, mean, cov)}
+        row = {"solver": name, "nfe": plan.nfe(), "steps": plan.num_steps}
+        if exact:
+            row["frechet"] = frechet_to_moments(x, mean, cov)
         if ref is not None:
-            row["excess"] = row["frechet"] - info["reference_frechet"]
+            if exact:
+                row["excess"] = row["frechet"] - info["reference_frechet"]
             row["frechet_to_reference"] = frechet_to_moments(x, *ref_stats)
             m = min(rmse_samples, num_samples)
             row["rmse_to_reference"] = float(np.sqrt(np.mean((x[:m] - ref[:m]) ** 2)))
         rows.append(row)
         if log:
-            log(f"  final {name:40s} frechet={row['frechet']:.6f}" + (f" excess={row['excess']:.6f}" if ref is not None else ""))
+            log(f"  final {name:40s} " + " ".join(f"{k}={row[k]:.6f}" for k in FINAL_KEYS if k in row))
     return rows, info
+
+
+FINAL_KEYS = ("frechet", "excess", "frechet_to_reference", "rmse_to_reference")
+
+
+def final_key(rows: list[dict]) -> str:
+    """The distance the final comparison ranks by: the excess Fréchet distance over the reference
+    solve (exact moments and a reference), the Fréchet distance to the exact moments (no reference),
+    or, for a trained network, the paired Fréchet distance to the reference solve of the same noise."""
+    return next(k for k in ("excess", "frechet", "frechet_to_reference") if k in rows[0])
 
 
 def run_search(model, schedule, nfe: int, workdir, settings: dict, *, model_info: dict | None = None,
@@ -171,7 +189,7 @@ def run_search(model, schedule, nfe: int, workdir, settings: dict, *, model_info
                                         seed=seed + int(s["final_seed_offset"]), batch_size=int(s["batch_size"]),
                                         reference=bool(s["final_reference"]), log=log, final_data=final_data)
     final_wall = time.perf_counter() - t0
-    key = "excess" if s["final_reference"] else "frechet"
+    key = final_key(rows)
     base_rows = [r for r in rows if r["solver"] != "searched"]
     best_base = min(base_rows, key=lambda r: r[key])
     ours = rows[0]
@@ -180,7 +198,7 @@ def run_search(model, schedule, nfe: int, workdir, settings: dict, *, model_info
     for r in rows:
         r["search_score"] = search_scores[r["solver"]]
     summary = {
-        "nfe": nfe, "strategy": s["strategy"], "objective": s["objective"],
+        "nfe": nfe, "strategy": s["strategy"], "objective": s["objective"], "final_key": key,
         "search_score": best_score, "search_samples": int(s["search_samples"]), "seed": seed,
         "evaluations": len(st.archive), "generations": generations, "search_wall_s": round(search_wall, 2),
         "setup_s": round(setup_s, 2), "final_wall_s": round(final_wall, 2), "resumed_from": resumed_from,
@@ -195,14 +213,16 @@ def run_search(model, schedule, nfe: int, workdir, settings: dict, *, model_info
     meta = {
         "schedule": schedule.describe(), "model": model_info or {"kind": type(model).__name__},
         "score": {"objective": s["objective"], "search_value": best_score,
-                  "final_frechet": ours["frechet"], "final_excess": ours.get("excess"),
+                  "final_frechet": ours.get("frechet"), "final_excess": ours.get("excess"),
+                  "final_frechet_to_reference": ours.get("frechet_to_reference"),
                   "final_reference_frechet": final_info.get("reference_frechet")},
         "samples": {"search": int(s["search_samples"]), "final": int(s["final_samples"])},
         "seeds": {"search": seed, "final": seed + int(s["final_seed_offset"])},
         "cost": {"evaluations": len(st.archive), "generations": generations,
                  "search_wall_s": round(search_wall, 2), "strategy": s["strategy"]},
-        "best_baseline": {"solver": best_base["solver"], "final_frechet": best_base["frechet"],
-                          "final_excess": best_base.get("excess")},
+        "best_baseline": {"solver": best_base["solver"], "final_frechet": best_base.get("frechet"),
+                          "final_excess": best_base.get("excess"),
+                          "final_frechet_to_reference": best_base.get("frechet_to_reference")},
         "node_space": s["node_space"],
     }
     save_plan(workdir / SCHEDULE_FILE, best_plan, meta)
@@ -222,7 +242,7 @@ def write_report(workdir, summary: dict) -> None:
     progress = plot_lines({"best so far": ([h["evaluations"] for h in hist], [h["best"] for h in hist])},
                           xlabel="true evaluations", ylabel=summary["objective"], logy=True,
                           title=f"search progress, NFE {summary['nfe']} ({summary['strategy']})")
-    key = "excess" if "excess" in summary["final_table"][0] else "frechet"
+    key = summary.get("final_key") or final_key(summary["final_table"])
     table = sorted(summary["final_table"], key=lambda r: r[key])
     rows_nfe = [{"solver": r["solver"].split("/")[0] if r["solver"] != "searched" else "searched",
                  "nfe": r["nfe"], key: max(r[key], 1e-9)} for r in table]

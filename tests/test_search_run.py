@@ -88,3 +88,36 @@ def test_resume_after_sigkill_gives_the_same_result(uninterrupted, tmp_path):
     assert b_summ["search_score"] == a_summ["search_score"]
     assert b_summ["evaluations"] == a_summ["evaluations"]
     assert [h["best"] for h in b_summ["history"]] == [h["best"] for h in a_summ["history"]]
+
+
+def test_search_on_a_network_without_exact_moments(tmp_path):
+    """A trained network has no moments(): the search runs on a teacher objective and the final
+    comparison ranks by the paired Fréchet distance to the reference solve of the same fresh noise;
+    the exact-moment objective and a final comparison without reference are refused by name."""
+    import jax
+
+    from denoisers.mlp import MLP, mlp_kwargs
+    from denoisers.unet import FlaxDenoiser, init_params
+    from schedules import VPLinear
+    from search import run_search
+
+    module = MLP(out_dim=16, **mlp_kwargs("small"))
+    params = jax.tree.map(lambda a: a + 0.05, init_params(module, jax.random.key(0), (16,)))
+    model = FlaxDenoiser(module, params, "eps", VPLinear(), (16,))
+    settings = dict(objective="teacher_rmse", generations=2, search_samples=32, batch_size=32, population=4,
+                    top_k=2, children=3, screen=8, predictor_warmup=4, predictor_train_steps=5,
+                    predictor_hidden=8, timesteps_only_generations=1, final_samples=64,
+                    final_top_baselines=2)
+    summ = run_search(model, VPLinear(), 3, tmp_path / "s", settings, log=lambda m: None)
+    assert summ["final_key"] == "frechet_to_reference"
+    for row in summ["final_table"]:
+        assert "frechet" not in row and "excess" not in row
+        assert row["rmse_to_reference"] >= 0 and row["frechet_to_reference"] >= 0
+    # the baselines are in the initial population: the searched plan scores no worse on the search noise
+    assert summ["final_table"][0]["search_score"] <= min(r["search_score"] for r in summ["final_table"][1:])
+    assert (tmp_path / "s" / "report.html").exists()
+    with pytest.raises(ValueError, match="objective 'frechet' needs a model with exact moments"):
+        run_search(model, VPLinear(), 3, tmp_path / "f", {**settings, "objective": "frechet"}, log=lambda m: None)
+    with pytest.raises(ValueError, match="search.final_reference=True"):
+        run_search(model, VPLinear(), 3, tmp_path / "g", {**settings, "final_reference": False},
+                   log=lambda m: None)

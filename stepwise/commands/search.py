@@ -48,7 +48,7 @@ def run(args) -> int:
         summary = run_search(model, sched, cfg.nfe, workdir, settings, model_info=info)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
-    key = "excess" if settings["final_reference"] else "frechet"
+    key = summary["final_key"]
     print(f"  {'nfe':>24s}: {summary['nfe']}")
     print(f"  {'evaluations':>24s}: {summary['evaluations']}")
     print(f"  {'search_wall_s':>24s}: {summary['search_wall_s']}")
