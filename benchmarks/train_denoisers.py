@@ -1,12 +1,13 @@
 """Train the `small` and `large` UNet presets under a wall-time budget and measure them.
 
 Commands (2-core CPU: each model gets --max-minutes of wall time, setup and compilation included;
-the step counts are what fits in 10 minutes there; RESULTS_denoisers.md has the output):
+the step counts are what fits there; RESULTS_denoisers.md has the output):
 
     python benchmarks/train_denoisers.py --dataset digits --max-minutes 10 --steps small=2500,large=1000 \
         --batch small=64,large=32 --fd-samples 1000 --out runs/bench-train
-    python benchmarks/train_denoisers.py --dataset fashion --max-minutes 10 --steps small=800,large=280 \
-        --batch small=64,large=32 --fd-samples 1000 --held-out 1000 --out runs/bench-train
+    python benchmarks/train_denoisers.py --dataset fashion --max-minutes 15 --steps small=6000,large=2200 \
+        --batch small=64,large=32 --fd-samples 1000 --held-out 1000 --feature-steps 3000 \
+        --set network_overrides.patch_size=2 prediction=v loss_weighting=uniform --tag _p2v --out runs/bench-train
     python benchmarks/train_denoisers.py --dataset digits --eval-only --fd-samples 1000 --out runs/bench-train
 
 Each preset trains from its config file (configs/{digits,fashion}_unet_{small,large}.py, i.e. what

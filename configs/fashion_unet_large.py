@@ -2,8 +2,8 @@
 
 Command:  stepwise train --config configs/fashion_unet_large.py --workdir runs/fashion_unet_large
 
-~9x the small preset per sample (XLA FLOPs); 2200 steps at batch 32 take ~13 minutes on a 2-core CPU
-(~3 steps/s; benchmarks/RESULTS_denoisers.md). On an accelerator raise ``train.steps``.
+~9x the small preset per sample (XLA FLOPs); 2200 steps at batch 32 take ~14 minutes on a 2-core CPU
+(~2.6 steps/s; benchmarks/RESULTS_denoisers.md). On an accelerator raise ``train.steps``.
 """
 from configs.fashion_unet_small import get_config as small_config
 
