@@ -33,7 +33,7 @@ from evaluation.atomic import write_text_atomic
 from evaluation.features import classifier_accuracy, load_feature_net
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_denoisers import class_labels, domain_features, pixel_frechet  # noqa: E402
+from train_denoisers import class_labels, domain_features, frechet_between  # noqa: E402
 
 # (label, preset, options)
 CONFIGS = [
@@ -78,7 +78,7 @@ def main(argv=None):
     ref = np.clip(ref, -1.0, 1.0)
 
     def quality(x: np.ndarray) -> dict:
-        return dict(domain_fd=pixel_frechet(domain_features(net, x), held),
+        return dict(domain_fd=frechet_between(domain_features(net, x), held),
                     class_accuracy=classifier_accuracy(net, x, class_labels(len(x))))
 
     results = {"model": args.model, "samples": args.samples, "device": str(jax.devices()[0].device_kind),

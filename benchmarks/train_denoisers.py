@@ -48,8 +48,9 @@ from evaluation.stats import frechet_distance, gaussian_stats
 from schedules import discretize
 
 
-def pixel_frechet(a: np.ndarray, b: np.ndarray) -> float:
-    """Fréchet distance between the Gaussian fits of two image sets, in pixel space."""
+def frechet_between(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between the Gaussian fits of two sets of vectors (images are flattened:
+    pixel space; feature arrays: that feature space)."""
     sa, sb = gaussian_stats(a.reshape(len(a), -1)), gaussian_stats(b.reshape(len(b), -1))
     return frechet_distance(sa.mu, sa.sigma, sb.mu, sb.sigma)
 
@@ -95,9 +96,9 @@ def sample_quality(model, held_out: np.ndarray, n: int, have: dict | None = None
         t0 = time.perf_counter()
         x = sample_nfe20(model, n, batch=250, clip_x0=clip, conditional=cond)
         out[key + "_sampling_s"] = round(time.perf_counter() - t0, 1)
-        out[key] = pixel_frechet(x, held_out)
+        out[key] = frechet_between(x, held_out)
         if feature_net is not None:
-            out["domain_" + key] = pixel_frechet(domain_features(feature_net, x), held_feats)
+            out["domain_" + key] = frechet_between(domain_features(feature_net, x), held_feats)
             if cond:
                 out["class_accuracy_nfe20_cond"] = classifier_accuracy(feature_net, x, class_labels(n))
         if grid_dir:
@@ -132,7 +133,7 @@ def domain_net(out: str, name: str, images: np.ndarray, labels: np.ndarray, held
                held_labels: np.ndarray, steps: int) -> tuple:
     """The domain classifier for FD in its feature space: loaded from ``<out>/features_<name>`` or
     trained there on the training images (``stepwise train-features`` does the same); returns
-    (net, {its held-out accuracy, the feature-space noise floor is computed by the caller})."""
+    (net, its accuracy on the held-out images)."""
     path = os.path.join(out, f"features_{name}")
     try:
         net = load_feature_net(path)
@@ -206,10 +207,10 @@ def main(argv=None):
                                        held_out, held_y, args.feature_steps)
     n_floor = min(args.fd_samples, len(train_x))
     floor_x = train_x[np.random.default_rng(1).choice(len(train_x), n_floor, replace=False)]
-    floors = {"fd_floor_train_vs_held_out": pixel_frechet(floor_x, held_out)}
+    floors = {"fd_floor_train_vs_held_out": frechet_between(floor_x, held_out)}
     if net is not None:
         floors.update(domain_classifier_accuracy_held_out=net_accuracy, domain_fd_floor_train_vs_held_out=
-                      pixel_frechet(domain_features(net, floor_x), domain_features(net, held_out)))
+                      frechet_between(domain_features(net, floor_x), domain_features(net, held_out)))
     if args.eval_only:
         results = json.load(open(out_json))
         results.update(floors)

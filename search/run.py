@@ -77,9 +77,7 @@ def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: in
     A model without exact moments (a trained network) is measured against the reference solve only
     (``frechet_to_reference``, ``rmse_to_reference``), so it needs ``reference``."""
     exact = has_moments(model)
-    if not exact and not reference and final_data is None:
-        raise ValueError("final_reference: a model without exact moments (a trained network) is measured "
-                         "against the reference solve; set search.final_reference=True")
+    check_measurable(model, reference or final_data is not None)
     mean, cov = model.moments() if exact else (None, None)
     ref = None
     if final_data is not None:
@@ -115,6 +113,13 @@ def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: in
     return rows, info
 
 
+def check_measurable(model, reference: bool) -> None:
+    """A model without exact moments (a trained network) can only be measured against a reference solve."""
+    if not reference and not has_moments(model):
+        raise ValueError("final_reference: a model without exact moments (a trained network) is measured "
+                         "against the reference solve; set search.final_reference=True")
+
+
 FINAL_KEYS = ("frechet", "excess", "frechet_to_reference", "rmse_to_reference")
 
 
@@ -135,6 +140,7 @@ def run_search(model, schedule, nfe: int, workdir, settings: dict, *, model_info
     workdir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     seed = int(s["seed"])
+    check_measurable(model, bool(s["final_reference"]) or final_data is not None)  # before any search work
     space = make_space(nfe, schedule, s)
     evaluator = Evaluator(model, schedule, objective=s["objective"], num_samples=int(s["search_samples"]),
                           seed=seed, batch_size=int(s["batch_size"]), use_vmap=bool(s["vmap"]), log=log)

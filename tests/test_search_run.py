@@ -121,3 +121,4 @@ def test_search_on_a_network_without_exact_moments(tmp_path):
     with pytest.raises(ValueError, match="search.final_reference=True"):
         run_search(model, VPLinear(), 3, tmp_path / "g", {**settings, "final_reference": False},
                    log=lambda m: None)
+    assert not (tmp_path / "g" / "checkpoints").exists()   # refused before any search work
