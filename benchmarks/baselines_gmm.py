@@ -16,17 +16,16 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-import denoisers  # noqa: E402
-import samplers  # noqa: E402
-import schedules  # noqa: E402
-import solvers  # noqa: E402
-from evaluation import frechet_distance  # noqa: E402
+from stepwise import denoisers  # noqa: E402
+from stepwise import samplers  # noqa: E402
+from stepwise import schedules  # noqa: E402
+from stepwise import solvers  # noqa: E402
+from stepwise.evaluation import sample_frechet  # noqa: E402
 
 # (label, preset, options): every registered preset at its default, plus notable variants
 CONFIGS = [
@@ -51,15 +50,6 @@ DISCRETIZATIONS = ["time_uniform", "time_quadratic", "logsnr", "karras"]
 NFES = [4, 5, 6, 8, 10]
 
 
-def _frechet(x, mu, cov):
-    x = np.asarray(x, np.float64)
-    return float(frechet_distance(x.mean(0), np.cov(x, rowvar=False), mu, cov))
-
-
-def _batched(fn, x, chunk):
-    return np.concatenate([np.asarray(fn(x[i:i + chunk])) for i in range(0, x.shape[0], chunk)])
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="few samples, two grids, NFE 5 and 10")
@@ -79,8 +69,8 @@ def main(argv=None):
     x_T = jax.random.normal(jax.random.key(0), (n_samples, 64), jnp.float32)
 
     ref_fn = lambda x: samplers.reference_solve(model, sched, x, rtol=1e-6)  # noqa: E731
-    ref_all = _batched(ref_fn, x_T, 5000)
-    floor = _frechet(ref_all, mu, cov)
+    ref_all = samplers.chunked(ref_fn, x_T, 5000)
+    floor = sample_frechet(ref_all, mu, cov)
     ref_head = ref_all[:n_ref]
     print(f"reference solve of {n_samples} noises: {time.time() - t_start:.0f}s, floor FD = {floor:.5f}",
           flush=True)
@@ -92,7 +82,7 @@ def main(argv=None):
             for disc in discs:
                 plan = solvers.build_preset(name, nfe, sched, disc, **opts)
                 x = np.asarray(samplers.sample(model, sched, plan, x_T))
-                fd = _frechet(x, mu, cov)
+                fd = sample_frechet(x, mu, cov)
                 rmse = float(np.sqrt(np.mean((x[:n_ref] - ref_head) ** 2)))
                 rows.append(dict(nfe=nfe, solver=label, disc=disc, steps=p.steps(nfe), fd=fd,
                                  excess=fd - floor, rmse=rmse))

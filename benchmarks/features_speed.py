@@ -19,9 +19,9 @@ import time
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import evaluation as ev  # noqa: E402
+from stepwise import evaluation as ev  # noqa: E402
+from stepwise.io import write_text_atomic  # noqa: E402
 
 
 def _cpu_model() -> str:
@@ -83,7 +83,7 @@ def main() -> int:
                  "machine was shared with other jobs, so treat rates as lower bounds.", "",
                  "| network | features/s | compile + warm-up (s) | n timed |", "|---|---|---|---|"]
         lines += [f"| {name} | {rate:,.1f} | {comp:.1f} | {n} |" for name, rate, comp, n in rows]
-        ev.write_text_atomic(args.results, "\n".join(lines) + "\n")
+        write_text_atomic(args.results, "\n".join(lines) + "\n")
         print(f"wrote {args.results}")
     return 0
 

@@ -18,10 +18,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import denoisers
-import samplers
-import schedules
-import solvers
+from stepwise import denoisers
+from stepwise import samplers
+from stepwise import schedules
+from stepwise import solvers
 
 SOLVERS = [("ddim", "ddim", {}), ("dpm_solver_2m(noise)", "dpm_solver", {"order": 2}),
            ("dpm_solver_pp_2m", "dpm_solver_pp", {"order": 2}),

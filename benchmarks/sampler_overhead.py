@@ -12,10 +12,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import denoisers
-import samplers
-import schedules
-import solvers
+from stepwise import denoisers
+from stepwise import samplers
+from stepwise import schedules
+from stepwise import solvers
 
 
 def best_time(fn, repeats: int) -> float:

@@ -1,145 +1,146 @@
-"""Benchmark: searched schedules vs every baseline on the exact digits mixture (issue 6).
+"""Benchmark: searched plans vs every baseline on the exact digits mixture, by the fair protocol.
 
-For each NFE: run a search (predictor strategy by default), then evaluate the searched plan and
-every preset x discretization (x order) on the SAME fresh noise (default 50k samples, a seed the
-search never saw). Reported: Fréchet distance to the exact mixture moments, the excess over the
-reference solve of that same noise, the ratio best-baseline-excess / searched-excess, the search
-cost (true evaluations, wall time). ``--compare`` additionally runs the evolution strategy at
-the given NFEs and reports how many true evaluations each strategy needed to reach the same
-search score.
+For each NFE, ``--seeds`` independent searches (search seed s: its own search noise, proposals and
+predictor), then ONE final evaluation on fresh noise (``--final-seed``, never used while
+searching) of every searched plan and every baseline: each preset x discretization x order x
+{analytic first step off, on}. The best baseline is chosen on that noise per metric and named.
+Reported per NFE: the paired Fréchet distance to the reference solve of the same noise (headline)
+and the excess Fréchet distance over that solve, each with a 95% paired-bootstrap interval, and
+the ratio best-baseline / searched per seed, with its interval, or "below the noise floor
+(ratio >= L)" where the searched plan's distance is not resolved from zero; then the median and
+range of the ratio over seeds.
 
-    python benchmarks/search_gmm.py --nfes 5 10 --compare 5 --out runs/bench-search
-    python benchmarks/search_gmm.py --nfes 4 5 6 8 10                  # everything (long)
+    python benchmarks/search_gmm.py --nfes 4 5 6 8 10 --seeds 0 1 2 --out runs/bench-fair
 
-Each NFE's search runs in ``<out>/nfe<N>-<strategy>`` and resumes if interrupted. Results are
-appended to ``<out>/results.json``; the Markdown tables are printed at the end.
+Searches resume from ``<out>/nfe<N>-seed<S>/checkpoints``; finished NFEs are kept in
+``<out>/results.json`` (written atomically), so an interrupted run continues where it stopped.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
 
-import numpy as np  # noqa: E402
+from stepwise import denoisers, schedules
+from stepwise.cli.options import search_evaluator, search_space, search_strategy, section
+from stepwise.io import write_json_atomic
+from stepwise.search import protocol
+from stepwise.search.evaluator import baseline_plans, reference_endpoints
+from stepwise.search.run import final_evaluation, final_noise, search_loop
+from stepwise.search.space import decode, encode, repair
+from stepwise.search.strategies import numpy_rng
 
 
-def evaluations_to_reach(history: list[dict], score: float) -> int | None:
-    for h in history:
-        if h["best"] <= score:
-            return int(h["evaluations"])
-    return None
+def search_one(model, sched, nfe: int, seed: int, settings: dict, workdir: Path):
+    """One search (resumable); returns (best plan, its search score, evaluations, wall seconds)."""
+    import jax
+
+    s = section("search", {**settings, "seed": seed})
+    space = search_space(s, nfe, sched)
+    strategy = search_strategy(s, space)
+    evaluator = search_evaluator(s, model, sched, log=None)
+    rng0 = numpy_rng(jax.random.key(seed + 1))
+    initial = [g for g in (repair(encode(p, space), space, rng0) for _, p in baseline_plans(nfe, sched))
+               if g is not None]
+    st, info = search_loop(strategy, evaluator, initial, seed, str(workdir / "checkpoints"), log=lambda m: None)
+    g, score = st.best
+    return decode(g, space), score, len(st.archive), info["search_wall_s"], evaluator.seed
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nfes", type=int, nargs="+", default=[4, 5, 6, 8, 10])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--strategy", default="predictor")
-    ap.add_argument("--compare", type=int, nargs="*", default=[], help="NFEs where evolution also runs")
-    ap.add_argument("--generations", type=int, default=40)
-    ap.add_argument("--search-samples", type=int, default=2048)
-    ap.add_argument("--final-samples", type=int, default=50000)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="runs/bench-search")
-    ap.add_argument("--report-only", action="store_true", help="no searches: tables from <out>/results.json")
-    ap.add_argument("--set", nargs="*", default=[], help="extra search settings key=value (python literals)")
+    ap.add_argument("--generations", type=int, default=12)
+    ap.add_argument("--search-samples", type=int, default=1024)
+    ap.add_argument("--final-samples", type=int, default=10000)
+    ap.add_argument("--final-seed", type=int, default=20261201, help="fresh: not used while developing")
+    ap.add_argument("--resamples", type=int, default=200)
+    ap.add_argument("--out", default="runs/bench-fair")
     a = ap.parse_args(argv)
 
-    import ast
-
-    import jax
-
-    import denoisers
-    import schedules
-    from configs.search_defaults import search_defaults
-    from search.evaluator import reference_endpoints
-    from search.run import final_noise, run_search
-
-    out = Path(os.path.abspath(a.out))
+    out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     sched = schedules.VPLinear()
     model = denoisers.digits_gmm(10, schedule=sched)
-    settings = search_defaults().to_dict()
-    settings.update(generations=a.generations, search_samples=a.search_samples, seed=a.seed,
-                    final_samples=a.final_samples)
-    for kv in a.set:
-        k, v = kv.split("=", 1)
-        if k not in settings:
-            raise SystemExit(f"--set: unknown search field {k!r}")
-        settings[k] = ast.literal_eval(v) if not isinstance(settings[k], str) else v
-
-    final_seed = a.seed + int(settings["final_seed_offset"])
-    cache = out / f"final_noise_{a.final_samples}_{final_seed}.npz"
+    settings = {"strategy": a.strategy, "generations": a.generations, "search_samples": a.search_samples}
+    if set(a.seeds) & {a.final_seed}:
+        raise SystemExit("--final-seed must differ from every search seed")
+    cache = out / f"final_{a.final_samples}_{a.final_seed}.npz"
     if cache.exists():
-        z = np.load(cache)
-        x_T, ref = z["x_T"], z["ref"]
+        with np.load(cache) as z:
+            x_T, ref = z["x_T"], z["ref"]
     else:
         t0 = time.perf_counter()
-        x_T = final_noise(model, sched, a.final_samples, final_seed)
+        x_T = final_noise(model, sched, a.final_samples, a.final_seed)
         ref = reference_endpoints(model, sched, x_T, 2500)
         np.savez(cache, x_T=x_T, ref=ref)
-        print(f"reference solve of {a.final_samples} fresh noises: {time.perf_counter() - t0:.1f}s", flush=True)
+        print(f"reference solve of {a.final_samples} fresh noises: {time.perf_counter() - t0:.0f}s", flush=True)
 
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    jobs = [(n, a.strategy) for n in a.nfes] + [(n, "evolution") for n in a.compare if a.strategy != "evolution"]
-    for nfe, strategy in ([] if a.report_only else jobs):
-        tag = f"nfe{nfe}-{strategy}"
-        print(f"=== {tag}", flush=True)
-        s = dict(settings, strategy=strategy)
-        summ = run_search(model, sched, nfe, out / tag, s, model_info={"kind": "digits_gmm", "components": 10},
-                          final_data=(x_T, ref), log=lambda m: print(m, flush=True))
-        results[tag] = {k: summ[k] for k in ("nfe", "strategy", "evaluations", "search_wall_s", "search_score",
-                                             "best_baseline", "best_baseline_excess", "searched_excess",
-                                             "ratio_excess", "history", "mean_rank_correlation",
-                                             "rank_correlations", "final")}
-        results[tag]["searched_frechet"] = summ["final_table"][0]["frechet"]
-        results[tag]["best_baseline_frechet"] = min(r["frechet"] for r in summ["final_table"][1:])
-        results_path.write_text(json.dumps(results, indent=2) + "\n")
-
-    from search.evaluator import frechet_to_moments, run_plan
-    from search.schedule_file import load_plan
-    import solvers
-    r64 = ref.reshape(ref.shape[0], -1).astype(np.float64)
-    ref_stats = (r64.mean(0), np.cov(r64, rowvar=False))
-    for tag, r in results.items():  # paired distance to the reference solve of the same 50k noises
-        if "paired_searched" in r:
+    for nfe in a.nfes:
+        if str(nfe) in results:
             continue
-        label = r["best_baseline"]
-        name, disc = label.split("/")
-        opts = {}
-        if "(order=" in name:
-            name, o = name[:-1].split("(order=")
-            opts["order"] = int(o)
-        base = solvers.build_preset(name, r["nfe"], sched, disc, **opts)
-        ours = load_plan(out / tag / "schedule.json")
-        r["paired_searched"] = frechet_to_moments(run_plan(model, sched, ours, x_T, 2500), *ref_stats)
-        r["paired_baseline"] = frechet_to_moments(run_plan(model, sched, base, x_T, 2500), *ref_stats)
-        results_path.write_text(json.dumps(results, indent=2) + "\n")
-
-    print("\n| NFE | best baseline | baseline excess | searched excess | ratio | searched FD | ref FD | "
-          "paired FD baseline | paired FD searched | paired ratio | evaluations | search wall (s) | predictor Spearman |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for tag, r in sorted(results.items(), key=lambda kv: (kv[1]["nfe"], kv[1]["strategy"])):
-        rc = r.get("mean_rank_correlation")
-        print(f"| {r['nfe']} ({r['strategy']}) | {r['best_baseline']} | {r['best_baseline_excess']:.5f} | "
-              f"{r['searched_excess']:.5f} | {r['ratio_excess']:.2f} | {r['searched_frechet']:.5f} | "
-              f"{r['final']['reference_frechet']:.5f} | {r['paired_baseline']:.6f} | {r['paired_searched']:.6f} | "
-              f"{r['paired_baseline'] / r['paired_searched']:.1f} | {r['evaluations']} | {r['search_wall_s']:.0f} | "
-              f"{'' if rc is None else f'{rc:.2f}'} |")
-    for nfe in a.compare:
-        p, e = results.get(f"nfe{nfe}-predictor"), results.get(f"nfe{nfe}-evolution")
-        if not p or not e:
-            continue
-        target = max(p["search_score"], e["search_score"])
-        print(f"\nNFE {nfe}: score {target:.6g} reached after {evaluations_to_reach(p['history'], target)} "
-              f"evaluations (predictor) vs {evaluations_to_reach(e['history'], target)} (evolution); "
-              f"final search scores {p['search_score']:.6g} / {e['search_score']:.6g}")
+        searched, runs = {}, []
+        for seed in a.seeds:
+            plan, score, evals, wall, noise_seed = search_one(model, sched, nfe, seed, settings,
+                                                              out / f"nfe{nfe}-seed{seed}")
+            searched[f"searched(seed={seed})"] = plan
+            runs.append({"seed": seed, "search_noise_seed": noise_seed, "search_score": score,
+                         "evaluations": evals, "search_wall_s": round(wall, 1)})
+            print(f"nfe {nfe} seed {seed}: search score {score:.6g}, {evals} evaluations, {wall:.0f}s", flush=True)
+        baselines = baseline_plans(nfe, sched)
+        rows, info = final_evaluation(model, sched, {**searched, **dict(baselines)}, num_samples=len(x_T),
+                                      seed=a.final_seed, batch_size=2500, final_data=(x_T, ref),
+                                      focus=tuple(searched), resamples=a.resamples)
+        for r, name in zip(runs, searched):
+            r["comparisons"] = info["comparisons"][name]
+        head = info["headline"]
+        ratios = [r["comparisons"][head]["ratio"] for r in runs]
+        results[str(nfe)] = {
+            "nfe": nfe, "final_samples": len(x_T), "final_seed": a.final_seed, "baselines": len(baselines),
+            "headline": head, "bootstrap": info["bootstrap"], "reference_frechet": info["reference_frechet"],
+            "runs": runs,
+            "ratio_over_seeds": protocol.summarize_seeds([q["value"] for q in ratios if not q["lower_bound_only"]]),
+            "seeds_below_noise_floor": sum(q["lower_bound_only"] for q in ratios),
+            "table": rows,
+        }
+        write_json_atomic(results_path, results)
+        print(f"nfe {nfe}: " + "; ".join(r["comparisons"][head]["ratio_text"] for r in runs), flush=True)
+    print_tables(results)
     return 0
+
+
+def _iv(d: dict) -> str:
+    return f"{d['value']:.4g} [{d['low']:.4g}, {d['high']:.4g}]"
+
+
+def print_tables(results: dict) -> None:
+    print("\n| NFE | metric | best baseline (final noise) | baseline | searched, per seed | ratio per seed "
+          "(95% CI) | ratio median [range] over seeds |")
+    print("|---|---|---|---|---|---|---|")
+    for key in sorted(results, key=int):
+        r = results[key]
+        for metric in ("frechet_to_reference", "excess"):
+            cs = [run["comparisons"][metric] for run in r["runs"]]
+            base = {c["baseline_name"] for c in cs}
+            vals = [c["ratio"]["value"] for c in cs if not c["ratio"]["lower_bound_only"]]
+            summ = protocol.summarize_seeds(vals)
+            agg = (f"{summ['median']:.3g} [{summ['min']:.3g}, {summ['max']:.3g}]" if summ["n_seeds"] == len(cs)
+                   else f"{len(cs) - summ['n_seeds']} of {len(cs)} seeds below the noise floor")
+            print(f"| {r['nfe']} | {metric} | {', '.join(sorted(base))} | {_iv(cs[0]['baseline'])} | "
+                  + " / ".join(_iv(c["plan"]) for c in cs) + " | "
+                  + " / ".join(c["ratio_text"] for c in cs) + f" | {agg} |")
+    any_r = next(iter(results.values()), None)
+    if any_r:
+        print(f"\nn = {any_r['final_samples']} fresh noises (seed {any_r['final_seed']}), "
+              f"{any_r['bootstrap']['resamples']} paired bootstrap resamples; search seeds "
+              f"{[run['seed'] for run in any_r['runs']]}; {any_r['baselines']} baselines per NFE.")
 
 
 if __name__ == "__main__":

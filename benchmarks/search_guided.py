@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 
-import denoisers
-import schedules
-from search.run import run_search
+from stepwise import denoisers
+from stepwise import schedules
+from stepwise.cli.options import run_search_section, section
 
 
 def main(argv=None):
@@ -25,7 +25,7 @@ def main(argv=None):
     model = denoisers.Guided(denoisers.digits_gmm_conditional(components_per_class=2, schedule=sched), args.scale)
     settings = dict(generations=args.generations, search_samples=1000, batch_size=1000, final_samples=5000,
                     final_top_baselines=12, objective="teacher_frechet")
-    summary = run_search(model, sched, args.nfe, args.out, settings,
+    summary = run_search_section(section("search", settings), model, sched, args.nfe, args.out,
                          model_info={"kind": "digits_gmm_conditional", "guidance": args.scale})
     rows = summary["final_table"]
     best = min((r for r in rows if r["solver"] != "searched"), key=lambda r: r["frechet_to_reference"])

@@ -25,15 +25,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import samplers
-import solvers
-from denoisers.data import load_fashion_mnist
-from denoisers.train import load_denoiser
-from evaluation.atomic import write_text_atomic
-from evaluation.features import classifier_accuracy, load_feature_net
+from stepwise import samplers
+from stepwise import solvers
+from stepwise.data import load_fashion_mnist
+from stepwise.training import load_denoiser
+from stepwise.io import write_text_atomic
+from stepwise.evaluation.features import classifier_accuracy, load_feature_net
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_denoisers import class_labels, domain_features, frechet_between  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the sibling benchmark script
+from train_denoisers import class_labels, domain_features  # noqa: E402
+
+from stepwise.evaluation import frechet_between  # noqa: E402
 
 # (label, preset, options)
 CONFIGS = [
@@ -47,12 +49,6 @@ CONFIGS = [
     ("deis_tab(3)", "deis_tab", {"order": 3}),
     ("ipndm", "ipndm", {}),
 ]
-
-
-def batched(fn, x_T, labels, chunk: int) -> np.ndarray:
-    """``fn(x, labels)`` over chunks of the batch, concatenated on the host."""
-    return np.concatenate([np.asarray(fn(x_T[i:i + chunk], labels[i:i + chunk]))
-                           for i in range(0, x_T.shape[0], chunk)])
 
 
 def main(argv=None):
@@ -73,8 +69,8 @@ def main(argv=None):
     x_T = jax.random.normal(jax.random.key(0), (args.samples,) + model.data_shape)
     labels = jnp.asarray(class_labels(args.samples))
 
-    ref = batched(lambda x, y: samplers.reference_solve(model, sched, x, rtol=1e-5, cond=y), x_T, labels,
-                  args.batch)
+    ref = samplers.chunked(lambda x, y: samplers.reference_solve(model, sched, x, rtol=1e-5, cond=y), x_T,
+                           args.batch, labels)
     ref = np.clip(ref, -1.0, 1.0)
 
     def quality(x: np.ndarray) -> dict:
@@ -88,8 +84,8 @@ def main(argv=None):
         for label, name, opts in CONFIGS:
             for disc in args.discretizations.split(","):
                 plan = solvers.build_preset(name, nfe, sched, disc, **opts)
-                x = batched(lambda xb, yb: samplers.sample(model, sched, plan, xb, cond=yb), x_T, labels,
-                            args.batch)
+                x = samplers.chunked(lambda xb, yb: samplers.sample(model, sched, plan, xb, cond=yb), x_T,
+                                     args.batch, labels)
                 x = np.clip(x, -1.0, 1.0)
                 row = dict(nfe=nfe, solver=label, discretization=disc,
                            rmse=float(np.sqrt(np.mean((x - ref) ** 2))), **quality(x))

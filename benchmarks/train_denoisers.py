@@ -24,35 +24,32 @@ the test split.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-import samplers
-import solvers
-from denoisers import Thresholding
-from denoisers.base import to_x0_eps
-from denoisers.data import load_dataset, load_fashion_mnist
-from denoisers.train import export_params, load_denoiser, train
-from denoisers.unet import forward_flops, forward_seconds
-from evaluation.atomic import write_bytes_atomic, write_text_atomic
-from evaluation.features import (classifier_accuracy, extract_features, feature_net_extractor,
+from stepwise import samplers
+from stepwise import solvers
+from stepwise.denoisers import Thresholding
+from stepwise.denoisers.base import to_x0_eps
+from stepwise.cli.defaults import config_from_file
+from stepwise.cli.options import train_options
+from stepwise.data import load_fashion_mnist
+from stepwise.training import export_params, load_denoiser, load_training_data, train
+from stepwise.denoisers.unet import forward_flops, forward_seconds
+from stepwise.io import write_bytes_atomic, write_text_atomic
+from stepwise.evaluation.features import (classifier_accuracy, extract_features, feature_net_extractor,
                                  load_feature_net, save_feature_net, train_feature_net)
-from evaluation.report import grid_png
-from evaluation.stats import frechet_distance, gaussian_stats
-from schedules import discretize
+from stepwise.evaluation.report import grid_png
+from stepwise.evaluation import frechet_between
+from stepwise.schedules import discretize
 
-
-def frechet_between(a: np.ndarray, b: np.ndarray) -> float:
-    """Fréchet distance between the Gaussian fits of two sets of vectors (images are flattened:
-    pixel space; feature arrays: that feature space)."""
-    sa, sb = gaussian_stats(a.reshape(len(a), -1)), gaussian_stats(b.reshape(len(b), -1))
-    return frechet_distance(sa.mu, sa.sigma, sb.mu, sb.sigma)
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def sample_nfe20(model, n: int, batch: int, seed: int = 0, clip_x0: bool = False,
@@ -166,13 +163,13 @@ def overridden(config, sets: dict):
 def split(dataset: str, held_out: int, sets: dict):
     """(config module prefix, training images, training labels, held-out images, held-out labels)."""
     if dataset == "digits":
-        cfg = overridden(importlib.import_module("configs.digits_unet_small").get_config(), sets).train
-        x, y = load_dataset(cfg)
+        cfg = overridden(config_from_file(CONFIGS / "digits_unet_small.py"), sets).train
+        x, y = load_training_data(train_options(cfg))
         perm = np.random.default_rng(0).permutation(len(x))
         tr, ho = perm[held_out:], perm[:held_out]
         return "digits", x[tr], y[tr], x[ho], y[ho]
-    cfg = overridden(importlib.import_module("configs.fashion_unet_small").get_config(), sets).train
-    x, y = load_dataset(cfg)
+    cfg = overridden(config_from_file(CONFIGS / "fashion_unet_small.py"), sets).train
+    x, y = load_training_data(train_options(cfg))
     test, test_y = load_fashion_mnist("test", cfg.data_path or None, pad_to_32=int(cfg.image_size) == 32)
     return "fashion", x, y, test[:held_out, ..., None], test_y[:held_out]
 
@@ -228,7 +225,7 @@ def main(argv=None):
                "held_out": len(held_out), **floors}
     print(json.dumps(results), flush=True)
     for preset in args.presets.split(","):
-        config = overridden(importlib.import_module(f"configs.{prefix}_unet_{preset}").get_config(), sets)
+        config = overridden(config_from_file(CONFIGS / f"{prefix}_unet_{preset}.py"), sets)
         c = config.train
         c.steps = int(per["steps"].get(preset, c.steps))
         c.batch_size = int(per["batch"].get(preset, c.batch_size))
@@ -237,7 +234,7 @@ def main(argv=None):
         c.checkpoint_every = max(c.steps // 4, 1)
         wd = os.path.join(args.out, f"{prefix}_unet_{preset}{args.tag}")
         t0 = time.perf_counter()
-        r = train(train_x, c, wd, labels=train_y if int(c.num_classes) else None, schedule=config.schedule)
+        r = train(train_x, train_options(c), wd, labels=train_y if int(c.num_classes) else None, schedule=config.schedule)
         wall = time.perf_counter() - t0
         model = load_denoiser(wd, which="latest")
         export_params(model, wd)       # orbax-free copy of the weights

@@ -2,7 +2,7 @@
 
 Command:  stepwise sample --config configs/digits_gmm.py --config.solver=dpm_solver_pp --config.nfe=5
 """
-from configs.base import get_config as base_config
+from stepwise.cli.defaults import get_config as base_config
 
 
 def get_config():

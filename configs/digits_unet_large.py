@@ -2,7 +2,13 @@
 
 Command:  stepwise train --config configs/digits_unet_large.py --workdir runs/digits_unet_large
 """
-from configs.digits_unet_small import get_config as small_config
+from pathlib import Path
+
+from stepwise.cli.defaults import config_from_file
+
+
+def small_config():
+    return config_from_file(Path(__file__).with_name("digits_unet_small.py"))
 
 
 def get_config():

@@ -2,7 +2,7 @@
 
 Command:  stepwise train --config configs/digits_unet_small.py --workdir runs/digits_unet_small
 """
-from configs.base import get_config as base_config
+from stepwise.cli.defaults import get_config as base_config
 
 
 def get_config():

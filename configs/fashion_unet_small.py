@@ -8,7 +8,13 @@ in eps terms) keeps the x0 estimate accurate at high noise. 6000 steps take ~13 
 give recognisable class-conditional samples (benchmarks/RESULTS_denoisers.md); eps prediction with
 the eps-MSE loss, in the same budget, does not. On an accelerator raise ``train.steps``.
 """
-from configs.digits_unet_small import get_config as digits_config
+from pathlib import Path
+
+from stepwise.cli.defaults import config_from_file
+
+
+def digits_config():
+    return config_from_file(Path(__file__).with_name("digits_unet_small.py"))
 
 
 def get_config():

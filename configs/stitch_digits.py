@@ -9,12 +9,15 @@ Trained pair:  stepwise stitch --config configs/stitch_digits.py --config.stitch
 (the training directories come from benchmarks/train_denoisers.py; the full measured command,
 joint-search settings included, is in benchmarks/RESULTS_stitching.md)
 """
-from configs.digits_gmm import get_config as digits_gmm_config
-from configs.stitch_defaults import stitch_defaults
+from pathlib import Path
+
+from stepwise.cli.defaults import config_from_file
+
+
+def digits_gmm_config():
+    return config_from_file(Path(__file__).with_name("digits_gmm.py"))
 
 
 def get_config():
     c = digits_gmm_config()
-    if "stitch" not in c:
-        c.stitch = stitch_defaults()
     return c

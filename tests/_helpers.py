@@ -24,3 +24,40 @@ def counting_model(model):
     for f in model.__dataclass_fields__:
         object.__setattr__(counted, f, getattr(model, f))
     return counted, calls
+
+
+def require(ok: bool, what: str) -> None:
+    """Skip when an optional test reference (a Debian package, a --no-deps wheel) is missing on a
+    developer machine; FAIL in CI (``CI`` set), where scripts/test installs every one of them."""
+    import os
+
+    import pytest
+
+    if ok:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is required in CI (scripts/test installs it)")
+    pytest.skip(f"{what} is not installed (scripts/test installs it)")
+
+
+def write_fashion_fixture(directory, n_train: int = 64, n_test: int = 32, seed: int = 0):
+    """A tiny Fashion-MNIST in the real idx.gz format (random 28x28 uint8 images, 10 classes), so tests
+    that only need SOME Fashion-MNIST files run without Debian's dataset-fashion-mnist."""
+    import gzip
+    import os
+
+    import numpy as np
+
+    from stepwise.data import FASHION_FILES
+
+    rng = np.random.default_rng(seed)
+    os.makedirs(directory, exist_ok=True)
+    for split, n in (("train", n_train), ("test", n_test)):
+        img_name, lab_name = FASHION_FILES[split]
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        for name, arr in ((img_name, images), (lab_name, labels)):
+            header = bytes([0, 0, 0x08, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+            with gzip.open(os.path.join(directory, name), "wb") as f:
+                f.write(header + arr.tobytes())
+    return str(directory)

@@ -5,7 +5,7 @@ import pytest
 
 @functools.lru_cache(maxsize=None)
 def _gmm(components: int, size: int = 8, covariance: str = "full"):
-    import denoisers
+    from stepwise import denoisers
     return denoisers.digits_gmm(components=components, size=size, covariance=covariance)
 
 
@@ -26,8 +26,8 @@ def problem(gmm10):
     import jax
     import jax.numpy as jnp
 
-    import samplers
-    import schedules
+    from stepwise import samplers
+    from stepwise import schedules
 
     with jax.enable_x64(True):
         x_T = jax.random.normal(jax.random.key(0), (128, 64), jnp.float64)

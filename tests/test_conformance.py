@@ -6,10 +6,10 @@ import pytest
 from _helpers import counting_model
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-import samplers
-import schedules
-import solvers
-from solvers import plan as P
+from stepwise import samplers
+from stepwise import schedules
+from stepwise import solvers
+from stepwise.solvers import plan as P
 
 SCHED = schedules.VPLinear()
 NAMES = sorted(solvers.PRESETS)

@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import samplers
-import schedules
-import solvers
+from stepwise import samplers
+from stepwise import schedules
+from stepwise import solvers
 
 SCHED = schedules.VPLinear()
 STEPS = [20, 40, 80, 160]

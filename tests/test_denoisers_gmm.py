@@ -3,8 +3,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import denoisers
-import schedules
+from stepwise import denoisers
+from stepwise.data import load_digits
+from stepwise import schedules
 
 
 def _brute_force_posterior_mean(weights, means, stds, x_t, a, s, n=400_000, seed=0):
@@ -82,7 +83,7 @@ def test_digits_gmm_deterministic():
 def test_upsampled_digits():
     m = denoisers.digits_gmm(components=2, size=16)
     assert m.data_shape == (256,)
-    assert denoisers.load_digits_data(16).shape == (1797, 256)
+    assert load_digits(16, flat=True, dtype=np.float64)[0].shape == (1797, 256)
 
 
 @pytest.mark.parametrize("kind", list(denoisers.PREDICTIONS))
@@ -104,3 +105,42 @@ def test_parameterisations_round_trip(kind, sched):
 def test_unknown_prediction_rejected():
     with pytest.raises(ValueError, match="allowed"):
         denoisers.check_prediction("noise")
+
+
+def test_denoiser_contract_is_checked_at_construction():
+    import equinox as eqx
+    import pytest
+
+    from stepwise import schedules
+
+    class Tiny(denoisers.Denoiser):
+        prediction: str = eqx.field(static=True, default="eps")
+        schedule: object = schedules.VPLinear()
+        cost: float = eqx.field(static=True, default=1.0)
+        data_mean: object = 0.0
+        data_shape: tuple = eqx.field(static=True, default=(4,))
+
+        def __call__(self, x, t, cond=None):
+            return 0.0 * x
+
+    assert Tiny().data_shape == (4,)
+    with pytest.raises(ValueError, match="prediction"):
+        Tiny(prediction="velocity")
+    with pytest.raises(ValueError, match="data_shape"):
+        Tiny(data_shape=(0,))
+    with pytest.raises(ValueError, match="cost"):
+        Tiny(cost=-1.0)
+
+    with pytest.raises(TypeError):      # an abstract attribute left out: refused (at definition or instantiation)
+        class NoShape(denoisers.Denoiser):
+            prediction: str = eqx.field(static=True, default="eps")
+            schedule: object = None
+            cost: float = 1.0
+            data_mean: object = 0.0
+
+            def __call__(self, x, t, cond=None):
+                return x
+
+        NoShape()
+    with pytest.raises(TypeError, match="missing"):
+        denoisers.check_denoiser(object())

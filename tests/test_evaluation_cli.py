@@ -1,23 +1,18 @@
 """The evaluation command modules (stats, evaluate, train-features, convert-inception)."""
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from stepwise.commands import convert_inception, evaluate, stats, train_features
+from stepwise.cli import main
 
 
 def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="stepwise")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for mod in (evaluate, stats, convert_inception, train_features):
-        mod.add_parser(sub)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    """The real entry point: errors come back as exit status 2 with one line on stderr."""
+    return main(argv)
 
 
 def _digits_flat():

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from evaluation import features as ft
+from stepwise.evaluation import features as ft
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -70,7 +70,7 @@ def test_identity_extractor_and_errors():
 
 _SHARDED = textwrap.dedent("""
     import jax, numpy as np
-    from evaluation import features as ft
+    from stepwise.evaluation import features as ft
     assert len(jax.devices()) == 4, jax.devices()
     model = ft.DomainCNN(num_classes=3, feature_dim=12, widths=(8, 16))
     params = model.init(jax.random.key(0), np.zeros((1, 16, 16)))["params"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evaluation import report as rp
+from stepwise.evaluation import report as rp
 
 ROWS = [{"solver": "ddim", "nfe": 5, "fid": 12.5}, {"solver": "ddim", "nfe": 10, "fid": 4.25},
         {"solver": "dpm++2m", "nfe": 5, "fid": 6.0}, {"solver": "dpm++2m", "nfe": 10, "fid": 1.5,

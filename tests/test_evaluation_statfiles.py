@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from evaluation import statfiles as sf
-from evaluation.stats import GaussianStats
+from stepwise.evaluation import statfiles as sf
+from stepwise.evaluation.stats import GaussianStats
 
 
 def _stats(d=5, n=123, seed=0):

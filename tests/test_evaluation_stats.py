@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from evaluation import stats as st
+from stepwise.evaluation import stats as st
 
 
 def _frechet_eigh(mu1, s1, mu2, s2):

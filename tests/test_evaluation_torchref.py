@@ -19,16 +19,13 @@ import pytest
 import jax
 import jax.numpy as jnp
 
-from evaluation import inception as inc
-from evaluation import stats
+from _helpers import require
+from stepwise.evaluation import inception as inc
+from stepwise.evaluation import stats
 
 
 def _require(module: str):
-    if importlib.util.find_spec(module) is None:
-        msg = f"{module} is not installed (test reference dependency)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+    require(importlib.util.find_spec(module) is not None, f"{module} (test reference dependency)")
 
 
 def _import_pytorch_fid():

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import schedules
-import solvers
+from stepwise import schedules
+from stepwise import solvers
 
 
 def test_diffusers_timesteps_round_trip():
@@ -40,7 +40,7 @@ def test_vp_sigmas_are_sqrt_of_one_minus_abar_over_abar():
 
 
 def test_export_command_on_a_schedule_file(tmp_path):
-    from search.schedule_file import save_plan
+    from stepwise.search.schedule_file import save_plan
     sched = schedules.VPDiscrete.ddpm_linear()
     steps = np.array([999, 666, 333, 99])
     plan = solvers.dpm_solver_pp(jnp.asarray(np.concatenate([(steps + 1) / 1000.0, [1e-3]])), order=2)

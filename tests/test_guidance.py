@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from _helpers import counting_model
 
-import denoisers
-import samplers
-import schedules
-import solvers
-from denoisers import Thresholding, x0_eps
+from stepwise import denoisers
+from stepwise import samplers
+from stepwise import schedules
+from stepwise import solvers
+from stepwise.denoisers import Thresholding, x0_eps
 
 SCHED = schedules.VPLinear()
 
@@ -123,8 +123,8 @@ def test_threshold_semantics(kind):
 
 
 def test_thresholded_dpm_solver_pp_matches_diffusers(cgmm):
-    torch = pytest.importorskip("torch")
-    diffusers = pytest.importorskip("diffusers")
+    import diffusers
+    import torch
     sched = schedules.VPDiscrete.ddpm_linear()
     model = denoisers.digits_gmm_conditional(components_per_class=2, schedule=sched)
     labels = jnp.arange(16) % 10

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-import evaluation
+from stepwise import evaluation
 
 
 def _free_port() -> int:

@@ -4,13 +4,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import schedules
-import solvers
-import samplers
-from denoisers import x0_eps
+from stepwise import schedules
+from stepwise import solvers
+from stepwise import samplers
+from stepwise.denoisers import x0_eps
 
-torch = pytest.importorskip("torch")
-diffusers = pytest.importorskip("diffusers")
+import diffusers  # noqa: E402 (the test extra installs both)
+import torch  # noqa: E402
 
 SCHED = schedules.VPDiscrete.ddpm_linear()
 
@@ -44,7 +44,7 @@ def _dpm_scheduler(algorithm, order, solver_type="midpoint"):
 
 @pytest.fixture(scope="module")
 def setup(gmm_factory):
-    import denoisers
+    from stepwise import denoisers
     model = denoisers.digits_gmm(components=10, schedule=SCHED)
     x_T = np.asarray(jax.random.normal(jax.random.key(3), (64, 64)), np.float32)
     return model, x_T

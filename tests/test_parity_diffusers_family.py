@@ -9,14 +9,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import samplers
-import schedules
-import solvers
-from denoisers import x0_eps
-from solvers import presets
+from stepwise import samplers
+from stepwise import schedules
+from stepwise import solvers
+from stepwise.denoisers import x0_eps
+from stepwise.solvers import presets
 
-torch = pytest.importorskip("torch")
-diffusers = pytest.importorskip("diffusers")
+import diffusers  # noqa: E402 (the test extra installs both)
+import torch  # noqa: E402
 
 SCHED = schedules.VPDiscrete.ddpm_linear()
 DDPM = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
@@ -33,7 +33,7 @@ def _ts(steps):
 
 @pytest.fixture(scope="module")
 def setup():
-    import denoisers
+    from stepwise import denoisers
     model = denoisers.digits_gmm(components=10, schedule=SCHED)
     x_T = np.asarray(jax.random.normal(jax.random.key(3), (64, 64)), np.float32)
     eps_fn = jax.jit(lambda x, t: x0_eps(model, x, t)[1])
@@ -256,7 +256,7 @@ def test_deis_tab_weights_integrate_the_t_polynomial():
 def _gaussian_case(dim=6):
     """Data N(mu, diag(v)): the PF-ODE keeps z = (x - alpha mu)/sqrt(alpha^2 v + sigma^2) constant, so
     x_end = alpha_end mu + sqrt(alpha_end^2 v + sigma_end^2) z(x_T)."""
-    import denoisers
+    from stepwise import denoisers
     sch = schedules.VPLinear()
     mu, v = np.linspace(-0.5, 0.5, dim), np.linspace(0.05, 1.5, dim)
     model = denoisers.GaussianMixture([1.0], mu[None], v[None], sch)

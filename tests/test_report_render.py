@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+from _helpers import require
+
 
 def _stepwise(*args, timeout=600):
     out = subprocess.run([sys.executable, "-m", "stepwise", *args], capture_output=True, text=True,
@@ -18,10 +20,7 @@ def _stepwise(*args, timeout=600):
 
 def _chromium():
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is required in CI (.ci/run installs it)")
-        pytest.skip("chromium not installed")
+    require(exe is not None, "Debian's chromium")
     return exe
 
 

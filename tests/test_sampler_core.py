@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from _helpers import counting_model
 
-import samplers
-import schedules
-import solvers
-from solvers.plan import UNIC
+from stepwise import samplers
+from stepwise import schedules
+from stepwise import solvers
+from stepwise.solvers.plan import UNIC
 
 SCHED = schedules.VPLinear()
 
@@ -120,7 +120,7 @@ def test_trajectory_and_endpoints(gmm10):
 
 def test_single_gaussian_ddim_matches_closed_form():
     """For a point mass at mu the ODE is x_t = alpha_t mu + sigma_t eps_T: any solver is exact."""
-    import denoisers
+    from stepwise import denoisers
     mu = np.linspace(-0.5, 0.5, 6)
     m = denoisers.GaussianMixture([1.0], mu[None], np.zeros((1, 6)) + 1e-12, SCHED)
     x_T = jax.random.normal(jax.random.key(0), (4, 6))

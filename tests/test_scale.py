@@ -8,14 +8,14 @@ import textwrap
 import jax
 import jax.numpy as jnp
 
-import samplers
-import schedules
-import solvers
+from stepwise import samplers
+from stepwise import schedules
+from stepwise import solvers
 
 SCRIPT = textwrap.dedent("""
     import json, sys
     import jax, jax.numpy as jnp, numpy as np
-    import denoisers, samplers, schedules, solvers
+    from stepwise import denoisers, samplers, schedules, solvers
     assert jax.device_count() == 4, jax.devices()
     m = denoisers.digits_gmm(components=3)
     sched = schedules.VPLinear()
@@ -39,7 +39,7 @@ def test_sharded_sampling_equals_single_device():
 
 def test_bfloat16_model_keeps_float32_solver_state(gmm10):
     """A bf16 model evaluation leaves the sampler state float32."""
-    import denoisers
+    from stepwise import denoisers
     sched = schedules.VPLinear()
     m = denoisers.LowPrecision(gmm10, "bfloat16")
     assert m(jnp.zeros((2, 64)), 0.5).dtype == jnp.bfloat16

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import schedules
+from stepwise import schedules
 
 ALL = [schedules.VPLinear(), schedules.VPCosine(), schedules.VPDiscrete.ddpm_linear(),
        schedules.EDM(), schedules.Flow()]

@@ -23,7 +23,7 @@ TINY = ["--config", str(ROOT / "configs" / "search_digits_gmm.py"), "--config.nf
 
 
 def _cmd(workdir):
-    return [sys.executable, "-m", "stepwise.cli", "search", *TINY, "--workdir", str(workdir)]
+    return [sys.executable, "-m", "stepwise", "search", *TINY, "--workdir", str(workdir)]
 
 
 def _env():
@@ -57,7 +57,7 @@ def test_tiny_search_improves_on_initial_population(uninterrupted):
     for f in ("report.md", "report.html", "config.json"):
         assert (Path(uninterrupted) / f).exists()
     # the schedule file drives `stepwise sample`
-    from search.schedule_file import load_plan
+    from stepwise.search.schedule_file import load_plan
     assert load_plan(Path(uninterrupted) / "schedule.json").nfe() == 3
 
 
@@ -96,10 +96,10 @@ def test_search_on_a_network_without_exact_moments(tmp_path):
     the exact-moment objective and a final comparison without reference are refused by name."""
     import jax
 
-    from denoisers.mlp import MLP, mlp_kwargs
-    from denoisers.unet import FlaxDenoiser, init_params
-    from schedules import VPLinear
-    from search import run_search
+    from stepwise.denoisers.mlp import MLP, mlp_kwargs
+    from stepwise.denoisers.unet import FlaxDenoiser, init_params
+    from stepwise.schedules import VPLinear
+    from stepwise.cli.options import run_search_section, section
 
     module = MLP(out_dim=16, **mlp_kwargs("small"))
     params = jax.tree.map(lambda a: a + 0.05, init_params(module, jax.random.key(0), (16,)))
@@ -108,7 +108,7 @@ def test_search_on_a_network_without_exact_moments(tmp_path):
                     top_k=2, children=3, screen=8, predictor_warmup=4, predictor_train_steps=5,
                     predictor_hidden=8, timesteps_only_generations=1, final_samples=64,
                     final_top_baselines=2)
-    summ = run_search(model, VPLinear(), 3, tmp_path / "s", settings, log=lambda m: None)
+    summ = run_search_section(section("search", settings), model, VPLinear(), 3, tmp_path / "s", log=lambda m: None)
     assert summ["final_key"] == "frechet_to_reference"
     for row in summ["final_table"]:
         assert "frechet" not in row and "excess" not in row
@@ -117,8 +117,9 @@ def test_search_on_a_network_without_exact_moments(tmp_path):
     assert summ["final_table"][0]["search_score"] <= min(r["search_score"] for r in summ["final_table"][1:])
     assert (tmp_path / "s" / "report.html").exists()
     with pytest.raises(ValueError, match="objective 'frechet' needs a model with exact moments"):
-        run_search(model, VPLinear(), 3, tmp_path / "f", {**settings, "objective": "frechet"}, log=lambda m: None)
+        run_search_section(section("search", {**settings, "objective": "frechet"}), model, VPLinear(), 3,
+                           tmp_path / "f", log=lambda m: None)
     with pytest.raises(ValueError, match="search.final_reference=True"):
-        run_search(model, VPLinear(), 3, tmp_path / "g", {**settings, "final_reference": False},
-                   log=lambda m: None)
+        run_search_section(section("search", {**settings, "final_reference": False}), model, VPLinear(), 3,
+                           tmp_path / "g", log=lambda m: None)
     assert not (tmp_path / "g" / "checkpoints").exists()   # refused before any search work

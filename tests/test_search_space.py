@@ -10,12 +10,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import schedules
-import solvers
-from search import space as S
-from search.evaluator import baseline_plans
-from search.schedule_file import load_plan, plan_from_dict, plan_to_dict, save_plan
-from search.strategies import Evolution, PredictorSearch, numpy_rng
+from stepwise import schedules
+from stepwise import solvers
+from stepwise.search import space as S
+from stepwise.search.evaluator import baseline_plans
+from stepwise.search.schedule_file import load_plan, plan_from_dict, plan_to_dict, save_plan
+from stepwise.search.strategies import (Evolution, EvolutionOptions, PredictorOptions, PredictorSearch,
+                                        make_strategy, numpy_rng)
 
 SCHED = schedules.VPLinear()
 
@@ -152,9 +153,9 @@ def _synthetic(space):
 @pytest.mark.parametrize("cls", [Evolution, PredictorSearch])
 def test_strategy_is_deterministic_and_improves(cls):
     space = make_space(5)
-    kw = dict(population=8, top_k=3, children=6)
+    kw = dict(options=EvolutionOptions(population=8, top_k=3, children=6, timesteps_only=0))
     if cls is PredictorSearch:
-        kw.update(screen=32, warmup=12, train_steps=20, hidden=16)
+        kw.update(predictor=PredictorOptions(screen=32, warmup=12, train_steps=20, hidden=16))
     init = [S.encode(p, space) for _, p in baseline_plans(5, SCHED)[:6]]
     score = _synthetic(space)
     bests = []
@@ -170,10 +171,11 @@ def test_strategy_is_deterministic_and_improves(cls):
 
 
 def test_state_round_trip(tmp_path):
-    from search.state import restore_state, save_state
+    from stepwise.search.state import restore_state, save_state
 
     space = make_space(4)
-    strat = PredictorSearch(space, population=6, top_k=2, children=4, screen=16, warmup=6, train_steps=5, hidden=8)
+    strat = PredictorSearch(space, EvolutionOptions(population=6, top_k=2, children=4),
+                            PredictorOptions(screen=16, warmup=6, train_steps=5, hidden=8))
     state = strat.init(jax.random.key(0), [S.encode(p, space) for _, p in baseline_plans(4, SCHED)[:4]])
     score = _synthetic(space)
     for _ in range(3):
@@ -190,17 +192,20 @@ def test_state_round_trip(tmp_path):
 
 
 def test_predictor_ranks_held_out_plans():
-    from search.predictor import Predictor, spearman
+    from stepwise.search.predictor import Predictor, spearman
 
     space = make_space(6)
     rng = np.random.default_rng(5)
     gs = [S.random_genome(space, rng) for _ in range(160)]
     score = _synthetic(space)
     y = np.array([score(g) for g in gs])
-    pred = Predictor(space, hidden=32, train_steps=300, seed=0)
-    before = spearman(pred.predict(gs[120:]), y[120:])
-    pred.fit(gs[:120], y[:120], jax.random.key(0))
-    after = spearman(pred.predict(gs[120:]), y[120:])
+    pred = Predictor(space, hidden=32, train_steps=300)
+    params = pred.init(0)
+    before = spearman(pred.predict(params, gs[120:]), y[120:])
+    fitted, _ = pred.fit(params, gs[:120], y[:120])
+    after = spearman(pred.predict(fitted, gs[120:]), y[120:])
+    # pure: the initial parameters are unchanged by fitting
+    np.testing.assert_array_equal(spearman(pred.predict(params, gs[120:]), y[120:]), before)
     assert after > 0.6 and after > before
 
 
@@ -208,3 +213,54 @@ def test_rng_from_key_is_deterministic():
     a = numpy_rng(jax.random.key(3)).random(4)
     b = numpy_rng(jax.random.key(3)).random(4)
     np.testing.assert_array_equal(a, b)
+
+
+def _tree_snapshot(state):
+    """Every value of a search state, as plain data (to prove ask/tell mutate nothing)."""
+    return json.dumps({"gen": state.generation, "key": np.asarray(state.key).tolist(),
+                       "pop": [(g.to_dict(), s) for g, s in state.population],
+                       "arch": sorted(state.archive), "hist": list(state.history),
+                       "pending": [g.to_dict() for g in state.pending_initial],
+                       "pred": None if state.predictor_params is None else
+                       [np.asarray(l).tolist() for l in jax.tree.leaves(state.predictor_params)]}, sort_keys=True)
+
+
+@pytest.mark.parametrize("cls", [Evolution, PredictorSearch])
+def test_ask_and_tell_are_pure(cls):
+    space = make_space(4)
+    kw = {"predictor": PredictorOptions(screen=8, warmup=4, train_steps=3, hidden=8)} if cls is PredictorSearch else {}
+    strat = cls(space, EvolutionOptions(population=4, top_k=2, children=3, timesteps_only=0), **kw)
+    score = _synthetic(space)
+    s0 = strat.init(jax.random.key(2), [S.encode(p, space) for _, p in baseline_plans(4, SCHED)[:3]])
+    for _ in range(3):
+        before = _tree_snapshot(s0)
+        cands, s1 = strat.ask(s0)
+        assert _tree_snapshot(s0) == before
+        again, _ = strat.ask(s0)                       # the same state asks the same candidates
+        assert [c.to_dict() for c in again] == [c.to_dict() for c in cands]
+        mid = _tree_snapshot(s1)
+        s2 = strat.tell(s1, cands, [score(c) for c in cands])
+        assert _tree_snapshot(s1) == mid and s2.generation == s1.generation + 1
+        s0 = s2
+
+
+def test_unused_strategy_options_are_errors():
+    space = make_space(4)
+    with pytest.raises(ValueError, match="predictor"):
+        make_strategy("evolution", space, EvolutionOptions(), PredictorOptions(screen=8))
+    with pytest.raises(ValueError, match="allowed"):
+        make_strategy("annealing", space)
+    with pytest.raises(ValueError, match="search.top_k"):
+        EvolutionOptions(top_k=0)
+
+
+def test_repair_moves_bad_values_to_the_nearest_allowed_code():
+    """repair consumes solvers.plan.violations: an order above what a step allows is lowered to the
+    largest allowed order (not reset to 1), and the result has no violations left."""
+    space = make_space(4, max_order=4)
+    ts = schedules.discretize("logsnr", 4, SCHED)
+    g = S.encode(solvers.make_plan(ts, order=[3, 3, 3, 3], base=[1, 0, 0, 0]), space)
+    fixed = S.repair(g, space, np.random.default_rng(0))
+    assert fixed is not None and fixed.cols["order"].tolist() == [1, 2, 3, 3]
+    assert fixed.cols["base"].tolist() == [0, 0, 0, 0]
+    assert solvers.violations(S.view(fixed, space), SCHED) == []

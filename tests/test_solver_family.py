@@ -16,10 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import samplers
-import schedules
-import solvers
-from solvers import presets
+from stepwise import samplers
+from stepwise import schedules
+from stepwise import solvers
+from stepwise.solvers import presets
 
 SCHED = schedules.VPLinear()
 STEPS = (40, 80, 160, 320)

@@ -11,11 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import denoisers
-import samplers
-import schedules
-import solvers
-from samplers import stitching as st
+from stepwise import denoisers
+from stepwise.data import load_digits
+from stepwise import samplers
+from stepwise import schedules
+from stepwise import solvers
+from stepwise.denoisers import compat as st
+from stepwise.denoisers.timing import measure_cost
+from stepwise.search.budget import cheapest_first_projection, within_budget
 
 LIN = schedules.VPLinear()
 
@@ -23,7 +26,7 @@ LIN = schedules.VPLinear()
 @functools.lru_cache(maxsize=None)
 def _mixture(components: int, covariance: str = "full", schedule: str = "vp_linear", size: int = 8):
     sched = {"vp_linear": LIN, "vp_cosine": schedules.VPCosine(), "edm": schedules.EDM()}[schedule]
-    return denoisers.fit_mixture(denoisers.load_digits_data(size), components, covariance=covariance,
+    return denoisers.fit_mixture(load_digits(size, flat=True, dtype=np.float64)[0], components, covariance=covariance,
                                  schedule=sched)
 
 
@@ -46,7 +49,7 @@ def test_model_switching_reuses_one_compile(pair):
     plan = _plan(6)
     x_T = _noise(37)
     before = samplers.trace_count()
-    outs = [np.asarray(samplers.sample(list(pair), LIN, st.t_stitch(plan, f), x_T)) for f in (0.0, 0.5, 1.0)]
+    outs = [np.asarray(samplers.sample(list(pair), LIN, solvers.t_stitch(plan, f), x_T)) for f in (0.0, 0.5, 1.0)]
     mixed = plan.replace(model=[1, 0, 1, 0, 1, 0])
     outs.append(np.asarray(samplers.sample(list(pair), LIN, mixed, x_T)))
     assert samplers.trace_count() - before <= 1     # at most the first call compiles
@@ -61,21 +64,21 @@ def test_sweep_endpoints_equal_single_model_runs_exactly(pair):
     plan = _plan(6)
     x_T = _noise(37, seed=3)  # the shape of the switching test: its executable is reused
     both = list(pair)
-    assert np.array_equal(np.asarray(samplers.sample(both, LIN, st.t_stitch(plan, 0.0), x_T)),
+    assert np.array_equal(np.asarray(samplers.sample(both, LIN, solvers.t_stitch(plan, 0.0), x_T)),
                           np.asarray(samplers.sample(large, LIN, plan, x_T)))
-    assert np.array_equal(np.asarray(samplers.sample(both, LIN, st.t_stitch(plan, 1.0), x_T)),
+    assert np.array_equal(np.asarray(samplers.sample(both, LIN, solvers.t_stitch(plan, 1.0), x_T)),
                           np.asarray(samplers.sample(small, LIN, plan.replace(model=[0] * 6), x_T)))
 
 
 def test_t_stitch_columns_and_fractions():
     plan = _plan(10)
-    assert np.asarray(st.t_stitch(plan, 0.3).model).tolist() == [0, 0, 0] + [1] * 7
-    assert np.asarray(st.t_stitch(plan, 0.0).model).tolist() == [1] * 10
-    assert st.sweep_fractions(10) == [k / 10 for k in range(11)]
-    f = st.sweep_fractions(10, points=6)
+    assert np.asarray(solvers.t_stitch(plan, 0.3).model).tolist() == [0, 0, 0] + [1] * 7
+    assert np.asarray(solvers.t_stitch(plan, 0.0).model).tolist() == [1] * 10
+    assert solvers.sweep_fractions(10) == [k / 10 for k in range(11)]
+    f = solvers.sweep_fractions(10, points=6)
     assert f[0] == 0.0 and f[-1] == 1.0 and len(f) == 6
     with pytest.raises(ValueError, match="fraction"):
-        st.t_stitch(plan, 1.5)
+        solvers.t_stitch(plan, 1.5)
 
 
 # ----------------------------------------------------------------------------- compatibility
@@ -105,22 +108,8 @@ def test_refuses_different_value_range(pair):
     with pytest.raises(ValueError, match=r"value range differs.*data means"):
         st.check_compatible([small, scaled])
 
-    class Declared(eqx.Module):
-        inner: eqx.Module
+    class Declared(denoisers.Wrapper):   # a wrapper that declares its value range
         data_range: tuple = eqx.field(static=True)
-        prediction = "x0"
-
-        @property
-        def schedule(self):
-            return self.inner.schedule
-
-        @property
-        def data_shape(self):
-            return self.inner.data_shape
-
-        @property
-        def data_mean(self):
-            return self.inner.data_mean
 
         def __call__(self, x, t, cond=None):
             return self.inner(x, t, cond)
@@ -150,17 +139,30 @@ def test_retimed_model_equals_native_model(other):
 
 
 def test_retime_refuses_uncovered_log_snr_range():
-    narrow = denoisers.fit_mixture(denoisers.load_digits_data(), 1, covariance="diag",
+    narrow = denoisers.fit_mixture(load_digits(8, flat=True, dtype=np.float64)[0], 1, covariance="diag",
                                    schedule=schedules.EDM(sigma_min=0.1, sigma_max=2.0))
     with pytest.raises(ValueError, match="log-SNR"):
         st.check_compatible([_mixture(1, "diag"), narrow], LIN, retime_schedules=True)
 
 
-@pytest.mark.skipif("check_compatible" not in open(samplers.executor.__file__).read(),
-                    reason="samplers.sample does not call samplers.stitching.check_compatible yet")
 def test_sampler_refuses_incompatible_set_before_sampling(pair):
     with pytest.raises(ValueError, match="stitching: data shape differs"):
         samplers.sample([pair[0], _mixture(1, "diag", size=16)], LIN, _plan(4), _noise(8))
+
+
+def test_denoiser_set_is_checked_once_not_per_sample_call(pair, monkeypatch):
+    calls = []
+    real = st.check_compatible
+    monkeypatch.setattr(st, "check_compatible", lambda *a, **k: calls.append(1) or real(*a, **k))
+    models = denoisers.DenoiserSet(list(pair), LIN)
+    assert len(calls) == 1 and len(models) == 2
+    plan = solvers.t_stitch(_plan(4), 0.5)
+    a = samplers.sample(models, LIN, plan, _noise(8))
+    b = samplers.sample(models, LIN, plan, _noise(8))
+    assert len(calls) == 1                        # sampling a set never re-checks it
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(ValueError, match="data shape differs"):
+        denoisers.DenoiserSet([pair[0], _mixture(1, "diag", size=16)], LIN)
 
 
 # ----------------------------------------------------------------------------- cost model
@@ -169,83 +171,86 @@ def test_plan_cost_counts_each_evaluation_with_its_model():
     costs = [1.0, 10.0]
     # plain: nodes 0,1,2 with models 0,1,0
     p = solvers.make_plan(ts, model=[0, 1, 0])
-    assert st.evaluation_models(p).tolist() == [0, 1, 0]
-    assert st.plan_cost(p, costs) == 12.0
+    assert [e.model for e in solvers.evaluations(p)] == [0, 1, 0]
+    assert solvers.cost(p, costs) == 12.0
     # a final re-evaluating corrector uses the last step's model
     p = solvers.make_plan(ts, model=[0, 1, 1], corrector=["none", "none", "reeval"])
-    assert st.evaluation_models(p).tolist() == [0, 1, 1, 1] and p.nfe() == 4
-    assert st.plan_cost(p, costs) == 31.0
+    assert [e.model for e in solvers.evaluations(p)] == [0, 1, 1, 1] and p.nfe() == 4
+    assert solvers.cost(p, costs) == 31.0
     # UniC at step 0: its call at node 1 (model 1) is node 1's value; analytic first step: no call at node 0
     p = solvers.make_plan(ts, model=[0, 1, 0], corrector=["unic", "none", "none"], analytic_first=True)
-    assert st.evaluation_models(p).tolist() == [1, 0] and p.nfe() == 2
-    assert st.plan_cost(p, costs) == 11.0
+    assert [e.model for e in solvers.evaluations(p)] == [1, 0] and p.nfe() == 2
+    assert solvers.cost(p, costs) == 11.0
     # every preset: the per-model counts add up to the NFE
     for f in (0.0, 0.4, 1.0):
         for plan in (_plan(10), solvers.build_preset("unipc", 8, LIN, "logsnr"), solvers.build_preset("heun", 9, LIN, "karras")):
-            q = st.t_stitch(plan, f)
-            counts = st.evaluations_per_model(q, 2)
+            q = solvers.t_stitch(plan, f)
+            counts = solvers.evaluations_per_model(q, 2)
             assert counts.sum() == q.nfe() == solvers.evaluations_per_step(q).sum()
-            assert st.plan_cost(q, costs) == counts[0] * 1.0 + counts[1] * 10.0
+            assert solvers.cost(q, costs) == counts[0] * 1.0 + counts[1] * 10.0
     # CFG doubles the batch where the guidance scale is not 1
     p = solvers.make_plan(ts, model=[0, 0, 0], guidance=[1.0, 2.0, 2.0])
-    assert st.plan_cost(p, costs, guidance_doubles=True) == 5.0
+    assert solvers.cost(p, costs, guidance_doubles=True) == 5.0
 
 
 def test_budgets_and_declared_costs(pair):
     small, large = pair
     d = st.model_costs(pair)
     assert d.tolist() == [64.0 ** 2, 3 * 64.0 ** 2]          # K d^2 (dense evaluation)
-    rel = st.relative_costs(pair)
+    rel = st.relative_costs(st.model_costs(pair))
     assert rel.tolist() == pytest.approx([1 / 3, 1.0])
-    plan = st.t_stitch(_plan(10), 0.4)
-    assert st.plan_cost(plan, rel) == pytest.approx(4 / 3 + 6)
-    assert st.within_budget(plan, 10, "nfe") and not st.within_budget(plan, 9, "nfe")
-    assert st.within_budget(plan, 4 / 3 + 6, "cost", rel) and not st.within_budget(plan, 7.3, "cost", rel)
+    plan = solvers.t_stitch(_plan(10), 0.4)
+    assert solvers.cost(plan, rel) == pytest.approx(4 / 3 + 6)
+    assert within_budget(plan, 10, "nfe") and not within_budget(plan, 9, "nfe")
+    assert within_budget(plan, 4 / 3 + 6, "cost", rel) and not within_budget(plan, 7.3, "cost", rel)
     with pytest.raises(ValueError, match="unit"):
-        st.within_budget(plan, 1, "flops", rel)
+        within_budget(plan, 1, "flops", rel)
     with pytest.raises(ValueError, match="costs"):
-        st.plan_cost(plan.replace(model=[2] * 10), rel)
-    col = st.cheapest_first_projection(np.ones(10, int), np.zeros(10, int), 0, rel, 8.0)
+        solvers.cost(plan.replace(model=[2] * 10), rel)
+    full = _plan(10).replace(model=np.ones(10, int))
+    col = cheapest_first_projection(full, rel, 8.0)
     assert col.tolist() == [0, 0, 0, 1, 1, 1, 1, 1, 1, 1]      # earliest steps move first
-    assert st.cheapest_first_projection(np.ones(10, int), np.zeros(10, int), 0, rel, 3.0) is None
+    assert cheapest_first_projection(full, rel, 3.0) is None
 
 
 def test_measure_cost_is_a_positive_time(pair):
-    t = st.measure_cost(pair[0], batch=64, repeats=2)
+    t = measure_cost(pair[0], batch=64, repeats=2)
     assert 0 < t < 5
 
 
 # ----------------------------------------------------------------------------- joint search
 @pytest.mark.slow
 def test_budgeted_search_respects_budget_and_beats_its_seed(pair):
-    from search.stitching import BudgetedEvolution, joint_front, pareto_rows, save_front, stitch_evaluator, stitch_space
+    from stepwise.search.stitching import budget_hooks, joint_front, model_only_space, pareto_rows, stitch_evaluator
+    from stepwise.search.strategies import Evolution, EvolutionOptions
 
-    rel = st.relative_costs(pair)
+    rel = st.relative_costs(st.model_costs(pair))
     plan = _plan(6)
-    ev = stitch_evaluator(list(pair), LIN, reference=pair[1], objective="frechet", num_samples=300, seed=0)
-    budgets = [st.plan_cost(st.t_stitch(plan, f), rel) for f in (0.5, 0.0)]
-    rows = joint_front(list(pair), LIN, plan, budgets, ev, costs=rel, model_only=True, generations=2,
-                       population=6, top_k=3, children=4, log=None)
-    space = stitch_space(plan.nfe(), LIN, 2, model_only=True)
-    strat = BudgetedEvolution(space, rel, budgets[0], population=6, top_k=3, children=4)
+    models = denoisers.DenoiserSet(list(pair), LIN)
+    ev = stitch_evaluator(models, LIN, reference=pair[1], objective="frechet", num_samples=300, seed=0)
+    budgets = [solvers.cost(solvers.t_stitch(plan, f), rel) for f in (0.5, 0.0)]
+    space = model_only_space(plan.nfe(), LIN, 2)
+    options = EvolutionOptions(population=6, top_k=3, children=4, timesteps_only=0, generations=2)
+    rows = joint_front(models, space, plan, budgets, ev, costs=rel, options=options, log=None)
+    strat = Evolution(space, options, budget_hooks(rel, budgets[0]))
     for r, b in zip(rows, sorted(budgets)):
         assert r["cost"] <= b + 1e-9 and r["plan"].nfe() == plan.nfe()
-    seed_score = ev.score([st.t_stitch(plan, 0.5)])[0]
+    seed_score = ev.score([solvers.t_stitch(plan, 0.5)])[0]
     assert rows[0]["score"] <= seed_score            # elitist: never worse than the T-Stitch seed
     # every proposal of the adapter is within budget
-    from search.space import encode
+    from stepwise.search.space import decode, encode
     s0 = strat.init(jax.random.key(1), [encode(plan, space)])
     cands, s0 = strat.ask(s0)
-    s0 = strat.tell(s0, cands, ev.score([__import__("search.space").space.decode(g, space) for g in cands]))
+    s0 = strat.tell(s0, cands, ev.score([decode(g, space) for g in cands]))
     cands, _ = strat.ask(s0)
-    assert cands and all(strat.cost(g) <= budgets[0] + 1e-9 for g in cands)
+    assert cands and all(solvers.cost(g, rel) <= budgets[0] + 1e-9 for g in cands)
     front = pareto_rows(rows)
     assert front and all(front[i]["cost"] <= front[i + 1]["cost"] for i in range(len(front) - 1))
 
 
 @pytest.mark.slow
 def test_stitch_command_writes_report_and_resumes(tmp_path):
-    from search.schedule_file import load_plan
+    from stepwise.search.schedule_file import load_plan
     from stepwise.cli import main
 
     args = ["stitch", "--config", "configs/stitch_digits.py", "--workdir", str(tmp_path),

@@ -1,0 +1,53 @@
+"""stepwise export: a schedule file's time nodes for diffusers or k-diffusion."""
+from __future__ import annotations
+
+import argparse
+import json
+
+EXAMPLE = """examples:
+  stepwise export runs/search-nfe5/schedule.json --to k-diffusion
+  stepwise export plan.json --to diffusers --schedule vp_discrete
+Only the time nodes transfer; per-step solver decisions have no counterpart in those tools.
+"""
+
+
+def add_parser(sub):
+    p = sub.add_parser("export", help="convert a schedule file's nodes for diffusers / k-diffusion",
+                       epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("plan", help="a schedule file (JSON) written by `stepwise search`")
+    p.add_argument("--to", choices=["diffusers", "diffusers-sigmas", "k-diffusion"], default="k-diffusion")
+    p.add_argument("--schedule", default=None,
+                   help="noise schedule name (default: the one recorded in the file, else vp_linear)")
+    p.add_argument("--num-train-timesteps", type=int, default=1000)
+    return p
+
+
+def run(args) -> int:
+    from stepwise import schedules
+    from stepwise.search.schedule_file import load_plan, load_schedule
+
+    meta = load_schedule(args.plan)
+    plan = load_plan(args.plan)
+    name = args.schedule or _schedule_name(meta) or "vp_linear"
+    sched = schedules.by_name(name)
+    if args.to == "diffusers":
+        try:
+            out = {"timesteps": schedules.to_diffusers_timesteps(plan.ts, args.num_train_timesteps).tolist(),
+                   "final_sigmas_type": "sigma_min"}
+        except ValueError as e:
+            print(f"error: {e}")
+            return 2
+    elif args.to == "diffusers-sigmas":
+        out = {"sigmas": schedules.to_sigmas(plan.ts, sched).tolist()}
+    else:
+        out = {"sigmas": schedules.to_k_diffusion_sigmas(plan.ts, sched).tolist()}
+    out["schedule"] = name
+    print(json.dumps(out))
+    return 0
+
+
+def _schedule_name(meta: dict) -> str | None:
+    desc = meta.get("schedule") or meta.get("noise_schedule") or {}
+    names = {"VPLinear": "vp_linear", "VPCosine": "vp_cosine", "VPDiscrete": "vp_discrete",
+             "EDM": "edm", "Flow": "flow"}
+    return names.get(desc.get("name")) if isinstance(desc, dict) else None

@@ -1,0 +1,57 @@
+"""stepwise search: find a solver schedule (a SolverPlan) with exactly config.nfe evaluations.
+
+Resumes from the last generation when ``--workdir`` already holds a search of the same config.
+"""
+from __future__ import annotations
+
+from stepwise.cli import runtime
+
+EXAMPLE = """examples:
+  stepwise search --config configs/search_digits_gmm.py --config.nfe=5
+  stepwise search --config configs/search_digits_gmm.py --config.nfe=10 --config.search.strategy=evolution \\
+      --workdir runs/search-nfe10          # run again with the same --workdir to resume
+  stepwise sample --config configs/digits_gmm.py --config.plan=runs/search-nfe10/schedule.json
+"""
+
+
+def add_parser(sub):
+    from stepwise.cli.runtime import config_parser
+
+    return config_parser(sub, "search", "search a per-step solver schedule at a fixed NFE", EXAMPLE,
+                         "run directory; an existing one is resumed (default config.workdir or "
+                         "runs/search-<timestamp>)")
+
+
+def run(args) -> int:
+    import jax
+
+    from stepwise.cli.options import run_search_section
+    from stepwise.search.protocol import Interval
+    from stepwise.search.run import SCHEDULE_FILE
+
+    cfg = args.config
+    if cfg.x64:
+        jax.config.update("jax_enable_x64", True)
+    if not isinstance(cfg.nfe, int) or cfg.nfe < 1:
+        raise SystemExit(f"error: config.nfe must be an integer >= 1, got {cfg.nfe!r}")
+    workdir = runtime.make_workdir("search", args.workdir or cfg.workdir or None)
+    runtime.save_config(workdir, cfg)
+    sched = runtime.build_schedule(cfg)
+    model = runtime.build_model(cfg, sched)
+    info = {"kind": cfg.model.kind, **{k: v for k, v in cfg.model.to_dict().items() if k != "kind"}}
+    try:
+        summary = run_search_section(cfg.search, model, sched, cfg.nfe, workdir, model_info=info)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    key = summary["headline"]
+    print(f"  {'nfe':>24s}: {summary['nfe']}")
+    print(f"  {'evaluations':>24s}: {summary['evaluations']}")
+    print(f"  {'search_wall_s':>24s}: {summary['search_wall_s']}")
+    print(f"  {'final noise':>24s}: n={summary['final']['num_samples']}, seed {summary['final']['seed']} "
+          f"(search noise seed {summary['seed']})")
+    for c in summary["comparisons"].values():   # every number with its 95% paired-bootstrap interval
+        print(f"  {c['metric'] + (' (headline)' if c['metric'] == key else ''):>24s}: searched "
+              f"{Interval(**c['plan'])} vs {c['baseline_name']} {Interval(**c['baseline'])}")
+        print(f"  {'ratio':>24s}: {c['ratio_text']}")
+    print(f"wrote {workdir / SCHEDULE_FILE}, {workdir / 'report.md'}, {workdir / 'report.html'}")
+    return 0

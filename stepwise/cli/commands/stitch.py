@@ -1,0 +1,276 @@
+"""stepwise stitch: the T-Stitch sweep (early steps on a small model) and the joint search.
+
+For the preset of the config (solver, order, nfe, discretization) it runs, on fresh noise, the
+plan with the first k of N steps on the small model for every k (fraction k/N; 0 = large model
+only, 1 = small only), measuring quality, cost and wall time; then (``stitch.search``) a joint
+search of the model column (and the solver decisions) under each sweep point's cost, and compares
+the two fronts at equal cost. Quality: exact Fréchet distance to the large mixture's moments
+(``pair=gmm``), or the Fréchet distance to the digits data in pixel space (``pair=checkpoints``).
+
+Files in the run directory (every write atomic; a rerun of the same directory reuses finished
+points and budgets): ``config.json``, ``points/*.json`` (one per evaluated plan), ``search/``
+(per-budget search results), ``front/front_<k>.json`` (schedule files of the joint front),
+``stitch.json`` (summary), ``report.md`` + figures, ``report.html``.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+
+from stepwise import denoisers, samplers
+from stepwise.data import load_digits
+from stepwise.io import write_json_atomic
+from stepwise.cli import options, runtime
+from stepwise.denoisers.timing import measured_costs
+from stepwise.evaluation import html_report, markdown_report, pareto_front, plot_lines, plot_pareto, sample_frechet
+from stepwise.io import write_text_atomic
+from stepwise.search.space import plan_hash
+from stepwise.search.stitching import joint_front, model_only_space, save_front, stitch_evaluator
+from stepwise.search.strategies import EvolutionOptions
+from stepwise.solvers import plan as solver_plan
+from stepwise.training import load_denoiser
+from stepwise.solvers.transforms import sweep_fractions, t_stitch
+
+EXAMPLE = """examples:
+  stepwise stitch --config configs/stitch_digits.py                 # exact mixture pair, NFE 10
+  stepwise stitch --config configs/stitch_digits.py --config.nfe=6 --config.stitch.search=False
+"""
+
+
+def add_parser(sub):
+    return runtime.config_parser(sub, "stitch", "T-Stitch sweep and joint model/solver search under a cost budget",
+                         EXAMPLE)
+
+
+def build_pair(cfg, s: dict, sched):
+    """(small, large, schedule, target moments (mean, cov), info) for the configured pair."""
+    if s["pair"] == "gmm":
+        large = runtime.build_model(cfg, sched)
+        small = denoisers.fit_mixture(load_digits(cfg.model.size, flat=True, dtype=np.float64)[0], int(s["small_components"]),
+                                      seed=cfg.model.fit_seed, covariance=s["small_covariance"], schedule=sched)
+        info = {"small": f"{s['small_components']}-component {s['small_covariance']} mixture",
+                "large": f"{cfg.model.components}-component {cfg.model.covariance} mixture",
+                "quality": "exact Fréchet distance to the large mixture's moments"}
+        return small, large, sched, large.moments(), info
+    if s["pair"] == "checkpoints":
+        if not s["small_checkpoint"] or not s["large_checkpoint"]:
+            raise SystemExit("error: pair=checkpoints needs config.stitch.small_checkpoint and large_checkpoint")
+        small, large = load_denoiser(s["small_checkpoint"]), load_denoiser(s["large_checkpoint"])
+        data = load_digits(int(s["data_size"]), flat=True, dtype=np.float64)[0]
+        if data.shape[1] != int(np.prod(large.data_shape)):
+            raise SystemExit(f"error: digits at size {s['data_size']} have {data.shape[1]} values, the model "
+                             f"expects {large.data_shape}; set config.stitch.data_size")
+        x = data.astype(np.float64)
+        info = {"small": s["small_checkpoint"], "large": s["large_checkpoint"],
+                "quality": f"Fréchet distance to the {len(x)} digits ({s['data_size']}x{s['data_size']}) in pixel space"}
+        return small, large, large.schedule, (x.mean(0), np.cov(x, rowvar=False)), info
+    raise SystemExit(f"error: config.stitch.pair={s['pair']!r}; allowed: ['gmm', 'checkpoints']")
+
+
+class PointRunner:
+    """Runs plans on the fixed fresh noise; one JSON per plan in ``points/`` (resume-safe)."""
+
+    def __init__(self, models, sched, x_T, mean, cov, batch_size, repeats, directory: Path, log=print):
+        self.models, self.sched, self.x_T, self.mean, self.cov = models, sched, x_T, mean, cov
+        self.bs, self.repeats, self.dir, self.log = int(batch_size), int(repeats), directory, log
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._warm = set()  # step counts whose executable is compiled (one warm-up per count)
+
+    def _once(self, plan):
+        return samplers.chunked(lambda xb: samplers.sample(self.models, self.sched, plan, xb), self.x_T, self.bs)
+
+    def run(self, name: str, plan, extra: dict) -> dict:
+        path = self.dir / f"{name}.json"
+        h = plan_hash(plan)
+        if path.exists():
+            row = json.loads(path.read_text())
+            if row.get("plan_hash") == h:
+                return row
+        if plan.num_steps not in self._warm:  # compile + warm up once per executable
+            samplers.sample(self.models, self.sched, plan, jnp.asarray(self.x_T[:self.bs])).block_until_ready()
+            self._warm.add(plan.num_steps)
+        walls = []
+        for _ in range(max(1, self.repeats)):
+            t0 = time.perf_counter()
+            x = self._once(plan)
+            walls.append(time.perf_counter() - t0)
+        row = {"name": name, **extra, "nfe": plan.nfe(), "steps": plan.num_steps,
+               "quality": sample_frechet(x, self.mean, self.cov), "wall_s": float(min(walls)),
+               "model_column": np.asarray(plan.model).tolist(), "plan_hash": h}
+        write_json_atomic(path, row)
+        self.log(f"  {name:28s} cost {extra.get('cost', float('nan')):8.4g}  quality {row['quality']:.6g}  "
+                 f"wall {row['wall_s']:.3f}s")
+        return row
+
+
+def _budgets(s: dict, sweep_costs) -> list[float]:
+    if s["budgets"]:
+        return sorted(float(b) for b in s["budgets"].split(",") if b.strip())
+    return sorted(set(round(float(c), 12) for c in sweep_costs))
+
+
+def run(args) -> int:
+    import jax
+
+    cfg = args.config
+    if cfg.x64:
+        jax.config.update("jax_enable_x64", True)
+    s = cfg.stitch.to_dict()
+    workdir = runtime.make_workdir("stitch", args.workdir)
+    runtime.save_config(workdir, cfg)
+    log = print
+    sched = runtime.build_schedule(cfg)
+    small, large, sched, (mean, cov), info = build_pair(cfg, s, sched)
+    try:
+        models = denoisers.DenoiserSet([small, large], sched, retime_schedules=bool(s["retime"]),
+                                       mean_tol=float(s["mean_tol"]))
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    plan = runtime.build_plan(cfg, sched)
+    n = plan.num_steps
+
+    # ---- costs: declared and measured; the front uses relative units (large model = 1 per evaluation)
+    declared = models.costs
+    cost_file = workdir / "costs.json"
+    if cost_file.exists():
+        measured = np.asarray(json.loads(cost_file.read_text())["measured_s"])
+    else:
+        measured = measured_costs(models.models, int(s["cost_batch"]), int(s["cost_repeats"]))
+        write_json_atomic(cost_file, {"declared": declared, "measured_s": measured,
+                                              "batch": int(s["cost_batch"])})
+    if s["cost"] not in ("declared", "measured"):
+        raise SystemExit(f"error: config.stitch.cost={s['cost']!r}; allowed: ['declared', 'measured']")
+    costs = denoisers.relative_costs(declared if s["cost"] == "declared" else measured)
+    log(f"pair: small = {info['small']}, large = {info['large']}")
+    log(f"cost per evaluation (small/large): declared {declared[0]:.6g}/{declared[1]:.6g} "
+        f"(ratio {declared[1] / declared[0]:.2f}); measured {measured[0] * 1e3:.3f}/{measured[1] * 1e3:.3f} ms "
+        f"at batch {s['cost_batch']} (ratio {measured[1] / measured[0]:.2f})")
+
+    # ---- T-Stitch sweep on fresh noise
+    num = int(s["num_samples"])
+    seed_final = int(cfg.seed) + int(s["final_seed_offset"])
+    x_T = np.asarray(jax.random.normal(jax.random.key(seed_final), (num,) + tuple(large.data_shape))
+                     * sched.prior_std(), np.float32)
+    runner = PointRunner(models, sched, x_T, mean, cov, min(int(s["batch_size"]), num), s["timing_repeats"],
+                         workdir / "points", log)
+    fractions = sweep_fractions(n, int(s["points"]) or None)
+    log(f"T-Stitch sweep: {cfg.solver} order {cfg.order}, NFE {plan.nfe()}, {cfg.discretization}; "
+        f"{len(fractions)} points x {num} samples")
+    sweep = []
+    for f in fractions:
+        p = t_stitch(plan, f)
+        k = int(round(f * n))
+        sweep.append(runner.run(f"tstitch_{k:03d}", p, {"method": "T-Stitch", "fraction": f, "small_steps": k,
+                                                       "cost": solver_plan.cost(p, costs)}))
+    q_large = sweep[0]["quality"]
+    ok = [r for r in sweep if r["quality"] <= q_large * (1 + float(s["tolerance"]))]
+    best = max(ok, key=lambda r: r["fraction"])
+    summary = {"pair": info, "preset": {"solver": cfg.solver, "order": cfg.order, "nfe": plan.nfe(),
+                                        "discretization": cfg.discretization},
+               "costs": {"declared": declared.tolist(), "measured_s": measured.tolist(),
+                         "declared_ratio": float(declared[1] / declared[0]),
+                         "measured_ratio": float(measured[1] / measured[0]), "unit": s["cost"]},
+               "num_samples": num, "seed": seed_final, "sweep": sweep,
+               "tolerance": float(s["tolerance"]), "max_fraction": best["fraction"],
+               "max_fraction_quality": best["quality"], "large_only_quality": q_large,
+               "max_fraction_speedup": sweep[0]["wall_s"] / best["wall_s"],
+               "max_fraction_cost_saving": sweep[0]["cost"] / best["cost"]}
+    log(f"largest fraction within {100 * float(s['tolerance']):.0f}% of the large model: {best['fraction']:.2f} "
+        f"(quality {best['quality']:.6g} vs {q_large:.6g}); wall-time speed-up {summary['max_fraction_speedup']:.2f}x")
+
+    # ---- joint search
+    fronts = {}
+    if s["search"]:
+        gmm = s["pair"] == "gmm"
+        evaluator = stitch_evaluator(models, sched, reference=large if gmm else None,
+                                     moments=None if gmm else (mean, cov), objective=s["objective"],
+                                     num_samples=int(s["search_samples"]), seed=int(cfg.seed),
+                                     batch_size=int(s["batch_size"]), log=log)
+        budgets = _budgets(s, [r["cost"] for r in sweep])
+        evolution = EvolutionOptions(population=int(s["population"]), top_k=int(s["top_k"]),
+                                     children=int(s["children"]), timesteps_only=0,
+                                     generations=int(s["generations"]))
+        variants = [("joint", False)] + ([("model-only", True)] if s["model_only"] else [])
+        for label, model_only in variants:
+            log(f"joint search ({label}) over {len(budgets)} budgets")
+            t0 = time.perf_counter()
+            space = (model_only_space(plan.nfe(), sched, len(models)) if model_only
+                     else options.search_space(cfg.search, plan.nfe(), sched, num_models=len(models)))
+            rows = joint_front(models, space, plan, budgets, evaluator, costs=costs, options=evolution,
+                               seed=int(cfg.seed), workdir=workdir / "search" / label, log=log)
+            search_s = time.perf_counter() - t0
+            final = []
+            for k, r in enumerate(rows):
+                row = runner.run(f"{label}_{k:03d}", r["plan"], {"method": label, "budget": r["budget"],
+                                                                "cost": r["cost"], "search_score": r["score"]})
+                final.append(row)
+                r["quality"] = row["quality"]
+            paths = save_front(rows, workdir / "front" / label,
+                               {"schedule": sched.describe(), "pair": info, "costs": costs.tolist()})
+            fronts[label] = {"rows": final, "search_s": round(search_s, 2), "schedule_files": paths}
+        # equal-cost comparison with the sweep (fresh noise)
+        comp = []
+        for r in sweep:
+            line = {"cost": r["cost"], "fraction": r["fraction"], "T-Stitch": r["quality"]}
+            for label in fronts:
+                same = [q for q in fronts[label]["rows"] if q["cost"] <= r["cost"] * (1 + 1e-9)]
+                if same:
+                    b = min(same, key=lambda q: q["quality"])
+                    line[label] = b["quality"]
+                    line[f"{label} gain"] = r["quality"] / b["quality"] if b["quality"] > 0 else float("inf")
+            comp.append(line)
+        summary["comparison"] = comp
+        summary["search"] = {k: {"search_s": v["search_s"], "schedule_files": v["schedule_files"]}
+                             for k, v in fronts.items()}
+        for label in fronts:
+            gains = [c[f"{label} gain"] for c in comp if f"{label} gain" in c and 0 < c["fraction"] < 1]
+            if gains:
+                summary[f"{label}_gain_median"] = float(np.median(gains))
+                summary[f"{label}_gain_min"] = float(np.min(gains))
+                log(f"{label} search vs T-Stitch at equal cost (interior points): quality ratio median "
+                    f"{np.median(gains):.3f}, min {np.min(gains):.3f}")
+
+    summary["compiles"] = samplers.trace_count()
+    write_json_atomic(workdir / "stitch.json", summary)
+    write_report(workdir, summary, sweep, fronts)
+    log(f"wrote {workdir / 'stitch.json'} and {workdir / 'report.md'}")
+    return 0
+
+
+def write_report(workdir: Path, summary: dict, sweep: list, fronts: dict) -> None:
+    pts = [{"method": r["method"], "cost": r["cost"], "quality": r["quality"]} for r in sweep]
+    for label, f in fronts.items():
+        pts += [{"method": label, "cost": r["cost"], "quality": r["quality"]} for r in f["rows"]]
+    pareto = plot_pareto(pts, cost="cost", quality="quality", label="method",
+                         title=f"quality vs cost, NFE {summary['preset']['nfe']}")
+    series = {"T-Stitch": ([r["fraction"] for r in sweep], [r["quality"] for r in sweep])}
+    lines = plot_lines(series, xlabel="fraction of steps on the small model", ylabel="Fréchet distance",
+                       logy=True, title="T-Stitch sweep")
+    front_idx = pareto_front([p["cost"] for p in pts], [p["quality"] for p in pts])
+    c = summary["costs"]
+    head = (f"Pair: small = {summary['pair']['small']}, large = {summary['pair']['large']}. Quality: "
+            f"{summary['pair']['quality']} (lower is better), {summary['num_samples']} fresh samples "
+            f"(seed {summary['seed']}). Cost per evaluation: declared ratio {c['declared_ratio']:.2f}, measured "
+            f"ratio {c['measured_ratio']:.2f}; front in {c['unit']} units relative to the large model.\n\n"
+            f"Largest fraction of steps on the small model within {100 * summary['tolerance']:.0f}% of the large "
+            f"model's quality: {summary['max_fraction']:.2f} (quality {summary['max_fraction_quality']:.6g} vs "
+            f"{summary['large_only_quality']:.6g}); wall-time speed-up {summary['max_fraction_speedup']:.2f}x, "
+            f"cost saving {summary['max_fraction_cost_saving']:.2f}x.")
+    cols = ("fraction", "small_steps", "cost", "quality", "wall_s", "model_column")
+    sections = [("Summary", head), ("Pareto front (all evaluated plans)", pareto),
+                ("T-Stitch sweep", lines), ("Sweep points", [{k: r[k] for k in cols} for r in sweep]),
+                ("Pareto-optimal points", [pts[i] for i in front_idx])]
+    if "comparison" in summary:
+        sections.append(("Joint search vs T-Stitch at equal cost (fresh noise; gain = T-Stitch / search)",
+                         summary["comparison"]))
+        for label, f in fronts.items():
+            sections.append((f"Search front: {label}", [{k: r.get(k) for k in ("budget", "cost", "search_score",
+                                                                                "quality", "nfe", "steps",
+                                                                                "model_column")}
+                                                        for r in f["rows"]]))
+    write_text_atomic(workdir / "report.md", markdown_report("stepwise stitch", sections, image_dir=workdir))
+    write_text_atomic(workdir / "report.html", html_report("stepwise stitch", sections))

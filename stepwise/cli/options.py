@@ -1,0 +1,154 @@
+"""Config sections -> library objects: the ONLY place where config strings become objects.
+
+Library functions take typed arguments and small frozen dataclasses (a ``SearchSpace``, a strategy,
+an ``Evaluator``, ``FinalOptions``, ``TrainOptions``); these builders read the ml_collections
+sections of :mod:`stepwise.cli.defaults` and refuse fields that the chosen options do not use.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import ml_collections
+
+from stepwise.cli import defaults
+from stepwise.search.evaluator import OBJECTIVES, Evaluator
+from stepwise.search.run import FinalOptions
+from stepwise.search.space import CATEGORICAL_TABLES, NODE_SPACES, SearchSpace
+from stepwise.search.strategies import (STRATEGIES, EvolutionOptions, Hooks, PredictorOptions, make_strategy)
+from stepwise.solvers.plan import HISTORY, MAX_ORDER
+
+PREDICTOR_FIELDS = {"screen": "screen", "explore": "explore", "predictor_warmup": "warmup",
+                    "predictor_hidden": "hidden", "predictor_lr": "lr", "predictor_train_steps": "train_steps"}
+
+
+def section(name: str, overrides: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:
+    """The default config section ``name`` (search | stitch | train) with ``overrides`` applied;
+    an unknown field is an error naming it (for scripts and tests that build options directly)."""
+    base = defaults.get_config()[name]
+    for k, v in dict(overrides or {}).items():
+        if k not in base:
+            raise ValueError(f"{name}.{k}: unknown field; allowed: {sorted(base)}")
+        base[k] = v
+    return base
+
+
+def _get(s, key):
+    return s[key] if isinstance(s, Mapping) else getattr(s, key)
+
+
+def codes(column: str, names: str) -> tuple[int, ...]:
+    """Codes of a comma-separated list of names of a categorical plan column (empty: every code)."""
+    table = CATEGORICAL_TABLES[column]
+    if not names:
+        return tuple(sorted(table.values()))
+    out = []
+    for n in (x.strip() for x in str(names).split(",") if x.strip()):
+        if n not in table:
+            raise ValueError(f"search.{column}s: unknown {n!r}; allowed: {sorted(table)}")
+        out.append(table[n])
+    return tuple(dict.fromkeys(out))
+
+
+def search_space(s, nfe: int, schedule, num_models: int = 1) -> SearchSpace:
+    """The search space of a ``search`` section at exactly ``nfe`` evaluations."""
+    max_order, max_base = int(_get(s, "max_order")), int(_get(s, "max_base"))
+    if not 1 <= max_order <= MAX_ORDER:
+        raise ValueError(f"search.max_order: {max_order} is invalid; allowed: 1..{MAX_ORDER}")
+    if not 0 <= max_base <= HISTORY - 1:
+        raise ValueError(f"search.max_base: {max_base} is invalid; allowed: 0..{HISTORY - 1}")
+    if _get(s, "node_space") not in NODE_SPACES:
+        raise ValueError(f"search.node_space: {_get(s, 'node_space')!r} is invalid; allowed: {list(NODE_SPACES)}")
+    choices = {
+        "prediction": codes("prediction", _get(s, "predictions")),
+        "variant": codes("variant", _get(s, "variants")),
+        "expansion": codes("expansion", _get(s, "expansions")),
+        "corrector": codes("corrector", _get(s, "correctors")),
+        "order": tuple(range(1, max_order + 1)),
+        "base": tuple(range(0, max_base + 1)),
+        "model": tuple(range(num_models)),
+    }
+    for f in ("p_crossover", "p_node", "p_decision", "p_structure"):
+        if not 0.0 <= float(_get(s, f)) <= 1.0:
+            raise ValueError(f"search.{f}: {_get(s, f)!r} is invalid; allowed: a probability in [0, 1]")
+    lo, hi = float(_get(s, "coef_min")), float(_get(s, "coef_max"))
+    if not lo <= hi:
+        raise ValueError(f"search.coef_min: {lo} is above search.coef_max {hi}; allowed: coef_min <= coef_max")
+    return SearchSpace(nfe=int(nfe), schedule=schedule, node_space=_get(s, "node_space"),
+                       choices=tuple(choices.items()), coef_range=(lo, hi), min_gap=float(_get(s, "min_gap")),
+                       max_order=max_order, max_base=max_base,
+                       allow_analytic_first=bool(_get(s, "analytic_first")), num_models=num_models,
+                       p_node=float(_get(s, "p_node")), node_sigma=float(_get(s, "node_sigma")),
+                       p_decision=float(_get(s, "p_decision")), p_structure=float(_get(s, "p_structure")),
+                       coef_sigma=float(_get(s, "coef_sigma")), p_crossover=float(_get(s, "p_crossover")))
+
+
+def evolution_options(s) -> EvolutionOptions:
+    return EvolutionOptions(population=int(_get(s, "population")), top_k=int(_get(s, "top_k")),
+                            children=int(_get(s, "children")),
+                            timesteps_only=int(_get(s, "timesteps_only_generations")),
+                            generations=int(_get(s, "generations")))
+
+
+def predictor_options(s) -> PredictorOptions | None:
+    """Predictor options for strategy 'predictor'; None for 'evolution', where a predictor field set
+    away from its default is an error (it would be ignored)."""
+    strategy = _get(s, "strategy")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"search.strategy: unknown {strategy!r}; allowed: {list(STRATEGIES)}")
+    if strategy != "predictor":
+        base = defaults.search_defaults()
+        changed = [k for k in PREDICTOR_FIELDS if _get(s, k) != base[k]]
+        if changed:
+            raise ValueError(f"search.{changed[0]}: only strategy 'predictor' uses it (strategy is {strategy!r}); "
+                             f"allowed: leave {', '.join('search.' + c for c in changed)} at the default or "
+                             "set search.strategy=predictor")
+        return None
+    kw = {PREDICTOR_FIELDS[k]: _get(s, k) for k in PREDICTOR_FIELDS}
+    return PredictorOptions(**{k: (float(v) if k == "lr" else int(v)) for k, v in kw.items()})
+
+
+def search_strategy(s, space: SearchSpace, hooks: Hooks = Hooks()):
+    return make_strategy(_get(s, "strategy"), space, evolution_options(s), predictor_options(s), hooks,
+                         seed=int(_get(s, "seed")))
+
+
+def search_evaluator(s, model, schedule, log: Callable[[str], None] | None = print, denoisers=None) -> Evaluator:
+    if _get(s, "objective") not in OBJECTIVES:
+        raise ValueError(f"search.objective: unknown {_get(s, 'objective')!r}; allowed: {list(OBJECTIVES)}")
+    return Evaluator(model, schedule, objective=_get(s, "objective"), num_samples=int(_get(s, "search_samples")),
+                     seed=int(_get(s, "seed")), batch_size=int(_get(s, "batch_size")), use_vmap=bool(_get(s, "vmap")),
+                     log=log, denoisers=denoisers)
+
+
+def final_options(s) -> FinalOptions:
+    return FinalOptions(samples=int(_get(s, "final_samples")), top_baselines=int(_get(s, "final_top_baselines")),
+                        seed_offset=int(_get(s, "final_seed_offset")), reference=bool(_get(s, "final_reference")))
+
+
+def run_search_section(s, model, schedule, nfe: int, workdir, **kw) -> dict:
+    """``search.run.run_search`` with every object built from the ``search`` section ``s``; options are
+    checked before the (possibly long) teacher solve starts."""
+    from stepwise.search.run import check_measurable, run_search
+
+    space = search_space(s, nfe, schedule)
+    strategy = search_strategy(s, space)
+    final = final_options(s)
+    check_measurable(model, final.reference or kw.get("final_data") is not None)
+    evaluator = search_evaluator(s, model, schedule, log=kw.get("log", print))
+    return run_search(model, schedule, workdir, strategy=strategy, evaluator=evaluator,
+                      seed=int(_get(s, "seed")), final=final, **kw)
+
+
+def train_options(t) -> "TrainOptions":
+    """``TrainOptions`` from a ``train`` section (every field of it; ``network_overrides`` as a dict)."""
+    import dataclasses
+
+    from stepwise.training.options import TrainOptions
+
+    d = t.to_dict() if hasattr(t, "to_dict") else dict(t)
+    names = {f.name for f in dataclasses.fields(TrainOptions)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"train.{unknown[0]}: unknown field; allowed: {sorted(names)}")
+    d["network_overrides"] = dict(d.get("network_overrides") or {})
+    return TrainOptions(**d)

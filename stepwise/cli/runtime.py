@@ -1,0 +1,211 @@
+"""Shared command-line plumbing: configs with overrides, run directories, atomic writes, builders."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from stepwise.io import jsonable, write_json_atomic
+
+BASE_CONFIG = str(Path(__file__).resolve().with_name("defaults.py"))
+
+
+def config_parser(sub, name: str, help: str, example: str, workdir_help: str | None = None,
+                  workdir: bool = True, **kw):
+    """A sub-command parser taking ``--config FILE`` (and ``--workdir DIR`` when ``workdir``), with
+    ``example`` shown under ``--help``."""
+    import argparse
+
+    p = sub.add_parser(name, help=help, epilog=example, formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+    p.add_argument("--config", default=None, help="ml_collections config file (default: the built-in defaults, stepwise/cli/defaults.py)")
+    if workdir:
+        p.add_argument("--workdir", default=None,
+                       help=workdir_help or f"run directory (default runs/{name}-<timestamp>)")
+    return p
+
+
+def load_config(path: str | None, overrides: list[str]):
+    """Resolve an ml_collections config file plus ``--config.a.b=value`` overrides.
+
+    Unknown fields and values of the wrong type raise before any work starts, naming the field.
+    """
+    from absl import flags
+    from ml_collections import config_flags
+
+    import sys
+
+    bad = [o for o in overrides if not o.startswith("--config.")]
+    if bad:
+        raise SystemExit(f"error: unrecognized arguments {bad}; config overrides look like --config.nfe=5")
+    argv = ["stepwise"] + ([f"--config={path}"] if path else []) + list(overrides)
+    saved, sys.argv = sys.argv, argv  # config_flags also reads sys.argv when the flag is defined
+    try:
+        fv = flags.FlagValues()
+        config_flags.DEFINE_config_file("config", default=path or BASE_CONFIG, flag_values=fv,
+                                        lock_config=True)
+        fv(argv)
+        return fv.config
+    except (flags.Error, KeyError, AttributeError, TypeError, ValueError) as e:
+        msg = str(e).strip("\"'")
+        raise SystemExit(f"error: bad config or override ({msg}); "
+                         "see `stepwise show-config` for the fields") from None
+    finally:
+        sys.argv = saved
+
+
+def make_workdir(command: str, workdir: str | None) -> Path:
+    """The run directory: ``--workdir`` or runs/<command>-<timestamp>; existing ones are reused."""
+    if not workdir:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        workdir = os.path.join("runs", f"{command}-{stamp}")
+    p = Path(workdir).resolve()
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def save_config(workdir: Path, config) -> None:
+    """Record the resolved config; an existing run directory must hold the same config.
+
+    A run directory is resumed, never clobbered: rerunning with the same config continues (or
+    finds the work done), a different config is refused before anything is written.
+    """
+    path = workdir / "config.json"
+    new = json.loads(json.dumps(config.to_dict(), default=jsonable))
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != new:
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            raise SystemExit(f"error: {workdir} holds a run with a different config (fields {diff}); "
+                             "choose another --workdir or rerun with the same config to resume")
+        return
+    write_json_atomic(path, new)
+
+
+def finished_metrics(workdir: Path) -> dict | None:
+    """The metrics of a completed run in ``workdir`` (None if it has not finished)."""
+    path = workdir / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def build_schedule(config):
+    from stepwise import schedules
+    return schedules.by_name(config.schedule)
+
+
+def build_model(config, schedule):
+    """The denoiser named by ``config.model`` bound to ``schedule``."""
+    from stepwise import denoisers
+
+    kind = config.model.kind
+    if kind == "digits_gmm":
+        model = denoisers.digits_gmm(components=config.model.components, size=config.model.size,
+                                     seed=config.model.fit_seed, schedule=schedule,
+                                     covariance=config.model.covariance)
+    elif kind == "digits_gmm_conditional":
+        model = denoisers.digits_gmm_conditional(components_per_class=config.model.components,
+                                                 size=config.model.size, seed=config.model.fit_seed,
+                                                 schedule=schedule)
+    elif kind == "checkpoint":
+        if not config.model.checkpoint:
+            raise SystemExit("error: config.model.checkpoint must name a `stepwise train` run directory")
+        from stepwise.training import load_denoiser
+        model = load_denoiser(config.model.checkpoint)
+        if model.schedule.describe() != schedule.describe():
+            raise SystemExit(f"error: the checkpoint was trained with {model.schedule.describe()}, "
+                             f"but config.schedule={config.schedule!r}; set config.schedule to match")
+    else:
+        raise SystemExit(f"error: config.model.kind={kind!r} is not supported; "
+                         "allowed: ['digits_gmm', 'digits_gmm_conditional', 'checkpoint']")
+    if config.model.precision not in ("float32", "bfloat16"):
+        raise SystemExit(f"error: config.model.precision={config.model.precision!r}; "
+                         "allowed: ['float32', 'bfloat16']")
+    if config.model.precision == "bfloat16":
+        model = denoisers.LowPrecision(model, "bfloat16")
+    return model
+
+
+def build_guidance(config, model, n: int, seed_key):
+    """(labels or None, threshold or None) for a sampling run; labels cycle over the classes."""
+    import jax.numpy as jnp
+
+    from stepwise import denoisers
+    threshold = None
+    if config.threshold != "none":
+        threshold = denoisers.Thresholding(config.threshold, config.threshold_ratio, config.threshold_max)
+    classes = getattr(model, "num_classes", 0)
+    if not classes:
+        if config.guidance != 1.0 or config.label >= 0:
+            raise SystemExit("error: config.guidance/config.label need a class-conditional model "
+                             "(config.model.kind=digits_gmm_conditional or a conditional checkpoint)")
+        return None, threshold
+    if config.label >= classes:
+        raise SystemExit(f"error: config.label={config.label}; allowed: -1 (all classes) or 0..{classes - 1}")
+    labels = jnp.full((n,), config.label) if config.label >= 0 else jnp.arange(n) % classes
+    return labels, threshold
+
+
+def build_plan(config, schedule):
+    """A preset at ``config.nfe`` on ``config.discretization`` (or a schedule file, ``config.plan``)."""
+    from stepwise import solvers
+
+    if config.plan:
+        from stepwise.search.schedule_file import load_plan
+        return load_plan(config.plan)
+    p = solvers.preset(config.solver)
+    opts = {"order": config.order} if "order" in p.options else {}
+    return solvers.build_preset(config.solver, config.nfe, schedule, config.discretization, **opts)
+
+
+def progress(iterable, desc: str, enabled: bool = True, total: int | None = None):
+    """A tqdm progress bar that stays quiet when stderr is not a terminal."""
+    import sys
+
+    from tqdm.auto import tqdm
+    return tqdm(iterable, desc=desc, total=total, disable=(not enabled) or not sys.stderr.isatty(),
+                leave=False)
+
+
+def init_distributed(config) -> None:
+    """``jax.distributed.initialize`` from config fields or the usual environment variables.
+
+    On CPU hosts the cross-process collectives use gloo.
+    """
+    import os
+
+    import jax
+
+    if not config.distributed:
+        return
+    addr = config.coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS", "")
+    nproc = config.num_processes or int(os.environ.get("JAX_NUM_PROCESSES", "0") or 0)
+    pid = config.process_id if config.process_id >= 0 else int(os.environ.get("JAX_PROCESS_ID", "-1"))
+    kwargs = {}
+    if addr:
+        if nproc < 1 or pid < 0:
+            raise SystemExit("error: config.distributed with a coordinator needs config.num_processes "
+                             "and config.process_id (or JAX_NUM_PROCESSES / JAX_PROCESS_ID)")
+        kwargs = dict(coordinator_address=addr, num_processes=nproc, process_id=pid)
+    # Cross-process collectives of CPU devices (no effect on accelerators). Setting it must not
+    # touch the backend: initialize() has to come before any device query.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(**kwargs)  # without arguments: cluster auto-detection (SLURM, TPU pods)
+
+
+def is_writer() -> bool:
+    """Only process 0 writes files in a multi-host run."""
+    import jax
+    return jax.process_index() == 0
+
+
+def gather_hosts(x: np.ndarray) -> np.ndarray:
+    """Concatenate each process's rows (identity on one process)."""
+    import jax
+
+    if jax.process_count() == 1:
+        return x
+    from jax.experimental import multihost_utils
+    g = multihost_utils.process_allgather(np.asarray(x))
+    return np.asarray(g).reshape((-1,) + np.asarray(x).shape[1:])

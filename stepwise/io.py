@@ -1,0 +1,81 @@
+"""Atomic file writes: write to a temporary file in the target folder, then ``os.replace``.
+
+A reader never sees a half-written file and an interrupted job never destroys the previous one.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from typing import IO, Iterator
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[IO[bytes]]:
+    """Yield a binary file that replaces ``path`` only when the block finishes without error."""
+    path = os.path.abspath(os.fspath(path))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=suffix, dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> str:
+    """Write ``data`` to ``path`` atomically; returns the absolute path."""
+    with atomic_open(path) as f:
+        f.write(data)
+    return os.path.abspath(os.fspath(path))
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> str:
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def savez_atomic(path: str | os.PathLike, compressed: bool = False, **arrays) -> str:
+    """``np.savez`` (or ``savez_compressed``) to ``path`` atomically."""
+    with atomic_open(path, suffix=".npz.tmp") as f:
+        (np.savez_compressed if compressed else np.savez)(f, **arrays)
+    return os.path.abspath(os.fspath(path))
+
+
+def jsonable(o):
+    """``json.dumps`` fallback: NumPy scalars and arrays as numbers and lists, anything else as text."""
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    return str(o)
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> str:
+    """``obj`` as indented JSON (NumPy values converted) written atomically."""
+    return write_text_atomic(path, json.dumps(obj, indent=2, default=jsonable) + "\n")
+
+
+def read_json(path: str | os.PathLike, what: str = "file"):
+    """Parsed JSON of ``path``; a missing, empty or malformed file raises ValueError naming it."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ValueError(f"{what}: {path} does not exist") from None
+    except IsADirectoryError:
+        raise ValueError(f"{what}: {path} is a directory, not a JSON file") from None
+    if not text.strip():
+        raise ValueError(f"{what}: {path} is empty")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{what}: {path} is not valid JSON ({e.msg} at line {e.lineno})") from None

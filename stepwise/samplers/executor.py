@@ -1,0 +1,205 @@
+"""The executor: one ``jax.jit`` over ``lax.scan`` runs ANY plan with the same number of steps.
+
+The carry holds x and a fixed-size history of the last ``HISTORY`` evaluated nodes (their x, the
+x0 and eps predictions, and the node index). Per step: (1) the value at node i (a model call,
+the analytical first step, or already known from a UniC corrector), (2) the predictor
+x_{i+1} = A x_b + B sum_j w_j f_j (solvers.coefficients), (3) an optional corrector. Model choice,
+orders, variants, bases and correctors are array values: ``lax.switch``/``lax.cond`` select them,
+so only the chosen model runs and no plan change retraces.
+"""
+from __future__ import annotations
+
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from stepwise.denoisers.guidance import Thresholding, guided_x0_eps
+from stepwise.samplers.sharding import data_mesh, pad_batch, shard_batch
+from stepwise.denoisers.compat import DenoiserSet
+from stepwise.solvers.coefficients import StepGeometry, corrector_weights, predictor_weights
+from stepwise.solvers.plan import DATA, HISTORY, NO_CORRECTOR, UNIC, SolverPlan, validate
+
+_TRACES = {"sample": 0}
+
+
+def trace_count() -> int:
+    """How many times the sampler has been traced (compiled) in this process."""
+    return _TRACES["sample"]
+
+
+def _as_models(denoisers, schedule) -> tuple:
+    """The models of a :class:`denoisers.DenoiserSet` (checked when it was built), of a list (checked
+    now: build the set once to check once), or a single denoiser."""
+    if isinstance(denoisers, DenoiserSet):
+        return denoisers.models
+    if isinstance(denoisers, (list, tuple)):
+        if not denoisers:
+            raise ValueError("denoisers: need at least one model")
+        return DenoiserSet(denoisers, schedule).models if len(denoisers) > 1 else tuple(denoisers)
+    return (denoisers,)
+
+
+def _device_leaves(tree):
+    return jax.tree.map(lambda a: jnp.asarray(a) if isinstance(a, np.ndarray) else a, tree)
+
+
+def _is_concrete(tree) -> bool:
+    return not any(isinstance(l, jax.core.Tracer) for l in jax.tree.leaves(tree))
+
+
+def sample(denoisers, schedule, plan: SolverPlan, x_T, cond=None, threshold: Thresholding | None = None,
+           return_trajectory: bool = False, devices=None):
+    """Integrate the probability-flow ODE from x_T along ``plan``; returns x at plan.ts[-1].
+
+    ``denoisers`` is one denoiser, a :class:`denoisers.DenoiserSet` (the plan's model column indexes
+    it; compatibility was checked when the set was built) or a list (checked on this call). ``cond`` (e.g. class labels, shape (batch,))
+    enables classifier-free guidance with the plan's per-step ``guidance`` scale (one NFE of a
+    doubled batch; scale 1 runs the conditional model alone). ``threshold`` clips the data
+    prediction (``denoisers.Thresholding``). With ``return_trajectory`` also returns x at every
+    node, shape (N+1, *x_T.shape). With several devices (default: all of them) the batch is sharded
+    over a ("data",) mesh of this process's devices and padded to a multiple of their count.
+    """
+    models = _as_models(denoisers, schedule)
+    # NumPy leaves become jnp arrays of the current default precision here, so a float32 and a
+    # float64 (jax_enable_x64) call never share a cache entry keyed on the NumPy dtype.
+    models, schedule = _device_leaves((models, schedule))
+    if _is_concrete(plan):
+        validate(plan, schedule, num_models=len(models))
+    if x_T.ndim < 2:
+        raise ValueError(f"x_T: expected shape (batch, *data_shape), got {x_T.shape}")
+    if cond is not None and jnp.shape(cond)[:1] != x_T.shape[:1]:
+        raise ValueError(f"cond: leading dimension {jnp.shape(cond)[:1]} must match the batch {x_T.shape[:1]}")
+    if devices is None:
+        devices = jax.local_devices() if jax.local_device_count() > 1 and _is_concrete(x_T) else None
+    if devices is not None and len(devices) > 1:
+        mesh = data_mesh(devices)
+        x_T, n = pad_batch(x_T, len(devices))
+        x_T = shard_batch(x_T, mesh)
+        if cond is not None:
+            cond = shard_batch(pad_batch(jnp.asarray(cond), len(devices))[0], mesh)
+        out = _sample_jit(models, schedule, plan, x_T, cond, threshold, return_trajectory)
+        return (out[0][:n], out[1][:, :n]) if return_trajectory else out[:n]
+    return _sample_jit(models, schedule, plan, x_T, cond, threshold, return_trajectory)
+
+
+def _push(hist, x, x0, eps, node):
+    xs, x0s, epss, nodes = hist
+    roll = lambda buf, v: jnp.concatenate([v[None], buf[:-1]], axis=0)
+    return roll(xs, x), roll(x0s, x0), roll(epss, eps), roll(nodes, jnp.asarray(node, nodes.dtype))
+
+
+def _eval_branches(models, ts, guidance, cond, threshold, with_analytic: bool):
+    """Branch list for lax.switch: [(analytic per model), model evaluation per model]."""
+
+    def evaluate(m):
+        def f(x, i):
+            x0, eps = guided_x0_eps(m, x, ts[i], cond, guidance[i], threshold)
+            return x0.astype(x.dtype), eps.astype(x.dtype)  # solver state keeps its own dtype
+        return f
+
+    def analytic(m):
+        def f(x, i):
+            x0 = jnp.broadcast_to(jnp.asarray(m.data_mean, x.dtype), x.shape)
+            a, s = m.schedule.alpha(ts[i]).astype(x.dtype), m.schedule.sigma(ts[i]).astype(x.dtype)
+            return x0, (x - a * x0) / s
+        return f
+
+    out = [analytic(m) for m in models] if with_analytic else []
+    return out + [evaluate(m) for m in models]
+
+
+def _sample_impl(models, schedule, plan: SolverPlan, x_T, cond, threshold, return_trajectory: bool):
+    _TRACES["sample"] += 1
+    dt = x_T.dtype
+    ts = plan.ts.astype(dt)
+    n = ts.shape[0] - 1
+    alpha, sigma, lam = schedule.alpha(ts), schedule.sigma(ts), schedule.lambda_(ts)
+    m = len(models)
+    guidance = plan.guidance.astype(dt)
+    evals = _eval_branches(models, ts, guidance, cond, threshold, with_analytic=False)
+    first = _eval_branches(models, ts, guidance, cond, threshold, with_analytic=True)
+
+    def combine(w, f_hist, f_new, x_b, a_coef, b_coef):
+        acc = jnp.tensordot(w[:HISTORY].astype(dt), f_hist, axes=1)
+        if f_new is not None:
+            acc = acc + w[HISTORY].astype(dt) * f_new
+        return a_coef * x_b + b_coef * acc
+
+    def step(carry, i):
+        x, hist, pending = carry
+        # (1) the value at node i
+        def fresh(h):
+            branch = jnp.where((i == 0) & (plan.analytic_first == 1), plan.model[i],
+                               m + plan.model[i])
+            x0, eps = lax.switch(branch, first, x, i)
+            return _push(h, x, x0, eps, i)
+
+        hist = lax.cond(pending, lambda h: h, fresh, hist)
+        xs, x0s, epss, nodes = hist
+        xs = xs.at[0].set(x)
+        hist = (xs, x0s, epss, nodes)
+
+        # (2) predictor from base node i - base[i]
+        b = plan.base[i]
+        node_b = nodes[b]
+        data = plan.prediction[i] == DATA
+        slots = jnp.concatenate([jnp.clip(nodes, 0, n), (i + 1)[None]])
+        h = lam[i + 1] - lam[node_b]
+        geom = StepGeometry(lam=lam[slots], t=ts[slots], valid=jnp.concatenate([nodes >= 0, jnp.ones((1,), bool)]),
+                            base=b, h=h, z=jnp.where(data, -h, h))
+        a_coef = jnp.where(data, sigma[i + 1] / sigma[node_b], alpha[i + 1] / alpha[node_b])
+        b_coef = jnp.where(data, alpha[i + 1], -sigma[i + 1])
+        f_hist = jnp.where(data, x0s, epss)
+        args = (geom, plan.order[i], plan.variant[i], plan.expansion[i], plan.coef[i], schedule)
+        x_b = xs[b]
+        x_pred = combine(predictor_weights(*args), f_hist, None, x_b, a_coef, b_coef)
+
+        # (3) optional corrector, evaluated at the predicted point and node i+1
+        corr = plan.corrector[i]
+        nxt = jnp.minimum(i + 1, n - 1)
+
+        def corrected(h_):
+            x0n, epsn = lax.switch(plan.model[nxt], evals, x_pred, jnp.minimum(i + 1, n))
+            w = corrector_weights(*args)
+            x_new = combine(w, f_hist, jnp.where(data, x0n, epsn), x_b, a_coef, b_coef)
+            pushed = _push(h_, x_new, x0n, epsn, i + 1)
+            keep = corr == UNIC
+            h_out = jax.tree.map(lambda p, q: jnp.where(keep, p, q), pushed, h_)
+            return x_new, h_out, keep
+
+        def plain(h_):
+            return x_pred, h_, jnp.asarray(False)
+
+        x_next, hist, pending = lax.cond(corr != NO_CORRECTOR, corrected, plain, hist)
+        return (x_next, hist, pending), (x_next if return_trajectory else None)
+
+    hist0 = (jnp.zeros((HISTORY,) + x_T.shape, dt), jnp.zeros((HISTORY,) + x_T.shape, dt),
+             jnp.zeros((HISTORY,) + x_T.shape, dt), jnp.full((HISTORY,), -1, jnp.int32))
+    (x, _, _), traj = lax.scan(step, (x_T, hist0, jnp.asarray(False)), jnp.arange(n))
+    if return_trajectory:
+        return x, jnp.concatenate([x_T[None], traj], axis=0)
+    return x
+
+
+_sample_jit = eqx.filter_jit(_sample_impl)
+
+
+def chunked(fn, x_T, batch_size: int, cond=None) -> np.ndarray:
+    """``fn(x)`` (or ``fn(x, c)`` with per-row ``cond``) applied to fixed-size row chunks of ``x_T``
+    (one executable per chunk shape; the last chunk may be smaller), results concatenated on the
+    host. THE chunked sampling loop."""
+    x_T = np.asarray(x_T)
+    if x_T.shape[0] == 0:
+        raise ValueError("x_T: empty batch (0 rows)")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size: {batch_size!r} is invalid; allowed: an integer >= 1")
+    if cond is not None and np.shape(cond)[:1] != x_T.shape[:1]:
+        raise ValueError(f"cond: leading dimension {np.shape(cond)[:1]} must match x_T's {x_T.shape[:1]}")
+    bs = int(batch_size)
+    rows = range(0, x_T.shape[0], bs)
+    if cond is None:
+        return np.concatenate([np.asarray(fn(jnp.asarray(x_T[i:i + bs]))) for i in rows])
+    return np.concatenate([np.asarray(fn(jnp.asarray(x_T[i:i + bs]), jnp.asarray(cond[i:i + bs]))) for i in rows])

@@ -1,0 +1,307 @@
+"""One search job end to end: baselines -> search (resumable) -> final evaluation -> files.
+
+``run_search(model, schedule, workdir, strategy=..., evaluator=..., seed=..., final=...)`` takes
+objects (the CLI builds them from the config). In ``workdir`` it writes ``checkpoints/`` (orbax,
+every generation), ``schedule.json`` (the searched plan), ``search.json`` (progress, final table,
+costs), ``report.md`` + figures and ``report.html``. Running it again on the same workdir resumes
+from the last checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import jax
+import numpy as np
+
+from stepwise import samplers
+from stepwise.search import protocol
+from stepwise.evaluation import html_report, markdown_report, plot_distance_vs_nfe, plot_lines, sample_frechet
+from stepwise.io import write_json_atomic, write_text_atomic
+from stepwise.search.evaluator import Evaluator, baseline_plans, has_moments, reference_endpoints, run_plan
+from stepwise.search.schedule_file import save_plan
+from stepwise.search.space import describe_plan, decode, encode, repair
+from stepwise.search.state import restore_state, save_state
+from stepwise.search.strategies import Evolution, SearchState, numpy_rng, run_generations
+
+SCHEDULE_FILE = "schedule.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class FinalOptions:
+    """The final comparison on fresh noise: ``samples`` noises from seed ``search seed +
+    seed_offset``, every baseline (``top_baselines=0``) or the k best by search score, and the
+    reference solve of that noise when ``reference`` (paired distances, excess over the exact ODE)."""
+
+    samples: int = 5000
+    top_baselines: int = 0
+    seed_offset: int = 10007
+    reference: bool = True
+
+    def __post_init__(self):
+        if not isinstance(self.samples, (int, np.integer)) or self.samples < 2:
+            raise ValueError(f"search.final_samples: {self.samples!r} is invalid; allowed: an integer >= 2")
+        if not isinstance(self.top_baselines, (int, np.integer)) or self.top_baselines < 0:
+            raise ValueError(f"search.final_top_baselines: {self.top_baselines!r} is invalid; "
+                             "allowed: 0 (every baseline) or a positive integer")
+        if not isinstance(self.seed_offset, (int, np.integer)) or self.seed_offset == 0:
+            raise ValueError(f"search.final_seed_offset: {self.seed_offset!r} is invalid; allowed: a non-zero "
+                             "integer (the final noise must differ from the search noise)")
+
+
+def final_noise(model, schedule, num_samples: int, seed: int) -> np.ndarray:
+    return np.asarray(jax.random.normal(jax.random.key(seed), (num_samples,) + tuple(model.data_shape))
+                      * schedule.prior_std(), np.float32)
+
+
+def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: int, batch_size: int,
+                     reference: bool = True, rmse_samples: int = 1000, log=None,
+                     final_data: tuple | None = None, focus: tuple[str, ...] = ("searched",),
+                     resamples: int = 200, bootstrap_seed: int = 0) -> tuple[list[dict], dict]:
+    """Every plan on FRESH noise (``seed``), then each plan named in ``focus`` against the best of
+    the OTHER plans (the baselines) per metric, with paired-bootstrap intervals
+    (:mod:`search.protocol`): ``info["comparisons"][name][metric]``.
+
+    Metrics: ``frechet_to_reference`` (paired: Fréchet distance to the reference solve of the same
+    noise; the headline whenever a reference exists), ``excess`` (exact-moment distance minus the
+    reference solve's, exact models) and ``frechet`` (to the exact moments); ``rmse_to_reference``
+    is reported too. The best baseline is chosen per metric on this noise and named.
+    ``final_data`` = (x_T, reference endpoints or None) reuses noise and its solve (benchmarks over
+    many NFEs). A model without exact moments (a trained network) is measured against the
+    reference solve only, so it needs ``reference``.
+    """
+    exact = has_moments(model)
+    check_measurable(model, reference or final_data is not None)
+    mean, cov = model.moments() if exact else (None, None)
+    ref = None
+    if final_data is not None:
+        x_T, ref = final_data
+        num_samples = x_T.shape[0]
+    else:
+        x_T = final_noise(model, schedule, num_samples, seed)
+    info = {"num_samples": num_samples, "seed": seed}
+    if ref is None and reference:
+        t0 = time.perf_counter()
+        ref = reference_endpoints(model, schedule, x_T, batch_size)
+        info["reference_wall_s"] = round(time.perf_counter() - t0, 2)
+    if ref is not None and exact:
+        info["reference_frechet"] = sample_frechet(ref, mean, cov)
+    if ref is not None:  # paired: the reference solve of the same noise (sample noise cancels)
+        r64 = ref.reshape(ref.shape[0], -1).astype(np.float64)
+        ref_stats = (r64.mean(0), np.cov(r64, rowvar=False))
+    rows, kept, best = [], {}, {}
+    for name, plan in plans.items():
+        x = run_plan(model, schedule, plan, x_T, batch_size)
+        row = {"solver": name, "nfe": plan.nfe(), "steps": plan.num_steps}
+        if exact:
+            row["frechet"] = sample_frechet(x, mean, cov)
+        if ref is not None:
+            if exact:
+                row["excess"] = row["frechet"] - info["reference_frechet"]
+            row["frechet_to_reference"] = sample_frechet(x, *ref_stats)
+            m = min(rmse_samples, num_samples)
+            row["rmse_to_reference"] = float(np.sqrt(np.mean((x[:m] - ref[:m]) ** 2)))
+        rows.append(row)
+        for k in METRICS:  # keep the samples of the focus plans and of the best baseline per metric
+            if k in row and (name in focus or k not in best or row[k] < best[k][1]):
+                if name not in focus:
+                    best[k] = (name, row[k])
+                kept[(k, name)] = x
+        kept = {key: v for key, v in kept.items() if key[1] in focus or best.get(key[0], (None,))[0] == key[1]}
+        if log:
+            log(f"  final {name:40s} " + " ".join(f"{k}={row[k]:.6f}" for k in FINAL_KEYS if k in row))
+    if any(f in plans for f in focus) and best:
+        idx = protocol.bootstrap_indices(num_samples, resamples, bootstrap_seed)
+
+        def reps(metric, x):
+            if metric == "frechet_to_reference":
+                return protocol.paired_frechet(x, ref, idx)
+            if metric == "excess":
+                return protocol.excess_frechet(x, ref, mean, cov, idx)
+            return protocol.exact_frechet(x, mean, cov, idx)
+
+        info["comparisons"] = {}
+        for f in (f for f in focus if f in plans):
+            comps = {k: protocol.compare(k, reps(k, kept[(k, f)]), name, reps(k, kept[(k, name)]), num_samples)
+                     for k, (name, _) in best.items()}
+            info["comparisons"][f] = {k: c.to_dict() for k, c in comps.items()}
+            if log:
+                for c in comps.values():
+                    log(f"  {f}: {c}")
+        info["headline"] = headline_metric(rows)
+        info["bootstrap"] = {"resamples": resamples, "seed": bootstrap_seed, "confidence": protocol.CONFIDENCE}
+    return rows, info
+
+
+def check_measurable(model, reference: bool) -> None:
+    """A model without exact moments (a trained network) can only be measured against a reference solve."""
+    if not reference and not has_moments(model):
+        raise ValueError("final_reference: a model without exact moments (a trained network) is measured "
+                         "against the reference solve; set search.final_reference=True")
+
+
+FINAL_KEYS = ("frechet", "excess", "frechet_to_reference", "rmse_to_reference")
+METRICS = ("frechet_to_reference", "excess", "frechet")   # compared with intervals, headline first
+
+
+def headline_metric(rows: list[dict]) -> str:
+    """The headline of a comparison: the paired Fréchet distance to the reference solve of the same
+    noise when a reference exists (sample noise cancels), else the distance to the exact moments."""
+    return next(k for k in METRICS if k in rows[0])
+
+
+def initial_genomes(nfe: int, space, seed: int) -> tuple[list, list]:
+    """(baselines [(name, plan)], their repaired genomes): every preset at exactly ``nfe``."""
+    baselines = baseline_plans(nfe, space.schedule)
+    if not baselines:
+        raise ValueError(f"nfe: no preset reaches exactly nfe={nfe}")
+    rng0 = numpy_rng(jax.random.key(seed + 1))
+    return baselines, [g for g in (repair(encode(p, space), space, rng0) for _, p in baselines) if g is not None]
+
+
+def search_loop(strategy: Evolution, evaluator: Evaluator, initial, seed: int, ckdir: str,
+                log: Callable[[str], None] = print) -> tuple[SearchState, dict]:
+    """Resume (or start) the search from ``ckdir`` and run its generations, checkpointing each one."""
+    t_start = time.perf_counter()
+    st = strategy.init(jax.random.key(seed), initial)
+    prior_wall, resumed_from = 0.0, None
+    restored = restore_state(ckdir, st)
+    if restored is not None:
+        st, extra = restored
+        prior_wall = float(extra.get("wall_s", 0.0))
+        resumed_from = st.generation
+        log(f"resumed from generation {st.generation} ({len(st.archive)} evaluations) in {ckdir}")
+    evaluator.cache.update({h: sc for h, (_, sc) in st.archive.items()})
+    space = strategy.space
+
+    def on_generation(st: SearchState, scores) -> SearchState:
+        wall = prior_wall + time.perf_counter() - t_start
+        best = st.best[1]
+        st = st.replace(history=st.history + ({"generation": st.generation - 1, "evaluations": len(st.archive),
+                                               "best": best, "generation_best": float(min(scores)),
+                                               "wall_s": round(wall, 3)},))
+        save_state(ckdir, st, {"wall_s": wall})
+        rc = st.rank_correlations[-1]["spearman"] if st.rank_correlations else float("nan")
+        log(f"generation {st.generation - 1:3d}  evaluations {len(st.archive):5d}  best {best:.6g}"
+            + (f"  predictor spearman {rc:.3f}" if st.rank_correlations else ""))
+        return st
+
+    st = run_generations(strategy, st, lambda gs: evaluator.score([decode(g, space) for g in gs]),
+                         strategy.options.generations, on_generation)
+    return st, {"search_wall_s": prior_wall + time.perf_counter() - t_start, "resumed_from": resumed_from}
+
+
+def run_search(model, schedule, workdir, *, strategy: Evolution, evaluator: Evaluator, seed: int = 0,
+               final: FinalOptions = FinalOptions(), model_info: dict | None = None,
+               log: Callable[[str], None] = print, final_data: tuple | None = None) -> dict:
+    """Search a plan of exactly ``strategy.space.nfe`` evaluations; returns the summary written to
+    search.json. ``final_data`` = (x_T, reference endpoints or None) reuses final noise and its solve."""
+    workdir = Path(os.path.abspath(os.fspath(workdir)))
+    workdir.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    space = strategy.space
+    nfe = space.nfe
+    check_measurable(model, final.reference or final_data is not None)  # before any search work
+    baselines, initial = initial_genomes(nfe, space, seed)
+    setup_s = time.perf_counter() - t_start
+    st, loop_info = search_loop(strategy, evaluator, initial, seed, str(workdir / "checkpoints"), log)
+    search_wall, resumed_from = loop_info["search_wall_s"], loop_info["resumed_from"]
+    generations = strategy.options.generations
+    best_genome, best_score = st.best
+    best_plan = decode(best_genome, space)
+    best_plan.validate(schedule)
+    assert best_plan.nfe() == nfe
+
+    # ------------------------------------------------------------ final evaluation (fresh noise)
+    t0 = time.perf_counter()
+    base_scores = dict(zip([n for n, _ in baselines], evaluator.score([p for _, p in baselines])))
+    top = final.top_baselines
+    chosen = sorted(baselines, key=lambda kv: base_scores[kv[0]])[:top] if top > 0 else baselines
+    plans = {"searched": best_plan, **dict(chosen)}
+    rows, final_info = final_evaluation(model, schedule, plans, num_samples=final.samples,
+                                        seed=seed + final.seed_offset, batch_size=evaluator.batch_size,
+                                        reference=final.reference, log=log, final_data=final_data)
+    final_wall = time.perf_counter() - t0
+    key = final_info["headline"]
+    comps = final_info["comparisons"]["searched"]
+    head = comps[key]
+    best_base = next(r for r in rows if r["solver"] == head["baseline_name"])
+    ours = rows[0]
+    search_scores = dict(zip(plans, evaluator.score(list(plans.values()))))
+    for r in rows:
+        r["search_score"] = search_scores[r["solver"]]
+    summary = {
+        "nfe": nfe, "strategy": strategy.name, "objective": evaluator.objective, "final_key": key,
+        "headline": key, "comparisons": comps, "ratio": head["ratio"], "ratio_text": head["ratio_text"],
+        "search_score": best_score, "search_samples": evaluator.num_samples, "seed": seed,
+        "evaluations": len(st.archive), "generations": generations, "search_wall_s": round(search_wall, 2),
+        "setup_s": round(setup_s, 2), "final_wall_s": round(final_wall, 2), "resumed_from": resumed_from,
+        "final": final_info, "final_table": rows, "baselines_total": len(baselines),
+        "baselines_final": len(chosen), "best_baseline": best_base["solver"],
+        "best_baseline_" + key: best_base[key], "searched_" + key: ours[key],
+        "history": st.history, "rank_correlations": st.rank_correlations,
+        "mean_rank_correlation": (float(np.nanmean([r["spearman"] for r in st.rank_correlations]))
+                                  if st.rank_correlations else None),
+        "compiles": samplers.trace_count(),
+    }
+    meta = {
+        "schedule": schedule.describe(), "model": model_info or {"kind": type(model).__name__},
+        "score": {"objective": evaluator.objective, "search_value": best_score,
+                  "final_frechet": ours.get("frechet"), "final_excess": ours.get("excess"),
+                  "final_frechet_to_reference": ours.get("frechet_to_reference"),
+                  "final_reference_frechet": final_info.get("reference_frechet")},
+        "samples": {"search": evaluator.num_samples, "final": final_info["num_samples"]},
+        "seeds": {"search": seed, "search_noise": evaluator.seed, "final": final_info["seed"]},
+        "cost": {"evaluations": len(st.archive), "generations": generations,
+                 "search_wall_s": round(search_wall, 2), "strategy": strategy.name},
+        "best_baseline": {"solver": best_base["solver"], "final_frechet": best_base.get("frechet"),
+                          "final_excess": best_base.get("excess"),
+                          "final_frechet_to_reference": best_base.get("frechet_to_reference")},
+        "node_space": space.node_space,
+    }
+    save_plan(workdir / SCHEDULE_FILE, best_plan, meta)
+    summary["steps"] = describe_plan(best_plan)
+    write_json_atomic(workdir / "search.json", summary)
+    write_report(workdir, summary)
+    log(f"searched nfe={nfe}: {key} {protocol.Interval(**head['plan'])} vs best baseline {best_base['solver']} "
+        f"{protocol.Interval(**head['baseline'])}; ratio {head['ratio_text']} (n={final_info['num_samples']}, "
+        f"final seed {final_info['seed']}); {len(st.archive)} evaluations, {search_wall:.1f}s search")
+    return summary
+
+
+def write_report(workdir, summary: dict) -> None:
+    """report.md (+ figures) and a self-contained report.html in the run directory."""
+    hist = summary["history"]
+    progress = plot_lines({"best so far": ([h["evaluations"] for h in hist], [h["best"] for h in hist])},
+                          xlabel="true evaluations", ylabel=summary["objective"], logy=True,
+                          title=f"search progress, NFE {summary['nfe']} ({summary['strategy']})")
+    key = summary["headline"]
+    table = sorted(summary["final_table"], key=lambda r: r[key])
+    rows_nfe = [{"solver": r["solver"].split("/")[0] if r["solver"] != "searched" else "searched",
+                 "nfe": r["nfe"], key: max(r[key], 1e-9)} for r in table]
+    best_per_family = {}
+    for r in rows_nfe:
+        k = (r["solver"], r["nfe"])
+        if k not in best_per_family or r[key] < best_per_family[k][key]:
+            best_per_family[k] = r
+    nfe_plot = plot_distance_vs_nfe(list(best_per_family.values()), distance=key,
+                                    title="distance vs NFE (best discretization per solver)")
+    head = (f"NFE {summary['nfe']}; strategy {summary['strategy']}; objective {summary['objective']}; "
+            f"{summary['evaluations']} evaluations in {summary['search_wall_s']} s; final evaluation on "
+            f"{summary['final']['num_samples']} fresh samples (seed {summary['final']['seed']}).\n\n"
+            + "\n\n".join(f"{c['metric']}: searched {protocol.Interval(**c['plan'])} vs best baseline "
+                           f"{c['baseline_name']} {protocol.Interval(**c['baseline'])}; ratio {c['ratio_text']} "
+                           f"(95% paired-bootstrap intervals)" for c in summary["comparisons"].values()))
+    if summary.get("mean_rank_correlation") is not None:
+        head += f"\n\nPredictor Spearman on held-out evaluations (mean): {summary['mean_rank_correlation']:.3f}."
+    sections = [("Summary", head), ("Search progress", progress),
+                ("Searched plan vs every baseline (fresh noise)", table),
+                ("NFE vs distance", nfe_plot), ("Searched plan", summary["steps"])]
+    workdir = Path(workdir)
+    write_text_atomic(workdir / "report.md", markdown_report(f"stepwise search, NFE {summary['nfe']}", sections,
+                                                             image_dir=workdir))
+    write_text_atomic(workdir / "report.html", html_report(f"stepwise search, NFE {summary['nfe']}", sections))

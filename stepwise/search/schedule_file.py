@@ -1,0 +1,81 @@
+"""Versioned JSON schedule files: a SolverPlan with every per-step decision in readable names.
+
+``save_plan(path, plan, meta)`` writes ``{"format": "stepwise.schedule", "version": 1, "nfe",
+"num_steps", "analytic_first", "ts", "steps": [{"step", "t_from", "t_to", "prediction": "data",
+"order": 2, "variant": "dpmsolver", ...}], **meta}``; ``load_plan(path)`` rebuilds the plan from
+the names (codes are looked up in :mod:`solvers.plan`, so files stay valid when codes are added)
+and checks that the stored NFE matches the plan's.
+"""
+from __future__ import annotations
+
+import os
+
+import jax.numpy as jnp
+import numpy as np
+
+from stepwise import solvers
+from stepwise.io import read_json, write_json_atomic
+from stepwise.search.space import STEP_COLUMNS, describe_plan
+
+FORMAT = "stepwise.schedule"
+VERSION = 1
+_RESERVED = {"format", "version", "nfe", "num_steps", "analytic_first", "ts", "steps"}
+
+
+def plan_to_dict(plan, meta: dict | None = None) -> dict:
+    meta = dict(meta or {})
+    clash = _RESERVED & set(meta)
+    if clash:
+        raise ValueError(f"save_plan: meta may not set {sorted(clash)}")
+    return {"format": FORMAT, "version": VERSION, "nfe": plan.nfe(), "num_steps": plan.num_steps,
+            "analytic_first": bool(int(plan.analytic_first)),
+            "ts": [float(t) for t in np.asarray(plan.ts, np.float64)],
+            "steps": describe_plan(plan), **meta}
+
+
+def plan_from_dict(d: dict, schedule=None):
+    """The plan of a schedule-file dict, validated (against ``schedule``'s domain when given)."""
+    if not isinstance(d, dict):
+        raise ValueError(f"schedule file: expected a JSON object, got {type(d).__name__}")
+    if d.get("format") != FORMAT:
+        raise ValueError(f"schedule file: format {d.get('format')!r} is not {FORMAT!r}")
+    if int(d.get("version", -1)) > VERSION:
+        raise ValueError(f"schedule file: version {d.get('version')} is newer than supported ({VERSION})")
+    if not isinstance(d.get("steps"), list) or not isinstance(d.get("ts"), list):
+        raise ValueError("schedule file: needs a list 'ts' of time nodes and a list 'steps' of per-step decisions")
+    steps = d["steps"]
+    if not all(isinstance(s, dict) for s in steps):
+        raise ValueError("schedule file: every entry of 'steps' must be an object")
+    ts = np.asarray(d["ts"], np.float64)
+    if len(steps) != ts.shape[0] - 1:
+        raise ValueError(f"schedule file: {len(steps)} steps but {ts.shape[0]} time nodes")
+    cols = {}
+    for c in STEP_COLUMNS:
+        if all(c in s for s in steps):
+            cols[c] = [s[c] for s in steps]
+    plan = solvers.make_plan(jnp.asarray(ts), analytic_first=bool(d.get("analytic_first", False)), **cols)
+    plan.validate(schedule)
+    if "nfe" in d and plan.nfe() != int(d["nfe"]):
+        raise ValueError(f"schedule file: stored nfe {d['nfe']} but the plan evaluates {plan.nfe()} times")
+    return plan
+
+
+def save_plan(path, plan, meta: dict | None = None) -> str:
+    """Write a plan (+ JSON-able ``meta``) atomically; returns the absolute path."""
+    return write_json_atomic(path, plan_to_dict(plan, meta))
+
+
+def load_plan(path, schedule=None):
+    """The SolverPlan stored in a schedule file: THE reader every command uses. Errors name the file;
+    with ``schedule`` the nodes must lie in its domain."""
+    try:
+        return plan_from_dict(read_json(path, "schedule file"), schedule)
+    except ValueError as e:
+        msg = str(e)
+        raise ValueError(msg if os.fspath(path) in msg else f"{os.fspath(path)}: {msg}") from None
+
+
+def load_schedule(path) -> dict:
+    """The whole schedule file as a dict (plan decisions and metadata)."""
+    return read_json(path, "schedule file")
+

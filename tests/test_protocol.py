@@ -1,0 +1,137 @@
+"""The claims layer: paired distances with intervals, ratios that respect the noise floor, baselines
+with every free option, and final noise disjoint from search noise."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stepwise import schedules, solvers
+from stepwise.search import protocol
+from stepwise.search.evaluator import Evaluator, baseline_plans
+
+
+def test_ratio_of_resolved_distances_is_a_number_with_an_interval():
+    rng = np.random.default_rng(0)
+    den = 1.0 + 0.05 * rng.standard_normal(400)
+    num = 3.0 * den + 0.05 * rng.standard_normal(400)
+    r = protocol.ratio(3.0, num, 1.0, den)
+    assert not r.lower_bound_only and r.value == 3.0
+    assert r.low < 3.0 < r.high and r.high - r.low < 0.5
+    assert str(r).startswith("3x [")
+
+
+def test_ratio_over_a_noise_level_denominator_is_only_a_lower_bound():
+    rng = np.random.default_rng(1)
+    den = 0.0004 + 0.00026 * rng.standard_normal(500)     # an excess inside its own sampling noise
+    num = 0.02 + 0.001 * rng.standard_normal(500)
+    r = protocol.ratio(0.02, num, 0.0004, den)
+    assert r.lower_bound_only and r.value is None and r.high is None
+    lo_num = 2 * 0.02 - np.quantile(num, 0.975)          # basic bootstrap interval ends
+    hi_den = 2 * 0.0004 - np.quantile(den, 0.025)
+    assert r.low == pytest.approx(lo_num / hi_den)
+    assert str(r).startswith("below the noise floor (ratio >= ")
+    # a non-positive point estimate is never divided either
+    assert protocol.ratio(1.0, np.ones(10), -0.1, np.linspace(0.1, 0.2, 10)).lower_bound_only
+
+
+def test_unresolved_paired_distance_makes_the_ratio_a_bound():
+    """Identical plans whose distance to the reference is inside the estimation noise: the ratio is
+    not reported as a number (the bound it gives is consistent with 1)."""
+    rng = np.random.default_rng(2)
+    ref = rng.standard_normal((600, 6))
+    x = ref + 0.1 * rng.standard_normal((600, 6))
+    idx = protocol.bootstrap_indices(600, 100, seed=0)
+    same = protocol.paired_frechet(x, ref, idx)
+    c = protocol.compare("frechet_to_reference", same, "baseline", same, 600)
+    assert c.ratio.lower_bound_only and c.ratio.low <= 1.0
+
+
+def test_interval_contains_its_point_and_names_n():
+    reps = np.linspace(0.0, 1.0, 101)
+    iv = protocol.interval(0.5, reps, n=1234)
+    assert iv.low == pytest.approx(0.025) and iv.high == pytest.approx(0.975)
+    assert iv.n == 1234 and iv.resamples == 101 and iv.includes(0.5)
+
+
+def test_a_plan_that_equals_its_baseline_has_a_ratio_interval_containing_one():
+    rng = np.random.default_rng(2)
+    ref = rng.standard_normal((600, 6))
+    x = 1.3 * ref + 0.2          # a solver error well above the estimation noise of 600 samples
+    idx = protocol.bootstrap_indices(600, 100, seed=0)
+    same = protocol.paired_frechet(x, ref, idx)
+    c = protocol.compare("frechet_to_reference", same, "baseline", protocol.paired_frechet(x.copy(), ref, idx), 600)
+    assert c.ratio.low <= 1.0 <= c.ratio.high and c.ratio.value == pytest.approx(1.0)
+    # a plan twice as far from the reference is resolved as worse (ratio interval below 1)
+    worse = protocol.paired_frechet(1.6 * ref + 0.4, ref, idx)
+    c2 = protocol.compare("frechet_to_reference", worse, "baseline", same, 600)
+    assert c2.ratio.high < 1.0
+
+
+def test_paired_distance_cancels_sample_noise():
+    """Two solvers' endpoints on the same noise: the paired distance of the better one is smaller,
+    although both sets have the same sample noise that an unpaired distance would add."""
+    rng = np.random.default_rng(3)
+    ref = rng.standard_normal((2000, 4))
+    idx = protocol.bootstrap_indices(2000, 50, seed=1)
+    good, _ = protocol.paired_frechet(ref * 1.01, ref, idx)
+    bad, _ = protocol.paired_frechet(ref * 1.10, ref, idx)
+    assert 0 < good < bad
+    with pytest.raises(ValueError, match="same noise"):
+        protocol.paired_frechet(ref[:10], ref, idx)
+
+
+def test_baselines_include_the_analytic_first_step_at_the_same_nfe():
+    sched = schedules.VPLinear()
+    plans = dict(baseline_plans(5, sched))
+    afs = [n for n in plans if n.endswith("+afs")]
+    assert len(afs) >= 20 and all(int(plans[n].analytic_first) == 1 for n in afs)
+    assert all(p.nfe() == 5 for p in plans.values())
+    # the AFS variant of iPNDM-3 / time-quadratic has 6 steps for 5 evaluations
+    p = plans["ipndm(order=3)/time_quadratic+afs"]
+    assert p.num_steps == 6 and solvers.evaluations(p)[0].node == 1
+
+
+@pytest.mark.slow
+def test_search_with_reference_reports_paired_and_excess_with_intervals(tmp_path, gmm_factory):
+    """A small exact-model search with final_reference=True: the excess and paired paths run, every
+    comparison carries n, seeds and an interval, the best baseline is named (AFS variants included),
+    and the final noise is not the search noise."""
+    from stepwise.cli.options import run_search_section, section
+
+    model = gmm_factory(3)
+    sched = schedules.VPLinear()
+    s = section("search", dict(generations=1, search_samples=64, batch_size=128, population=4, top_k=2,
+                               children=2, screen=8, predictor_warmup=4, predictor_train_steps=5,
+                               predictor_hidden=8, timesteps_only_generations=0, final_samples=256,
+                               final_top_baselines=0, final_reference=True))
+    summ = run_search_section(s, model, sched, 4, tmp_path / "s", log=lambda m: None)
+    assert summ["headline"] == "frechet_to_reference"
+    assert set(summ["comparisons"]) == {"frechet_to_reference", "excess", "frechet"}
+    for c in summ["comparisons"].values():
+        for side in ("plan", "baseline"):
+            assert c[side]["n"] == 256 and c[side]["resamples"] >= 100
+            assert 0.0 <= c[side]["low"] <= c[side]["high"] or c["metric"] == "excess"
+        assert c["baseline_name"] in {r["solver"] for r in summ["final_table"]}
+        assert "x [" in c["ratio_text"] or c["ratio_text"].startswith("below the noise floor")
+    assert any(r["solver"].endswith("+afs") for r in summ["final_table"])
+    assert summ["baselines_total"] == len(baseline_plans(4, sched))
+    # seeds recorded and disjoint: the final noise differs from the search noise
+    final_seed, search_seed = summ["final"]["seed"], summ["seed"]
+    assert final_seed != search_seed
+    ev = Evaluator(model, sched, objective="frechet", num_samples=64, seed=search_seed)
+    from stepwise.search.run import final_noise
+    fresh = final_noise(model, sched, 64, final_seed)
+    assert not np.allclose(fresh, ev.x_T)
+    # the best baseline is the minimum of the table on the headline metric
+    key = summ["headline"]
+    best = min((r for r in summ["final_table"] if r["solver"] != "searched"), key=lambda r: r[key])
+    assert summ["comparisons"][key]["baseline_name"] == best["solver"]
+
+
+def test_guided_model_has_no_exact_moments():
+    from stepwise import denoisers
+
+    model = denoisers.Guided(denoisers.digits_gmm_conditional(components_per_class=1), 3.0)
+    assert not hasattr(model, "moments")
+    with pytest.raises(ValueError, match="exact moments"):
+        Evaluator(model, schedules.VPLinear(), objective="frechet", num_samples=8)
