@@ -27,9 +27,20 @@ def run_pair(name: str, argv: list[str], workdir: str) -> dict:
     print(f"[{name}] max fraction {summary['max_fraction']:.2f}  speed-up {summary['max_fraction_speedup']:.2f}x  "
           f"cost ratio declared {summary['costs']['declared_ratio']:.2f} measured {summary['costs']['measured_ratio']:.2f}"
           f"  total {summary['total_s']} s")
-    for k in ("joint_gain_median", "joint_gain_min", "model-only_gain_median", "model-only_gain_min"):
-        if k in summary:
-            print(f"[{name}] {k}: {summary[k]:.3f}")
+    if "comparison" in summary:   # budget by budget, paired, with intervals (no median of ratios)
+        labels = [k[len("T-Stitch / "):] for k in summary["comparison"][0] if k.startswith("T-Stitch / ")]
+        print(f"\n[{name}] | budget | best T-Stitch (preset, k) | T-Stitch paired | "
+              + " | ".join(f"{lb} paired | T-Stitch / {lb}" for lb in labels) + " |")
+        print("|---|---|---|" + "---|---|" * len(labels))
+        presets = summary["tstitch_presets"]
+        by_name = {r["name"]: r for r in summary["sweep"]}
+        for c in summary["comparison"]:
+            t = by_name[c["T-Stitch"]]
+            print(f"| {c['budget']:.4g} | {t['preset']}, k={t['small_steps']} | {c['T-Stitch quality']} | "
+                  + " | ".join(f"{c.get(lb + ' quality', '-')} | {c.get('T-Stitch / ' + lb, '-')}" for lb in labels)
+                  + " |")
+        print(f"\n[{name}] n = {summary['num_samples']} fresh noises (seed {summary['seed']}); T-Stitch presets: "
+              f"{presets}")
     return summary
 
 

@@ -260,9 +260,19 @@ def test_stitch_command_writes_report_and_resumes(tmp_path):
             "--config.stitch.cost_batch=64", "--config.stitch.model_only=False"]
     assert main(args) == 0
     summary = json.loads((tmp_path / "stitch.json").read_text())
-    sweep = summary["sweep"]
+    presets = summary["tstitch_presets"]
+    assert len(presets) > 1                                    # T-Stitch also sweeps the best baselines
+    sweep = [r for r in summary["sweep"] if r["preset"] == presets[0]]
     assert [r["fraction"] for r in sweep] == [0.0, 0.4, 1.0]   # k = round(linspace(0, 5, 3)), half to even
     assert sweep[0]["cost"] == pytest.approx(5.0) and sweep[-1]["cost"] == pytest.approx(5 / 3)
+    # budget by budget: the best T-Stitch plan within the budget (any preset) against the search, with intervals
+    comp = summary["comparison"]
+    assert [c["budget"] for c in comp] == sorted(c["budget"] for c in comp) and len(comp) == 3
+    for c in comp:
+        best = min((r for r in summary["sweep"] if r["cost"] <= c["budget"] * (1 + 1e-9)), key=lambda r: r["quality"])
+        assert c["T-Stitch"] == best["name"] and "[" in c["T-Stitch quality"]
+        assert "x [" in c["T-Stitch / joint"] or c["T-Stitch / joint"].startswith("below the noise floor")
+    assert "joint_gain_median" not in summary                 # no median of ratios
     for f in ("report.md", "report.html", "fig01.png", "costs.json"):
         assert (tmp_path / f).exists(), f
     fronts = sorted((tmp_path / "front" / "joint").glob("front_*.json"))

@@ -82,7 +82,7 @@ def train_defaults() -> ml_collections.ConfigDict:
 
 def search_defaults() -> ml_collections.ConfigDict:
     s = ml_collections.ConfigDict()
-    s.strategy = "predictor"          # predictor (S³-style screening) | evolution
+    s.strategy = "predictor"          # predictor (S³-style screening) | evolution | gradient | dp (learned nodes)
     s.objective = "teacher_frechet"   # teacher_frechet | teacher_rmse (paired with a reference solve) | frechet
     s.seed = 0                        # search noise, proposals, predictor init
     s.generations = 12                # generations after the initial population
@@ -119,6 +119,11 @@ def search_defaults() -> ml_collections.ConfigDict:
     s.predictor_hidden = 64
     s.predictor_lr = 3e-3
     s.predictor_train_steps = 200
+    # learned nodes (strategy=gradient | dp): start from the best baseline by search score
+    s.gradient_steps = 200            # Adam steps on the node parameters (softmax of log-SNR increments)
+    s.gradient_lr = 0.05
+    s.gradient_samples = 256          # training noises; as many validation noises from seed + 1
+    s.dp_grid = 64                    # candidate nodes of the dynamic program (GITS-style)
     # final comparison on fresh noise
     s.final_samples = 5000            # fresh noises of the final comparison (> search_samples)
     s.final_top_baselines = 0         # 0: every baseline; k: only the k best by search score
@@ -140,6 +145,8 @@ def stitch_defaults() -> ml_collections.ConfigDict:
     s.mean_tol = 0.1                  # compatibility: largest RMS difference of the data means
     # The sweep (solver, order, nfe, discretization come from the top-level config).
     s.points = 0                      # sweep points (fractions k/N); 0 = every k = 0..N
+    s.tstitch_presets = 8             # T-Stitch also sweeps this many best baselines (any preset, AFS included)
+    s.resamples = 200                 # paired bootstrap resamples of every quality interval
     s.num_samples = 10000             # fresh noises per point (quality and wall time)
     s.batch_size = 2000
     s.cost = "declared"               # declared | measured: the cost unit of the Pareto front
@@ -151,7 +158,7 @@ def stitch_defaults() -> ml_collections.ConfigDict:
     # The joint search (model column + solver decisions under a cost budget).
     s.search = True
     s.model_only = True               # also run the model-column-only search (isolates stitching's gain)
-    s.objective = "frechet"           # frechet | teacher_rmse (gmm pair only)
+    s.objective = "teacher_frechet"   # teacher_frechet | teacher_rmse: paired with the large model's reference solve
     s.search_samples = 1000           # search noises (seed = config.seed; final points use fresh noise)
     s.generations = 6
     s.population = 12

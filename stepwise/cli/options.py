@@ -19,6 +19,19 @@ from stepwise.solvers.plan import HISTORY, MAX_ORDER
 
 PREDICTOR_FIELDS = {"screen": "screen", "explore": "explore", "predictor_warmup": "warmup",
                     "predictor_hidden": "hidden", "predictor_lr": "lr", "predictor_train_steps": "train_steps"}
+LEARNED = ("gradient", "dp")
+GRADIENT_FIELDS = ("gradient_steps", "gradient_lr", "gradient_samples")
+DP_FIELDS = ("dp_grid",)
+EVOLUTION_FIELDS = ("generations", "population", "top_k", "children", "timesteps_only_generations")
+
+
+def _unused(s, strategy: str, fields, users: str) -> None:
+    """An option that the chosen strategy does not use, set away from its default, is an error."""
+    base = defaults.search_defaults()
+    changed = [k for k in fields if _get(s, k) != base[k]]
+    if changed:
+        raise ValueError(f"search.{changed[0]}: only strategy {users} uses it (strategy is {strategy!r}); "
+                         f"allowed: leave it at the default or choose that strategy")
 
 
 def section(name: str, overrides: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:
@@ -93,21 +106,18 @@ def predictor_options(s) -> PredictorOptions | None:
     """Predictor options for strategy 'predictor'; None for 'evolution', where a predictor field set
     away from its default is an error (it would be ignored)."""
     strategy = _get(s, "strategy")
-    if strategy not in STRATEGIES:
-        raise ValueError(f"search.strategy: unknown {strategy!r}; allowed: {list(STRATEGIES)}")
+    if strategy not in STRATEGIES + LEARNED:
+        raise ValueError(f"search.strategy: unknown {strategy!r}; allowed: {list(STRATEGIES + LEARNED)}")
     if strategy != "predictor":
-        base = defaults.search_defaults()
-        changed = [k for k in PREDICTOR_FIELDS if _get(s, k) != base[k]]
-        if changed:
-            raise ValueError(f"search.{changed[0]}: only strategy 'predictor' uses it (strategy is {strategy!r}); "
-                             f"allowed: leave {', '.join('search.' + c for c in changed)} at the default or "
-                             "set search.strategy=predictor")
+        _unused(s, strategy, PREDICTOR_FIELDS, "'predictor'")
         return None
     kw = {PREDICTOR_FIELDS[k]: _get(s, k) for k in PREDICTOR_FIELDS}
     return PredictorOptions(**{k: (float(v) if k == "lr" else int(v)) for k, v in kw.items()})
 
 
 def search_strategy(s, space: SearchSpace, hooks: Hooks = Hooks()):
+    _unused(s, _get(s, "strategy"), GRADIENT_FIELDS, "'gradient'")
+    _unused(s, _get(s, "strategy"), DP_FIELDS, "'dp'")
     return make_strategy(_get(s, "strategy"), space, evolution_options(s), predictor_options(s), hooks,
                          seed=int(_get(s, "seed")))
 
@@ -125,11 +135,40 @@ def final_options(s) -> FinalOptions:
                         seed_offset=int(_get(s, "final_seed_offset")), reference=bool(_get(s, "final_reference")))
 
 
-def run_search_section(s, model, schedule, nfe: int, workdir, **kw) -> dict:
-    """``search.run.run_search`` with every object built from the ``search`` section ``s``; options are
-    checked before the (possibly long) teacher solve starts."""
-    from stepwise.search.run import check_measurable, run_search
+def check_search_section(s, nfe: int, schedule) -> None:
+    """Every check of a ``search`` section that needs no model (run before a run directory is made)."""
+    strategy_name = _get(s, "strategy")
+    predictor_options(s)
+    final_options(s)
+    if strategy_name in LEARNED:
+        _unused(s, strategy_name, EVOLUTION_FIELDS, "'evolution' or 'predictor'")
+        _unused(s, strategy_name, DP_FIELDS if strategy_name == "gradient" else GRADIENT_FIELDS,
+                "'dp'" if strategy_name == "gradient" else "'gradient'")
+    else:
+        search_strategy(s, search_space(s, nfe, schedule))
+    if _get(s, "objective") not in OBJECTIVES:
+        raise ValueError(f"search.objective: unknown {_get(s, 'objective')!r}; allowed: {list(OBJECTIVES)}")
 
+
+def run_search_section(s, model, schedule, nfe: int, workdir, **kw) -> dict:
+    """``search.run.run_search`` (or ``run_learned`` for strategy gradient | dp) with every object
+    built from the ``search`` section ``s``; options are checked before the teacher solve starts."""
+    from stepwise.search.learned import GradientOptions
+    from stepwise.search.run import check_measurable, run_learned, run_search
+
+    strategy_name = _get(s, "strategy")
+    check_search_section(s, nfe, schedule)
+    if strategy_name in LEARNED:
+        final = final_options(s)
+        gradient = GradientOptions(steps=int(_get(s, "gradient_steps")), lr=float(_get(s, "gradient_lr")),
+                                   train_samples=int(_get(s, "gradient_samples")),
+                                   val_samples=int(_get(s, "gradient_samples")),
+                                   node_space=_get(s, "node_space"), seed=int(_get(s, "seed")))
+        check_measurable(model, final.reference)
+        evaluator = search_evaluator(s, model, schedule, log=kw.get("log", print))
+        return run_learned(model, schedule, workdir, nfe=nfe, method=strategy_name, evaluator=evaluator,
+                           gradient=gradient, dp_grid=int(_get(s, "dp_grid")), seed=int(_get(s, "seed")),
+                           final=final, **{k: v for k, v in kw.items() if k in ("model_info", "log")})
     space = search_space(s, nfe, schedule)
     strategy = search_strategy(s, space)
     final = final_options(s)

@@ -9,7 +9,6 @@ from the last checkpoint.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from pathlib import Path
@@ -18,8 +17,8 @@ from typing import Callable
 import jax
 import numpy as np
 
-from stepwise import samplers
-from stepwise.search import protocol
+from stepwise import samplers, solvers
+from stepwise.search import learned, protocol
 from stepwise.evaluation import html_report, markdown_report, plot_distance_vs_nfe, plot_lines, sample_frechet
 from stepwise.io import write_json_atomic, write_text_atomic
 from stepwise.search.evaluator import Evaluator, baseline_plans, has_moments, reference_endpoints, run_plan
@@ -195,6 +194,98 @@ def search_loop(strategy: Evolution, evaluator: Evaluator, initial, seed: int, c
     return st, {"search_wall_s": prior_wall + time.perf_counter() - t_start, "resumed_from": resumed_from}
 
 
+def final_comparison(model, schedule, plan, baselines, evaluator: Evaluator, final: FinalOptions, seed: int,
+                     log=print, final_data=None) -> tuple[dict, list[dict], dict]:
+    """The searched (or learned) ``plan`` against the baselines on fresh noise by the protocol:
+    (summary fields, the table, the final-evaluation info)."""
+    base_scores = dict(zip([n for n, _ in baselines], evaluator.score([p for _, p in baselines])))
+    top = final.top_baselines
+    chosen = sorted(baselines, key=lambda kv: base_scores[kv[0]])[:top] if top > 0 else baselines
+    plans = {"searched": plan, **dict(chosen)}
+    rows, info = final_evaluation(model, schedule, plans, num_samples=final.samples,
+                                  seed=seed + final.seed_offset, batch_size=evaluator.batch_size,
+                                  reference=final.reference, log=log, final_data=final_data)
+    key = info["headline"]
+    comps = info["comparisons"]["searched"]
+    best_base = next(r for r in rows if r["solver"] == comps[key]["baseline_name"])
+    for r, s in zip(rows, evaluator.score(list(plans.values()))):
+        r["search_score"] = s
+    core = {"objective": evaluator.objective, "final_key": key, "headline": key, "comparisons": comps,
+            "ratio": comps[key]["ratio"], "ratio_text": comps[key]["ratio_text"], "final": info,
+            "final_table": rows, "baselines_total": len(baselines), "baselines_final": len(chosen),
+            "best_baseline": best_base["solver"], "best_baseline_" + key: best_base[key],
+            "searched_" + key: rows[0][key]}
+    return core, rows, info
+
+
+def plan_meta(schedule, model, model_info, evaluator, search_value, ours, best_base, final_info, seed,
+              cost: dict, node_space: str) -> dict:
+    """The metadata a schedule file records: scores, sample counts, seeds, search cost."""
+    return {
+        "schedule": schedule.describe(), "model": model_info or {"kind": type(model).__name__},
+        "score": {"objective": evaluator.objective, "search_value": search_value,
+                  "final_frechet": ours.get("frechet"), "final_excess": ours.get("excess"),
+                  "final_frechet_to_reference": ours.get("frechet_to_reference"),
+                  "final_reference_frechet": final_info.get("reference_frechet")},
+        "samples": {"search": evaluator.num_samples, "final": final_info["num_samples"]},
+        "seeds": {"search": seed, "search_noise": evaluator.seed, "final": final_info["seed"]},
+        "cost": cost,
+        "best_baseline": {"solver": best_base["solver"], "final_frechet": best_base.get("frechet"),
+                          "final_excess": best_base.get("excess"),
+                          "final_frechet_to_reference": best_base.get("frechet_to_reference")},
+        "node_space": node_space,
+    }
+
+
+def run_learned(model, schedule, workdir, *, nfe: int, method: str, evaluator: Evaluator,
+                gradient=None, dp_grid: int = 64, seed: int = 0, final: FinalOptions = FinalOptions(),
+                model_info: dict | None = None, log: Callable[[str], None] = print) -> dict:
+    """Learned nodes for the best baseline (by search score): ``method="gradient"`` descends on
+    them through the sampler (:func:`search.learned.learn_nodes`), ``"dp"`` picks them by dynamic
+    programming over a teacher trajectory (:func:`search.learned.dp_nodes`, DDIM step costs); every
+    other column of that baseline is kept. Final comparison and files as :func:`run_search`."""
+    if method not in ("gradient", "dp"):
+        raise ValueError(f"search.strategy: {method!r} is not a learned-plan method; allowed: ['gradient', 'dp']")
+    workdir = Path(os.path.abspath(os.fspath(workdir)))
+    workdir.mkdir(parents=True, exist_ok=True)
+    check_measurable(model, final.reference)
+    baselines = baseline_plans(nfe, schedule)
+    if not baselines:
+        raise ValueError(f"nfe: no preset reaches exactly nfe={nfe}")
+    scores = evaluator.score([p for _, p in baselines])
+    start_name, start = baselines[int(np.argmin(scores))]
+    t0 = time.perf_counter()
+    if method == "gradient":
+        opts = gradient or learned.GradientOptions(seed=seed)
+        plan, info = learned.learn_nodes(model, schedule, start, opts, log=log)
+    else:
+        ts = learned.dp_nodes(model, schedule, lambda t: solvers.ddim(t), start.num_steps, grid=dp_grid, seed=seed)
+        plan, info = start.replace(ts=ts), {"grid": dp_grid}
+    learn_s = time.perf_counter() - t0
+    plan.validate(schedule)
+    search_value = evaluator.score([plan])[0]
+    log(f"{method}: {start_name} with learned nodes, search score {search_value:.6g} "
+        f"(was {min(scores):.6g}) in {learn_s:.1f}s")
+    t1 = time.perf_counter()
+    core, rows, final_info = final_comparison(model, schedule, plan, baselines, evaluator, final, seed, log=log)
+    best_base = next(r for r in rows if r["solver"] == core["best_baseline"])
+    summary = {"nfe": nfe, "strategy": method, **core, "start": start_name, "search_score": search_value,
+               "search_samples": evaluator.num_samples, "seed": seed, "learn_s": round(learn_s, 2),
+               "evaluations": evaluator.evaluations, "search_wall_s": round(learn_s, 2),
+               "final_wall_s": round(time.perf_counter() - t1, 2), "learned": info,
+               "steps": describe_plan(plan), "compiles": samplers.trace_count()}
+    meta = plan_meta(schedule, model, model_info, evaluator, search_value, rows[0], best_base, final_info, seed,
+                     {"strategy": method, "start": start_name, "learn_s": round(learn_s, 2)}, "logsnr")
+    save_plan(workdir / SCHEDULE_FILE, plan, meta)
+    write_json_atomic(workdir / "search.json", summary)
+    key = core["headline"]
+    head = core["comparisons"][key]
+    log(f"{method} nfe={nfe}: {key} {protocol.Interval(**head['plan'])} vs best baseline {core['best_baseline']} "
+        f"{protocol.Interval(**head['baseline'])}; ratio {head['ratio_text']} (n={final_info['num_samples']}, "
+        f"final seed {final_info['seed']})")
+    return summary
+
+
 def run_search(model, schedule, workdir, *, strategy: Evolution, evaluator: Evaluator, seed: int = 0,
                final: FinalOptions = FinalOptions(), model_info: dict | None = None,
                log: Callable[[str], None] = print, final_data: tuple | None = None) -> dict:
@@ -216,57 +307,30 @@ def run_search(model, schedule, workdir, *, strategy: Evolution, evaluator: Eval
     best_plan.validate(schedule)
     assert best_plan.nfe() == nfe
 
-    # ------------------------------------------------------------ final evaluation (fresh noise)
     t0 = time.perf_counter()
-    base_scores = dict(zip([n for n, _ in baselines], evaluator.score([p for _, p in baselines])))
-    top = final.top_baselines
-    chosen = sorted(baselines, key=lambda kv: base_scores[kv[0]])[:top] if top > 0 else baselines
-    plans = {"searched": best_plan, **dict(chosen)}
-    rows, final_info = final_evaluation(model, schedule, plans, num_samples=final.samples,
-                                        seed=seed + final.seed_offset, batch_size=evaluator.batch_size,
-                                        reference=final.reference, log=log, final_data=final_data)
+    core, rows, final_info = final_comparison(model, schedule, best_plan, baselines, evaluator, final, seed,
+                                              log=log, final_data=final_data)
     final_wall = time.perf_counter() - t0
-    key = final_info["headline"]
-    comps = final_info["comparisons"]["searched"]
-    head = comps[key]
-    best_base = next(r for r in rows if r["solver"] == head["baseline_name"])
-    ours = rows[0]
-    search_scores = dict(zip(plans, evaluator.score(list(plans.values()))))
-    for r in rows:
-        r["search_score"] = search_scores[r["solver"]]
+    key, ours = core["headline"], rows[0]
+    best_base = next(r for r in rows if r["solver"] == core["best_baseline"])
     summary = {
-        "nfe": nfe, "strategy": strategy.name, "objective": evaluator.objective, "final_key": key,
-        "headline": key, "comparisons": comps, "ratio": head["ratio"], "ratio_text": head["ratio_text"],
+        "nfe": nfe, "strategy": strategy.name, **core,
         "search_score": best_score, "search_samples": evaluator.num_samples, "seed": seed,
         "evaluations": len(st.archive), "generations": generations, "search_wall_s": round(search_wall, 2),
         "setup_s": round(setup_s, 2), "final_wall_s": round(final_wall, 2), "resumed_from": resumed_from,
-        "final": final_info, "final_table": rows, "baselines_total": len(baselines),
-        "baselines_final": len(chosen), "best_baseline": best_base["solver"],
-        "best_baseline_" + key: best_base[key], "searched_" + key: ours[key],
         "history": st.history, "rank_correlations": st.rank_correlations,
         "mean_rank_correlation": (float(np.nanmean([r["spearman"] for r in st.rank_correlations]))
                                   if st.rank_correlations else None),
         "compiles": samplers.trace_count(),
     }
-    meta = {
-        "schedule": schedule.describe(), "model": model_info or {"kind": type(model).__name__},
-        "score": {"objective": evaluator.objective, "search_value": best_score,
-                  "final_frechet": ours.get("frechet"), "final_excess": ours.get("excess"),
-                  "final_frechet_to_reference": ours.get("frechet_to_reference"),
-                  "final_reference_frechet": final_info.get("reference_frechet")},
-        "samples": {"search": evaluator.num_samples, "final": final_info["num_samples"]},
-        "seeds": {"search": seed, "search_noise": evaluator.seed, "final": final_info["seed"]},
-        "cost": {"evaluations": len(st.archive), "generations": generations,
-                 "search_wall_s": round(search_wall, 2), "strategy": strategy.name},
-        "best_baseline": {"solver": best_base["solver"], "final_frechet": best_base.get("frechet"),
-                          "final_excess": best_base.get("excess"),
-                          "final_frechet_to_reference": best_base.get("frechet_to_reference")},
-        "node_space": space.node_space,
-    }
+    meta = plan_meta(schedule, model, model_info, evaluator, best_score, ours, best_base, final_info, seed,
+                     {"evaluations": len(st.archive), "generations": generations,
+                      "search_wall_s": round(search_wall, 2), "strategy": strategy.name}, space.node_space)
     save_plan(workdir / SCHEDULE_FILE, best_plan, meta)
     summary["steps"] = describe_plan(best_plan)
     write_json_atomic(workdir / "search.json", summary)
     write_report(workdir, summary)
+    head = core["comparisons"][key]
     log(f"searched nfe={nfe}: {key} {protocol.Interval(**head['plan'])} vs best baseline {best_base['solver']} "
         f"{protocol.Interval(**head['baseline'])}; ratio {head['ratio_text']} (n={final_info['num_samples']}, "
         f"final seed {final_info['seed']}); {len(st.archive)} evaluations, {search_wall:.1f}s search")

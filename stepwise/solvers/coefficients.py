@@ -53,7 +53,10 @@ def phi(k: int, z):
     z = jnp.asarray(z)
     small = jnp.abs(z) < 1.0
     zs = jnp.where(small, z, 0.0)
-    series = sum(zs**m * (1.0 / math.factorial(m + k)) for m in range(_SERIES_TERMS))
+    # Horner form: no zs**0 term, whose derivative 0 * zs**-1 is NaN at zs = 0 (so jax.grad stays finite)
+    series = jnp.full_like(zs, 1.0 / math.factorial(_SERIES_TERMS - 1 + k))
+    for m in range(_SERIES_TERMS - 2, -1, -1):
+        series = series * zs + 1.0 / math.factorial(m + k)
     zr = jnp.where(small, 1.0, z)
     rec = jnp.expm1(zr) / zr
     for j in range(1, k):
@@ -75,7 +78,9 @@ def lagrange_monomials(rho, mask):
     idx = jnp.arange(s)
     poly = jnp.zeros((s, s), rho.dtype).at[:, 0].set(1.0)
     for i in range(s):
-        use = mask[i] & (idx != i)
+        # only rows of masked points: an unmasked row may sit at the same position (a 0/0 that
+        # jnp.where hides in the value but not in the gradient)
+        use = mask[i] & (idx != i) & mask
         denom = jnp.where(use, rho - rho[i], 1.0)
         shifted = jnp.concatenate([jnp.zeros((s, 1), rho.dtype), poly[:, :-1]], axis=1)
         new = (shifted - rho[i] * poly) / denom[:, None]

@@ -25,7 +25,7 @@ def add_parser(sub):
 def run(args) -> int:
     import jax
 
-    from stepwise.cli.options import run_search_section
+    from stepwise.cli.options import check_search_section, run_search_section
     from stepwise.search.protocol import Interval
     from stepwise.search.run import SCHEDULE_FILE
 
@@ -34,9 +34,10 @@ def run(args) -> int:
         jax.config.update("jax_enable_x64", True)
     if not isinstance(cfg.nfe, int) or cfg.nfe < 1:
         raise SystemExit(f"error: config.nfe must be an integer >= 1, got {cfg.nfe!r}")
+    sched = runtime.build_schedule(cfg)
+    check_search_section(cfg.search, cfg.nfe, sched)   # bad options fail before a run directory exists
     workdir = runtime.make_workdir("search", args.workdir or cfg.workdir or None)
     runtime.save_config(workdir, cfg)
-    sched = runtime.build_schedule(cfg)
     model = runtime.build_model(cfg, sched)
     info = {"kind": cfg.model.kind, **{k: v for k, v in cfg.model.to_dict().items() if k != "kind"}}
     try:
@@ -53,5 +54,6 @@ def run(args) -> int:
         print(f"  {c['metric'] + (' (headline)' if c['metric'] == key else ''):>24s}: searched "
               f"{Interval(**c['plan'])} vs {c['baseline_name']} {Interval(**c['baseline'])}")
         print(f"  {'ratio':>24s}: {c['ratio_text']}")
-    print(f"wrote {workdir / SCHEDULE_FILE}, {workdir / 'report.md'}, {workdir / 'report.html'}")
+    wrote = [str(workdir / f) for f in (SCHEDULE_FILE, "search.json", "report.md", "report.html") if (workdir / f).exists()]
+    print(f"wrote {', '.join(wrote)}")
     return 0

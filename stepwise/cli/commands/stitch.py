@@ -1,11 +1,15 @@
 """stepwise stitch: the T-Stitch sweep (early steps on a small model) and the joint search.
 
-For the preset of the config (solver, order, nfe, discretization) it runs, on fresh noise, the
-plan with the first k of N steps on the small model for every k (fraction k/N; 0 = large model
-only, 1 = small only), measuring quality, cost and wall time; then (``stitch.search``) a joint
-search of the model column (and the solver decisions) under each sweep point's cost, and compares
-the two fronts at equal cost. Quality: exact Fréchet distance to the large mixture's moments
-(``pair=gmm``), or the Fréchet distance to the digits data in pixel space (``pair=checkpoints``).
+T-Stitch gets every free option the joint search has: the sweep runs the first k of N steps on
+the small model (fraction k/N; 0 = large model only, 1 = small only) for the config's preset AND
+for the ``stitch.tstitch_presets`` best baselines (preset x discretization x order x analytic first
+step, ranked on the search noise), and at each budget the best T-Stitch plan within it is the
+one compared. Then (``stitch.search``) a joint search of the model column and the solver decisions
+under each budget (objective ``teacher_frechet``: paired, by default). Quality, on fresh noise: the
+paired Fréchet distance to the large model's reference ODE solve of the same noise, with a 95%
+paired-bootstrap interval; the comparison is reported budget by budget (a table and the Pareto
+plot), each ratio with its interval or as a lower bound when unresolved, never as a median of
+ratios. For the exact pair the exact-moment distance is reported too.
 
 Files in the run directory (every write atomic; a rerun of the same directory reuses finished
 points and budgets): ``config.json``, ``points/*.json`` (one per evaluated plan), ``search/``
@@ -23,11 +27,13 @@ import numpy as np
 
 from stepwise import denoisers, samplers
 from stepwise.data import load_digits
-from stepwise.io import write_json_atomic
+from stepwise.io import savez_atomic, write_json_atomic
 from stepwise.cli import options, runtime
 from stepwise.denoisers.timing import measured_costs
 from stepwise.evaluation import html_report, markdown_report, pareto_front, plot_lines, plot_pareto, sample_frechet
 from stepwise.io import write_text_atomic
+from stepwise.search import protocol
+from stepwise.search.evaluator import baseline_plans, reference_endpoints
 from stepwise.search.space import plan_hash
 from stepwise.search.stitching import joint_front, model_only_space, save_front, stitch_evaluator
 from stepwise.search.strategies import EvolutionOptions
@@ -72,10 +78,13 @@ def build_pair(cfg, s: dict, sched):
 
 
 class PointRunner:
-    """Runs plans on the fixed fresh noise; one JSON per plan in ``points/`` (resume-safe)."""
+    """Runs plans on the fixed fresh noise; one JSON per plan in ``points/`` (resume-safe).
 
-    def __init__(self, models, sched, x_T, mean, cov, batch_size, repeats, directory: Path, log=print):
-        self.models, self.sched, self.x_T, self.mean, self.cov = models, sched, x_T, mean, cov
+    Quality is the paired Fréchet distance to ``ref`` (the large model's reference solve of the same
+    noise) with its replicates on the shared bootstrap rows ``idx``, so any two points compare paired."""
+
+    def __init__(self, models, sched, x_T, ref, idx, moments, batch_size, repeats, directory: Path, log=print):
+        self.models, self.sched, self.x_T, self.ref, self.idx, self.moments = models, sched, x_T, ref, idx, moments
         self.bs, self.repeats, self.dir, self.log = int(batch_size), int(repeats), directory, log
         self.dir.mkdir(parents=True, exist_ok=True)
         self._warm = set()  # step counts whose executable is compiled (one warm-up per count)
@@ -98,13 +107,59 @@ class PointRunner:
             t0 = time.perf_counter()
             x = self._once(plan)
             walls.append(time.perf_counter() - t0)
+        quality, reps = protocol.paired_frechet(x, self.ref, self.idx)
         row = {"name": name, **extra, "nfe": plan.nfe(), "steps": plan.num_steps,
-               "quality": sample_frechet(x, self.mean, self.cov), "wall_s": float(min(walls)),
+               "quality": quality, "quality_reps": reps.tolist(), "wall_s": float(min(walls)),
                "model_column": np.asarray(plan.model).tolist(), "plan_hash": h}
+        if self.moments is not None:
+            row["frechet_exact"] = sample_frechet(x, *self.moments)
         write_json_atomic(path, row)
-        self.log(f"  {name:28s} cost {extra.get('cost', float('nan')):8.4g}  quality {row['quality']:.6g}  "
+        self.log(f"  {name:34s} cost {extra.get('cost', float('nan')):8.4g}  paired {quality:.6g}  "
                  f"wall {row['wall_s']:.3f}s")
         return row
+
+
+def best_within(rows: list[dict], budget: float) -> dict | None:
+    """The best-quality row whose cost fits ``budget``."""
+    fit = [r for r in rows if r["cost"] <= budget * (1 + 1e-9)]
+    return min(fit, key=lambda r: r["quality"]) if fit else None
+
+
+def compare_by_budget(budgets, sweep: list[dict], fronts: dict, n: int) -> list[dict]:
+    """Budget by budget: the best T-Stitch plan within it (any preset) against each search front's
+    best plan within it, paired on the same fresh noise: both with intervals, the ratio T-Stitch /
+    search with its interval (or a lower bound when the search's distance is unresolved)."""
+    out = []
+    for b in budgets:
+        t = best_within(sweep, b)
+        if t is None:
+            continue
+        line = {"budget": b, "T-Stitch": t["name"], "T-Stitch cost": t["cost"],
+                "T-Stitch quality": str(protocol.interval(t["quality"], np.asarray(t["quality_reps"]), n, nonnegative=True))}
+        for label, f in fronts.items():
+            q = best_within(f["rows"], b)
+            if q is None:
+                continue
+            r = protocol.ratio(t["quality"], np.asarray(t["quality_reps"]), q["quality"], np.asarray(q["quality_reps"]))
+            line[f"{label} cost"] = q["cost"]
+            line[f"{label} quality"] = str(protocol.interval(q["quality"], np.asarray(q["quality_reps"]), n,
+                                                             nonnegative=True))
+            line[f"T-Stitch / {label}"] = str(r)
+            line[f"_{label}_ratio"] = r.to_dict()
+        out.append(line)
+    return out
+
+
+def tstitch_presets(plan, name: str, sched, evaluator, top: int) -> list[tuple[str, object]]:
+    """The config's preset first, then the ``top`` best baselines at its NFE (every preset x
+    discretization x order x analytic first step) by search score of the LARGE model alone."""
+    base = [(n, p.replace(model=np.ones(p.num_steps, np.int32))) for n, p in baseline_plans(plan.nfe(), sched)]
+    if top <= 0 or not base:
+        return [(name, plan)]
+    scores = evaluator.score([p for _, p in base])
+    ranked = [base[i] for i in np.argsort(scores, kind="stable")[:top]]
+    return [(name, plan)] + [(n, p) for n, p in ranked if plan_hash(p) != plan_hash(plan.replace(
+        model=np.ones(plan.num_steps, np.int32)))]
 
 
 def _budgets(s: dict, sweep_costs) -> list[float]:
@@ -155,19 +210,36 @@ def run(args) -> int:
     seed_final = int(cfg.seed) + int(s["final_seed_offset"])
     x_T = np.asarray(jax.random.normal(jax.random.key(seed_final), (num,) + tuple(large.data_shape))
                      * sched.prior_std(), np.float32)
-    runner = PointRunner(models, sched, x_T, mean, cov, min(int(s["batch_size"]), num), s["timing_repeats"],
-                         workdir / "points", log)
+    bs = min(int(s["batch_size"]), num)
+    ref_file = workdir / "reference.npz"
+    if ref_file.exists():
+        with np.load(ref_file) as z:
+            ref = z["ref"]
+    else:
+        ref = reference_endpoints(large, sched, x_T, bs)
+        savez_atomic(ref_file, ref=ref)
+    idx = protocol.bootstrap_indices(num, int(s["resamples"]), seed_final)
+    runner = PointRunner(models, sched, x_T, ref, idx, (mean, cov) if s["pair"] == "gmm" else None, bs,
+                         s["timing_repeats"], workdir / "points", log)
     fractions = sweep_fractions(n, int(s["points"]) or None)
-    log(f"T-Stitch sweep: {cfg.solver} order {cfg.order}, NFE {plan.nfe()}, {cfg.discretization}; "
-        f"{len(fractions)} points x {num} samples")
+    evaluator = stitch_evaluator(models, sched, reference=large, objective=s["objective"],
+                                 num_samples=int(s["search_samples"]), seed=int(cfg.seed),
+                                 batch_size=int(s["batch_size"]), log=log)
+    presets = tstitch_presets(plan, f"{cfg.solver}/{cfg.discretization}", sched, evaluator, int(s["tstitch_presets"]))
+    log(f"T-Stitch sweep: {len(presets)} presets (the config's and the best baselines by search score) x "
+        f"{len(fractions)} fractions x {num} samples")
     sweep = []
-    for f in fractions:
-        p = t_stitch(plan, f)
-        k = int(round(f * n))
-        sweep.append(runner.run(f"tstitch_{k:03d}", p, {"method": "T-Stitch", "fraction": f, "small_steps": k,
-                                                       "cost": solver_plan.cost(p, costs)}))
-    q_large = sweep[0]["quality"]
-    ok = [r for r in sweep if r["quality"] <= q_large * (1 + float(s["tolerance"]))]
+    for pi, (pname, base) in enumerate(presets):
+        nb = base.num_steps
+        for f in sweep_fractions(nb, int(s["points"]) or None):
+            p = t_stitch(base, f)
+            k = int(round(f * nb))
+            sweep.append(runner.run(f"tstitch{pi:02d}_{k:03d}", p, {
+                "method": "T-Stitch", "preset": pname, "fraction": f, "small_steps": k,
+                "cost": solver_plan.cost(p, costs)}))
+    own = [r for r in sweep if r["preset"] == presets[0][0]]
+    q_large = own[0]["quality"]
+    ok = [r for r in own if r["quality"] <= q_large * (1 + float(s["tolerance"]))]
     best = max(ok, key=lambda r: r["fraction"])
     summary = {"pair": info, "preset": {"solver": cfg.solver, "order": cfg.order, "nfe": plan.nfe(),
                                         "discretization": cfg.discretization},
@@ -177,20 +249,18 @@ def run(args) -> int:
                "num_samples": num, "seed": seed_final, "sweep": sweep,
                "tolerance": float(s["tolerance"]), "max_fraction": best["fraction"],
                "max_fraction_quality": best["quality"], "large_only_quality": q_large,
-               "max_fraction_speedup": sweep[0]["wall_s"] / best["wall_s"],
-               "max_fraction_cost_saving": sweep[0]["cost"] / best["cost"]}
+               "max_fraction_speedup": own[0]["wall_s"] / best["wall_s"],
+               "max_fraction_cost_saving": own[0]["cost"] / best["cost"],
+               "quality_metric": "paired Fréchet distance to the large model's reference solve of the same noise",
+               "bootstrap": {"resamples": int(s["resamples"]), "seed": seed_final},
+               "tstitch_presets": [name for name, _ in presets]}
     log(f"largest fraction within {100 * float(s['tolerance']):.0f}% of the large model: {best['fraction']:.2f} "
         f"(quality {best['quality']:.6g} vs {q_large:.6g}); wall-time speed-up {summary['max_fraction_speedup']:.2f}x")
 
     # ---- joint search
     fronts = {}
     if s["search"]:
-        gmm = s["pair"] == "gmm"
-        evaluator = stitch_evaluator(models, sched, reference=large if gmm else None,
-                                     moments=None if gmm else (mean, cov), objective=s["objective"],
-                                     num_samples=int(s["search_samples"]), seed=int(cfg.seed),
-                                     batch_size=int(s["batch_size"]), log=log)
-        budgets = _budgets(s, [r["cost"] for r in sweep])
+        budgets = _budgets(s, [r["cost"] for r in own])
         evolution = EvolutionOptions(population=int(s["population"]), top_k=int(s["top_k"]),
                                      children=int(s["children"]), timesteps_only=0,
                                      generations=int(s["generations"]))
@@ -208,31 +278,15 @@ def run(args) -> int:
                 row = runner.run(f"{label}_{k:03d}", r["plan"], {"method": label, "budget": r["budget"],
                                                                 "cost": r["cost"], "search_score": r["score"]})
                 final.append(row)
-                r["quality"] = row["quality"]
             paths = save_front(rows, workdir / "front" / label,
                                {"schedule": sched.describe(), "pair": info, "costs": costs.tolist()})
             fronts[label] = {"rows": final, "search_s": round(search_s, 2), "schedule_files": paths}
-        # equal-cost comparison with the sweep (fresh noise)
-        comp = []
-        for r in sweep:
-            line = {"cost": r["cost"], "fraction": r["fraction"], "T-Stitch": r["quality"]}
-            for label in fronts:
-                same = [q for q in fronts[label]["rows"] if q["cost"] <= r["cost"] * (1 + 1e-9)]
-                if same:
-                    b = min(same, key=lambda q: q["quality"])
-                    line[label] = b["quality"]
-                    line[f"{label} gain"] = r["quality"] / b["quality"] if b["quality"] > 0 else float("inf")
-            comp.append(line)
-        summary["comparison"] = comp
+        summary["comparison"] = compare_by_budget(budgets, sweep, fronts, num)
         summary["search"] = {k: {"search_s": v["search_s"], "schedule_files": v["schedule_files"]}
                              for k, v in fronts.items()}
-        for label in fronts:
-            gains = [c[f"{label} gain"] for c in comp if f"{label} gain" in c and 0 < c["fraction"] < 1]
-            if gains:
-                summary[f"{label}_gain_median"] = float(np.median(gains))
-                summary[f"{label}_gain_min"] = float(np.min(gains))
-                log(f"{label} search vs T-Stitch at equal cost (interior points): quality ratio median "
-                    f"{np.median(gains):.3f}, min {np.min(gains):.3f}")
+        for line in summary["comparison"]:
+            log(f"budget {line['budget']:.4g}: T-Stitch {line['T-Stitch']} {line['T-Stitch quality']}; "
+                + "; ".join(f"{k} {line[k]}" for k in line if k.startswith("T-Stitch / ")))
 
     summary["compiles"] = samplers.trace_count()
     write_json_atomic(workdir / "stitch.json", summary)
@@ -246,27 +300,29 @@ def write_report(workdir: Path, summary: dict, sweep: list, fronts: dict) -> Non
     for label, f in fronts.items():
         pts += [{"method": label, "cost": r["cost"], "quality": r["quality"]} for r in f["rows"]]
     pareto = plot_pareto(pts, cost="cost", quality="quality", label="method",
-                         title=f"quality vs cost, NFE {summary['preset']['nfe']}")
-    series = {"T-Stitch": ([r["fraction"] for r in sweep], [r["quality"] for r in sweep])}
-    lines = plot_lines(series, xlabel="fraction of steps on the small model", ylabel="Fréchet distance",
-                       logy=True, title="T-Stitch sweep")
+                         title=f"paired distance vs cost, NFE {summary['preset']['nfe']}")
+    own = [r for r in sweep if r["preset"] == summary["tstitch_presets"][0]]
+    series = {"T-Stitch": ([r["fraction"] for r in own], [r["quality"] for r in own])}
+    lines = plot_lines(series, xlabel="fraction of steps on the small model", ylabel="paired Fréchet distance",
+                       logy=True, title="T-Stitch sweep (config preset)")
     front_idx = pareto_front([p["cost"] for p in pts], [p["quality"] for p in pts])
     c = summary["costs"]
     head = (f"Pair: small = {summary['pair']['small']}, large = {summary['pair']['large']}. Quality: "
-            f"{summary['pair']['quality']} (lower is better), {summary['num_samples']} fresh samples "
+            f"{summary['quality_metric']} (lower is better), {summary['num_samples']} fresh samples "
             f"(seed {summary['seed']}). Cost per evaluation: declared ratio {c['declared_ratio']:.2f}, measured "
             f"ratio {c['measured_ratio']:.2f}; front in {c['unit']} units relative to the large model.\n\n"
             f"Largest fraction of steps on the small model within {100 * summary['tolerance']:.0f}% of the large "
             f"model's quality: {summary['max_fraction']:.2f} (quality {summary['max_fraction_quality']:.6g} vs "
             f"{summary['large_only_quality']:.6g}); wall-time speed-up {summary['max_fraction_speedup']:.2f}x, "
             f"cost saving {summary['max_fraction_cost_saving']:.2f}x.")
-    cols = ("fraction", "small_steps", "cost", "quality", "wall_s", "model_column")
+    cols = ("preset", "fraction", "small_steps", "cost", "quality", "wall_s", "model_column")
     sections = [("Summary", head), ("Pareto front (all evaluated plans)", pareto),
                 ("T-Stitch sweep", lines), ("Sweep points", [{k: r[k] for k in cols} for r in sweep]),
                 ("Pareto-optimal points", [pts[i] for i in front_idx])]
     if "comparison" in summary:
-        sections.append(("Joint search vs T-Stitch at equal cost (fresh noise; gain = T-Stitch / search)",
-                         summary["comparison"]))
+        sections.append(("Budget by budget: best T-Stitch plan (any preset) vs each search front, paired "
+                         "distance with 95% intervals; ratio = T-Stitch / search",
+                         [{k: v for k, v in line.items() if not k.startswith("_")} for line in summary["comparison"]]))
         for label, f in fronts.items():
             sections.append((f"Search front: {label}", [{k: r.get(k) for k in ("budget", "cost", "search_score",
                                                                                 "quality", "nfe", "steps",

@@ -1,0 +1,107 @@
+"""Learned plans: the node parameterisation is always valid, gradients through the compiled sampler
+match finite differences, gradient descent improves held-out error, and the DP path is optimal."""
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stepwise import samplers, schedules, solvers
+from stepwise.search.learned import (GradientOptions, dp_path, endpoint_rmse, learn_nodes, nodes_from_params,
+                                     params_from_nodes)
+
+SCHED = schedules.VPLinear()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(-60.0, 60.0, allow_nan=False), min_size=1, max_size=12),
+       st.sampled_from(["logsnr", "time"]))
+def test_any_parameter_vector_decodes_to_a_valid_grid(theta, node_space):
+    ts = np.asarray(nodes_from_params(jnp.asarray(theta, jnp.float32), SCHED, node_space, min_gap=1e-3), np.float64)
+    assert ts.shape == (len(theta) + 1,) and np.all(np.isfinite(ts))
+    assert ts[0] == pytest.approx(SCHED.t_max) and ts[-1] == pytest.approx(SCHED.t_min)
+    assert np.all(np.diff(ts) < 0)
+    solvers.make_plan(jnp.asarray(ts, jnp.float32)).validate(SCHED)   # inside the schedule's domain
+
+
+@pytest.mark.parametrize("node_space", ["logsnr", "time"])
+def test_parameters_round_trip_a_preset_grid(node_space):
+    ts = schedules.discretize("logsnr" if node_space == "logsnr" else "time_uniform", 6, SCHED)
+    back = nodes_from_params(params_from_nodes(ts, SCHED, node_space), SCHED, node_space)
+    np.testing.assert_allclose(np.asarray(back), np.asarray(ts), rtol=2e-5)
+
+
+def test_endpoint_gradient_matches_central_finite_differences(gmm_factory):
+    """d RMSE / d t_k through the jitted lax.scan sampler, every interior node, in float64."""
+    with jax.enable_x64(True):
+        model = gmm_factory(3)
+        ts = jnp.asarray(schedules.discretize("logsnr", 4, SCHED), jnp.float64)
+        plan = solvers.dpm_solver_pp(ts, order=2)
+        x_T = jax.random.normal(jax.random.key(0), (16, 64), jnp.float64)
+        teacher = samplers.reference_solve(model, SCHED, x_T, rtol=1e-10)
+        f = lambda t: endpoint_rmse(model, SCHED, plan.replace(ts=t), x_T, teacher)  # noqa: E731
+        g = np.asarray(jax.grad(f)(ts))
+        for k in range(1, ts.shape[0] - 1):
+            h = 1e-6 * float(ts[k])
+            fd = (float(f(ts.at[k].add(h))) - float(f(ts.at[k].add(-h)))) / (2 * h)
+            assert g[k] == pytest.approx(fd, rel=1e-4, abs=1e-9), k
+
+
+def test_learned_nodes_lower_validation_error_and_keep_other_columns(gmm_factory):
+    model = gmm_factory(3)
+    plan = solvers.build_preset("dpm_solver_pp", 4, SCHED, "time_uniform", order=2)
+    before = samplers.trace_count()
+    learned, info = learn_nodes(model, SCHED, plan, GradientOptions(steps=30, lr=0.05, train_samples=64,
+                                                                    val_samples=64, val_every=10))
+    assert info["best_validation"] < 0.8 * info["history"][0]["validation"]
+    assert info["seeds"]["train"] != info["seeds"]["validation"]
+    for c in ("prediction", "order", "variant", "corrector", "model", "analytic_first"):
+        np.testing.assert_array_equal(np.asarray(getattr(learned, c)), np.asarray(getattr(plan, c)))
+    assert not np.allclose(np.asarray(learned.ts), np.asarray(plan.ts))
+    learned.validate(SCHED)
+    assert learned.nfe() == plan.nfe()
+    # sampling learned plans of this length reuses one executable
+    x = jax.random.normal(jax.random.key(3), (8, 64))
+    samplers.sample(model, SCHED, learned, x)
+    n = samplers.trace_count()
+    samplers.sample(model, SCHED, learned.replace(ts=plan.ts), x)
+    assert samplers.trace_count() == n and n >= before
+
+
+def test_dp_path_is_the_optimum_over_every_path():
+    rng = np.random.default_rng(0)
+    m, steps = 7, 3
+    cost = rng.uniform(0.1, 1.0, (m, m))
+    path = dp_path(cost, steps)
+    assert path[0] == 0 and path[-1] == m - 1 and len(path) == steps + 1 and np.all(np.diff(path) > 0)
+    brute = min((sum(cost[a, b] for a, b in zip(p, p[1:])), p)
+                for p in ((0, *mid, m - 1) for mid in itertools.combinations(range(1, m - 1), steps - 1)))
+    assert tuple(path) == brute[1]
+    with pytest.raises(ValueError, match="steps"):
+        dp_path(cost, m)
+
+
+def test_gradient_strategy_through_the_search_entry_point(tmp_path, gmm_factory):
+    """`stepwise search --config.search.strategy=gradient`: the learned plan replays from its schedule
+    file, is compared by the protocol against every baseline, and foreign options are refused."""
+    from stepwise.cli.options import check_search_section, run_search_section, section
+    from stepwise.search.schedule_file import load_plan
+
+    model = gmm_factory(3)
+    s = section("search", dict(strategy="gradient", gradient_steps=10, gradient_samples=32, search_samples=64,
+                               batch_size=256, final_samples=256, final_top_baselines=4))
+    summ = run_search_section(s, model, SCHED, 3, tmp_path / "g", log=lambda m: None)
+    assert summ["strategy"] == "gradient" and summ["start"] in {r["solver"] for r in summ["final_table"]}
+    assert summ["headline"] == "frechet_to_reference" and summ["comparisons"]["frechet_to_reference"]["plan"]["n"] == 256
+    plan = load_plan(tmp_path / "g" / "schedule.json", SCHED)
+    assert plan.nfe() == 3
+    assert summ["search_score"] <= min(r["search_score"] for r in summ["final_table"] if r["solver"] == summ["start"])
+    with pytest.raises(ValueError, match="search.gradient_steps: only strategy 'gradient'"):
+        check_search_section(section("search", dict(gradient_steps=5)), 3, SCHED)
+    with pytest.raises(ValueError, match="search.population: only strategy"):
+        check_search_section(section("search", dict(strategy="dp", population=3)), 3, SCHED)
