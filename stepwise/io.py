@@ -13,15 +13,26 @@ from typing import IO, Iterator
 import numpy as np
 
 
+TMP_PREFIX = ".stepwise-tmp-"   # temporary files of atomic writes (a killed writer may leave one)
+LOCK_NAME = ".stepwise.lock"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[IO[bytes]]:
     """Yield a binary file that replaces ``path`` only when the block finishes without error."""
     path = os.path.abspath(os.fspath(path))
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=suffix, dir=os.path.dirname(path))
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=suffix, dir=os.path.dirname(path))
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
+        os.chmod(tmp, 0o666 & ~_umask())   # a normal file's mode (mkstemp makes it private)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -79,3 +90,41 @@ def read_json(path: str | os.PathLike, what: str = "file"):
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"{what}: {path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def remove_leftovers(directory: str | os.PathLike) -> list[str]:
+    """Delete the temporary files that killed atomic writers left in ``directory`` (call it while
+    holding the directory's lock, so no live writer owns them); returns their names."""
+    directory = os.fspath(directory)
+    gone = []
+    for name in os.listdir(directory):
+        if name.startswith(TMP_PREFIX):
+            os.remove(os.path.join(directory, name))
+            gone.append(name)
+    return gone
+
+
+_LOCKS: dict[str, int] = {}
+
+
+def lock_directory(directory: str | os.PathLike) -> None:
+    """Take an advisory (fcntl) lock on ``directory`` for the rest of this process, or raise
+    ValueError naming the process that holds it. The kernel drops the lock when its holder dies, so
+    the lock of a killed run is taken over without any cleanup."""
+    import fcntl
+
+    directory = os.path.abspath(os.fspath(directory))
+    if directory in _LOCKS:
+        return
+    path = os.path.join(directory, LOCK_NAME)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise ValueError(f"workdir: {directory} is in use by pid {holder}; wait for it or choose another "
+                         "--workdir") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    _LOCKS[directory] = fd

@@ -99,3 +99,27 @@ def test_convert_inception_reports_missing_file(tmp_path, capsys):
     assert _cli(["convert-inception", str(tmp_path / "missing.pth"),
                  str(tmp_path / "out.npz")]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_a_second_evaluation_does_not_overwrite_the_first_and_dtypes_are_checked(tmp_path):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((300, 4)).astype(np.float32)
+    np.savez(tmp_path / "s.npz", samples=x, exact_mean=np.zeros(4), exact_cov=np.eye(4))
+    assert _cli(["evaluate", "--samples", str(tmp_path / "s.npz"), "--exact"]) == 0
+    first = json.loads((tmp_path / "evaluation.json").read_text())
+    np.savez(tmp_path / "ref.npz", samples=x[:150] + 0.5)
+    ref_stats = tmp_path / "ref_stats.npz"
+    assert _cli(["stats", "--data", str(tmp_path / "ref.npz"), "--out", str(ref_stats)]) == 0
+    assert _cli(["evaluate", "--samples", str(tmp_path / "s.npz"), "--ref", str(ref_stats)]) == 0
+    assert json.loads((tmp_path / "evaluation.json").read_text()) == first       # kept
+    second = json.loads((tmp_path / "evaluation.1.json").read_text())
+    assert second["reference"] != first["reference"]
+    assert _cli(["evaluate", "--samples", str(tmp_path / "s.npz"), "--exact"]) == 0   # a rerun replaces its own file
+    assert not (tmp_path / "evaluation.2.json").exists()
+    np.savez(tmp_path / "ints.npz", samples=np.ones((10, 4), np.int64))
+    assert _cli(["evaluate", "--samples", str(tmp_path / "ints.npz"), "--exact"]) == 2
+    np.savez(tmp_path / "u8.npz", samples=np.full((10, 4), 255, np.uint8), exact_mean=np.ones(4), exact_cov=np.eye(4))
+    assert _cli(["evaluate", "--samples", str(tmp_path / "u8.npz"), "--exact"]) == 0
+    u8 = json.loads((tmp_path / "evaluation.2.json").read_text())
+    assert u8["samples"].endswith("u8.npz")
+    assert u8["metrics"][0]["value"] < 10.0          # scaled to [-1, 1] first: raw 255s would give ~2.6e5

@@ -105,3 +105,46 @@ def test_gradient_strategy_through_the_search_entry_point(tmp_path, gmm_factory)
         check_search_section(section("search", dict(gradient_steps=5)), 3, SCHED)
     with pytest.raises(ValueError, match="search.population: only strategy"):
         check_search_section(section("search", dict(strategy="dp", population=3)), 3, SCHED)
+
+
+def test_weight_corrections_column(tmp_path, gmm_factory):
+    """Zero corrections are the default of every preset; nonzero ones change the endpoint without a
+    retrace, have finite gradients, survive the schedule file, and node-only exports refuse them."""
+    import subprocess
+    import sys
+
+    from stepwise.search.schedule_file import load_plan, save_plan
+
+    model = gmm_factory(3)
+    plan = solvers.build_preset("dpm_solver_pp", 4, SCHED, "logsnr", order=2)
+    assert plan.corrections.shape == (4, solvers.HISTORY + 1) and not np.any(np.asarray(plan.corrections))
+    x = jax.random.normal(jax.random.key(0), (16, 64))
+    base = samplers.sample(model, SCHED, plan, x)
+    n = samplers.trace_count()
+    tweaked = plan.replace(corrections=plan.corrections.at[2, 0].set(0.05))   # step 2, newest history point
+    moved = samplers.sample(model, SCHED, tweaked, x)
+    assert samplers.trace_count() == n and not np.allclose(np.asarray(moved), np.asarray(base))
+    teacher = samplers.reference_solve(model, SCHED, x)
+    g = jax.grad(lambda c: endpoint_rmse(model, SCHED, plan.replace(corrections=c), x, teacher))(plan.corrections)
+    assert np.all(np.isfinite(np.asarray(g))) and np.any(np.asarray(g) != 0)
+    path = save_plan(tmp_path / "s.json", tweaked, {"schedule": {"name": "VPLinear"}})
+    back = load_plan(path, SCHED)
+    np.testing.assert_allclose(np.asarray(back.corrections), np.asarray(tweaked.corrections), rtol=1e-7)
+    out = subprocess.run([sys.executable, "-m", "stepwise", "export", path, "--to", "k-diffusion"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "learned" in out.stderr and "corrections" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "stepwise", "export", path, "--to", "k-diffusion", "--drop-corrections"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and "dropped:" in out.stderr and "learned weight corrections" in out.stderr
+
+
+def test_learning_corrections_too_lowers_validation_error(gmm_factory):
+    model = gmm_factory(3)
+    plan = solvers.build_preset("ddim", 3, SCHED, "logsnr")
+    o = dict(steps=20, lr=0.05, train_samples=64, val_samples=64, val_every=10)
+    _, nodes = learn_nodes(model, SCHED, plan, GradientOptions(**o))
+    both, info = learn_nodes(model, SCHED, plan, GradientOptions(**o, learn="nodes+corrections"))
+    assert np.any(np.asarray(both.corrections) != 0)
+    assert info["best_validation"] < info["history"][0]["validation"]
+    with pytest.raises(ValueError, match="gradient_learn"):
+        GradientOptions(learn="everything")

@@ -123,6 +123,7 @@ def search_defaults() -> ml_collections.ConfigDict:
     s.gradient_steps = 200            # Adam steps on the node parameters (softmax of log-SNR increments)
     s.gradient_lr = 0.05
     s.gradient_samples = 256          # training noises; as many validation noises from seed + 1
+    s.gradient_learn = "nodes"        # nodes | nodes+corrections (additive corrections of the solver weights)
     s.dp_grid = 64                    # candidate nodes of the dynamic program (GITS-style)
     # final comparison on fresh noise
     s.final_samples = 5000            # fresh noises of the final comparison (> search_samples)

@@ -20,7 +20,7 @@ from stepwise.solvers.plan import HISTORY, MAX_ORDER
 PREDICTOR_FIELDS = {"screen": "screen", "explore": "explore", "predictor_warmup": "warmup",
                     "predictor_hidden": "hidden", "predictor_lr": "lr", "predictor_train_steps": "train_steps"}
 LEARNED = ("gradient", "dp")
-GRADIENT_FIELDS = ("gradient_steps", "gradient_lr", "gradient_samples")
+GRADIENT_FIELDS = ("gradient_steps", "gradient_lr", "gradient_samples", "gradient_learn")
 DP_FIELDS = ("dp_grid",)
 EVOLUTION_FIELDS = ("generations", "population", "top_k", "children", "timesteps_only_generations")
 
@@ -163,7 +163,8 @@ def run_search_section(s, model, schedule, nfe: int, workdir, **kw) -> dict:
         gradient = GradientOptions(steps=int(_get(s, "gradient_steps")), lr=float(_get(s, "gradient_lr")),
                                    train_samples=int(_get(s, "gradient_samples")),
                                    val_samples=int(_get(s, "gradient_samples")),
-                                   node_space=_get(s, "node_space"), seed=int(_get(s, "seed")))
+                                   node_space=_get(s, "node_space"), seed=int(_get(s, "seed")),
+                                   learn=_get(s, "gradient_learn"))
         check_measurable(model, final.reference)
         evaluator = search_evaluator(s, model, schedule, log=kw.get("log", print))
         return run_learned(model, schedule, workdir, nfe=nfe, method=strategy_name, evaluator=evaluator,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stepwise.io import jsonable, write_json_atomic
+from stepwise.io import jsonable, lock_directory, remove_leftovers, write_json_atomic
 
 BASE_CONFIG = str(Path(__file__).resolve().with_name("defaults.py"))
 
@@ -62,7 +62,14 @@ def make_workdir(command: str, workdir: str | None) -> Path:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         workdir = os.path.join("runs", f"{command}-{stamp}")
     p = Path(workdir).resolve()
-    p.mkdir(parents=True, exist_ok=True)
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"workdir: {p} is a file, not a directory")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        lock_directory(p)                 # one run per directory; a dead holder's lock is taken over
+    except PermissionError:
+        raise ValueError(f"workdir: {p} is not writable") from None
+    remove_leftovers(p)                   # temporary files of a killed writer
     return p
 
 
@@ -76,12 +83,21 @@ def save_config(workdir: Path, config) -> None:
     new = json.loads(json.dumps(config.to_dict(), default=jsonable))
     if path.exists():
         old = json.loads(path.read_text())
-        if old != new:
-            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if _results_fields(old) != _results_fields(new):
+            a, b = _results_fields(old), _results_fields(new)
+            diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
             raise SystemExit(f"error: {workdir} holds a run with a different config (fields {diff}); "
                              "choose another --workdir or rerun with the same config to resume")
         return
     write_json_atomic(path, new)
+
+
+COSMETIC_FIELDS = ("progress", "workdir")   # fields that do not change results
+
+
+def _results_fields(config: dict) -> dict:
+    """The config fields that change results (the ones a resumed run must share)."""
+    return {k: v for k, v in config.items() if k not in COSMETIC_FIELDS}
 
 
 def finished_metrics(workdir: Path) -> dict | None:

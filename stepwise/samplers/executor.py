@@ -155,7 +155,8 @@ def _sample_impl(models, schedule, plan: SolverPlan, x_T, cond, threshold, retur
         f_hist = jnp.where(data, x0s, epss)
         args = (geom, plan.order[i], plan.variant[i], plan.expansion[i], plan.coef[i], schedule)
         x_b = xs[b]
-        x_pred = combine(predictor_weights(*args), f_hist, None, x_b, a_coef, b_coef)
+        delta = plan.corrections[i].astype(dt)           # learned weight corrections (zeros: the solver)
+        x_pred = combine(predictor_weights(*args) + delta.at[HISTORY].set(0.0), f_hist, None, x_b, a_coef, b_coef)
 
         # (3) optional corrector, evaluated at the predicted point and node i+1
         corr = plan.corrector[i]
@@ -163,7 +164,7 @@ def _sample_impl(models, schedule, plan: SolverPlan, x_T, cond, threshold, retur
 
         def corrected(h_):
             x0n, epsn = lax.switch(plan.model[nxt], evals, x_pred, jnp.minimum(i + 1, n))
-            w = corrector_weights(*args)
+            w = corrector_weights(*args) + delta
             x_new = combine(w, f_hist, jnp.where(data, x0n, epsn), x_b, a_coef, b_coef)
             pushed = _push(h_, x_new, x0n, epsn, i + 1)
             keep = corr == UNIC

@@ -35,6 +35,7 @@ from stepwise import samplers
 from stepwise.solvers.plan import SolverPlan, stack_plans
 
 NODE_SPACES = ("logsnr", "time")
+LEARN = ("nodes", "nodes+corrections")
 
 
 # ----------------------------------------------------------------------------- node parameterisation
@@ -86,8 +87,11 @@ class GradientOptions:
     node_space: str = "logsnr"
     min_gap: float = 1e-3
     seed: int = 0
+    learn: str = "nodes"             # nodes | nodes+corrections (S4S / GAS: additive weight corrections too)
 
     def __post_init__(self):
+        if self.learn not in LEARN:
+            raise ValueError(f"search.gradient_learn: {self.learn!r} is invalid; allowed: {list(LEARN)}")
         for f, lo in (("steps", 1), ("train_samples", 2), ("val_samples", 2), ("val_every", 1)):
             v = getattr(self, f)
             if not isinstance(v, (int, np.integer)) or v < lo:
@@ -111,7 +115,8 @@ def endpoint_rmse(model, schedule, plan: SolverPlan, x_T, teacher):
 
 def learn_nodes(model, schedule, plan: SolverPlan, options: GradientOptions = GradientOptions(),
                 log: Callable[[str], None] | None = None) -> tuple[SolverPlan, dict]:
-    """``plan`` with its time nodes learned by gradient descent (every other column kept).
+    """``plan`` with its time nodes (and, with ``learn="nodes+corrections"``, its weight corrections)
+    learned by gradient descent; every other column is kept.
 
     Returns (the plan with the best validation RMSE, a history of (step, train, validation) RMSE).
     The initial plan is the step-0 candidate, so the result is never worse on validation noise.
@@ -120,11 +125,18 @@ def learn_nodes(model, schedule, plan: SolverPlan, options: GradientOptions = Gr
     x_tr, x_va = _noise(model, schedule, o.train_samples, o.seed), _noise(model, schedule, o.val_samples, o.seed + 1)
     t_tr = samplers.reference_solve(model, schedule, x_tr)
     t_va = samplers.reference_solve(model, schedule, x_va)
-    theta = params_from_nodes(plan.ts, schedule, o.node_space, o.min_gap).astype(plan.ts.dtype)
+    theta = {"nodes": params_from_nodes(plan.ts, schedule, o.node_space, o.min_gap).astype(plan.ts.dtype)}
+    if o.learn == "nodes+corrections":
+        theta["corrections"] = jnp.asarray(plan.corrections)
+
+    def decode(th):
+        kw = {"ts": nodes_from_params(th["nodes"], schedule, o.node_space, o.min_gap)}
+        if "corrections" in th:
+            kw["corrections"] = th["corrections"]
+        return plan.replace(**kw)
 
     def loss(th, x, t):
-        return endpoint_rmse(model, schedule, plan.replace(ts=nodes_from_params(th, schedule, o.node_space, o.min_gap)),
-                             x, t)
+        return endpoint_rmse(model, schedule, decode(th), x, t)
 
     opt = optax.adam(o.lr)
     step = eqx.filter_jit(lambda th, s: _adam_step(loss, opt, th, s, x_tr, t_tr))
@@ -141,7 +153,7 @@ def learn_nodes(model, schedule, plan: SolverPlan, options: GradientOptions = Gr
                 best_theta, best_val = theta, v
             if log:
                 log(f"  gradient step {k:4d}: train RMSE {float(tr):.6g}  validation {v:.6g}")
-    learned = plan.replace(ts=nodes_from_params(best_theta, schedule, o.node_space, o.min_gap))
+    learned = decode(best_theta)
     return learned, {"history": history, "best_validation": best_val,
                      "seeds": {"train": o.seed, "validation": o.seed + 1}}
 

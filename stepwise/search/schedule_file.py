@@ -19,7 +19,7 @@ from stepwise.search.space import STEP_COLUMNS, describe_plan
 
 FORMAT = "stepwise.schedule"
 VERSION = 1
-_RESERVED = {"format", "version", "nfe", "num_steps", "analytic_first", "ts", "steps"}
+_RESERVED = {"format", "version", "nfe", "num_steps", "analytic_first", "ts", "steps", "corrections"}
 
 
 def plan_to_dict(plan, meta: dict | None = None) -> dict:
@@ -30,7 +30,13 @@ def plan_to_dict(plan, meta: dict | None = None) -> dict:
     return {"format": FORMAT, "version": VERSION, "nfe": plan.nfe(), "num_steps": plan.num_steps,
             "analytic_first": bool(int(plan.analytic_first)),
             "ts": [float(t) for t in np.asarray(plan.ts, np.float64)],
-            "steps": describe_plan(plan), **meta}
+            "steps": describe_plan(plan), **corrections_entry(plan), **meta}
+
+
+def corrections_entry(plan) -> dict:
+    """``{"corrections": [[...], ...]}`` when the plan has learned weight corrections, else {}."""
+    c = np.asarray(plan.corrections, np.float64)
+    return {"corrections": c.tolist()} if np.any(c != 0) else {}
 
 
 def plan_from_dict(d: dict, schedule=None):
@@ -53,7 +59,14 @@ def plan_from_dict(d: dict, schedule=None):
     for c in STEP_COLUMNS:
         if all(c in s for s in steps):
             cols[c] = [s[c] for s in steps]
-    plan = solvers.make_plan(jnp.asarray(ts), analytic_first=bool(d.get("analytic_first", False)), **cols)
+    corrections = d.get("corrections")
+    if corrections is not None:
+        corrections = np.asarray(corrections, np.float64)
+        if corrections.shape != (len(steps), solvers.HISTORY + 1):
+            raise ValueError(f"schedule file: corrections have shape {corrections.shape}, expected "
+                             f"({len(steps)}, {solvers.HISTORY + 1})")
+    plan = solvers.make_plan(jnp.asarray(ts), analytic_first=bool(d.get("analytic_first", False)),
+                             corrections=None if corrections is None else jnp.asarray(corrections), **cols)
     plan.validate(schedule)
     if "nfe" in d and plan.nfe() != int(d["nfe"]):
         raise ValueError(f"schedule file: stored nfe {d['nfe']} but the plan evaluates {plan.nfe()} times")

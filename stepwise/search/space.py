@@ -34,7 +34,7 @@ import numpy as np
 from stepwise.solvers import plan as P
 
 # Plan columns that are per-step decisions (everything but the node array and the scalar flag).
-STEP_COLUMNS = tuple(f for f in P.SolverPlan.__dataclass_fields__ if f not in ("ts", "analytic_first"))
+STEP_COLUMNS = tuple(f for f in P.SolverPlan.__dataclass_fields__ if f not in ("ts", "analytic_first", "corrections"))
 FLOAT_COLUMNS = ("coef", "guidance")
 CATEGORICAL_TABLES = {"prediction": P.PREDICTION_CODES, "variant": P.VARIANT_CODES,
                       "expansion": P.EXPANSION_CODES, "corrector": P.CORRECTOR_CODES}
@@ -226,6 +226,7 @@ class PlanView:
             dt = _float_dtype() if c in FLOAT_COLUMNS else np.int32
             setattr(self, c, np.asarray(cols[c] if c in cols else np.full(len(ts) - 1, SAFE.get(c, 0)), dt))
         self.analytic_first = np.int32(analytic_first)
+        self.corrections = np.zeros((len(ts) - 1, P.HISTORY + 1), _float_dtype())   # genomes carry none
 
     @property
     def num_steps(self) -> int:

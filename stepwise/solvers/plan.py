@@ -64,6 +64,8 @@ class SolverPlan(eqx.Module):
     model: jnp.ndarray        # (N,) int32: index of the denoiser evaluated at node i
     guidance: jnp.ndarray     # (N,) float: classifier-free guidance scale at node i
     analytic_first: jnp.ndarray  # () int32: 1 = no model call at node 0 (x0 = data mean)
+    corrections: jnp.ndarray  # (N, HISTORY+1) float: additive corrections to the step's history weights
+                              # (predictor slots 0..HISTORY-1, corrector's new point HISTORY); 0 = the solver
 
     @property
     def num_steps(self) -> int:
@@ -83,8 +85,12 @@ class SolverPlan(eqx.Module):
 
 
 def make_plan(ts, *, prediction="data", order=1, variant="taylor", expansion="lambda", coef=1.0,
-              base=0, corrector="none", model=0, guidance=1.0, analytic_first=False) -> SolverPlan:
-    """Build a plan; each column may be a scalar (broadcast) or a per-step sequence of names/codes."""
+              base=0, corrector="none", model=0, guidance=1.0, analytic_first=False,
+              corrections=None) -> SolverPlan:
+    """Build a plan; each column may be a scalar (broadcast) or a per-step sequence of names/codes.
+
+    ``corrections`` (N, HISTORY+1) are learned additive corrections to every step's weights over its
+    history (S4S / GAS style); the default zeros run the solver exactly as published."""
     ts = jnp.asarray(ts)
     if ts.ndim != 1 or ts.shape[0] < 2:
         raise ValueError(f"ts: need a 1-D array of at least 2 nodes, got shape {ts.shape}")
@@ -110,6 +116,8 @@ def make_plan(ts, *, prediction="data", order=1, variant="taylor", expansion="la
         model=column("model", model),
         guidance=column("guidance", guidance, dtype=ts.dtype),
         analytic_first=jnp.asarray(int(bool(analytic_first)), jnp.int32),
+        corrections=(jnp.zeros((n, HISTORY + 1), ts.dtype) if corrections is None
+                     else jnp.asarray(corrections, ts.dtype)),
     )
 
 
@@ -260,6 +268,11 @@ def violations(plan, schedule=None, num_models: int | None = None) -> list[Viola
             out.append(Violation(None, f, f"shape {v.shape}", f"shape ({n},) for {n} steps"))
         elif not np.all(np.isfinite(v)):
             out.append(Violation(int(np.flatnonzero(~np.isfinite(v))[0]), f, "non-finite", "finite values"))
+    corr = np.asarray(getattr(plan, "corrections", np.zeros((n, HISTORY + 1))))
+    if corr.shape != (n, HISTORY + 1):
+        out.append(Violation(None, "corrections", f"shape {corr.shape}", f"shape ({n}, {HISTORY + 1})"))
+    elif not np.all(np.isfinite(corr)):
+        out.append(Violation(None, "corrections", "non-finite values", "finite values"))
     if out:
         return out
     for i in range(n):

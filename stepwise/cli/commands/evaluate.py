@@ -15,6 +15,7 @@ import numpy as np
 
 from stepwise.cli.commands.stats import add_feature_args, fit_to_extractor, make_extractor
 from stepwise.data import DATASETS, load_dataset, resize_square
+from stepwise.io import write_json_atomic
 
 EXAMPLE = """examples:
   stepwise evaluate --samples runs/x/samples.npz --exact            # exact moments in the file
@@ -61,7 +62,14 @@ def _load_samples(path: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray 
     with np.load(path, allow_pickle=False) as data:
         if "samples" not in data.files:
             raise ValueError(f"--samples: {path!r} has no key 'samples' (keys: {sorted(data.files)})")
-        samples = np.asarray(data["samples"], np.float32)
+        raw = data["samples"]
+        if raw.dtype == np.uint8:        # images in [0, 255], scaled like `stepwise stats` does
+            samples = raw.astype(np.float32) / 127.5 - 1.0
+        elif raw.dtype.kind == "f":
+            samples = np.asarray(raw, np.float32)
+        else:
+            raise ValueError(f"--samples: {path!r}['samples'] has dtype {raw.dtype}; allowed: a float array or "
+                             "uint8 images")
         mean = np.asarray(data["exact_mean"]) if "exact_mean" in data.files else None
         cov = np.asarray(data["exact_cov"]) if "exact_cov" in data.files else None
     if samples.ndim < 2 or len(samples) < 2:
@@ -69,14 +77,22 @@ def _load_samples(path: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray 
     return samples, mean, cov
 
 
-def _write_json_atomic(path: str, obj) -> None:
-    import tempfile
-
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=os.path.dirname(path))
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
+def evaluation_path(out_dir: str, doc: dict) -> str:
+    """Where an evaluation is written without losing another: the file that already holds the same
+    (samples, reference, features, seed) is replaced (a rerun), otherwise the first free name of
+    evaluation.json, evaluation.1.json, ..."""
+    k = 0
+    while True:
+        path = os.path.join(out_dir, "evaluation.json" if k == 0 else f"evaluation.{k}.json")
+        if not os.path.exists(path):
+            return path
+        try:
+            old = json.loads(open(path).read())
+        except (OSError, ValueError):
+            old = {}
+        if all(old.get(f) == doc.get(f) for f in ("samples", "reference", "features", "seed")):
+            return path
+        k += 1
 
 
 def evaluate(args: argparse.Namespace) -> dict:
@@ -153,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"samples: {doc['samples']}\nreference: {doc['reference']}  features: {doc['features']}")
     print(ev.format_table_markdown(rows))
     out_dir = os.path.abspath(args.out or os.path.dirname(os.path.abspath(args.samples)))
-    path = os.path.join(out_dir, "evaluation.json")
-    _write_json_atomic(path, doc)
+    path = evaluation_path(out_dir, doc)
+    write_json_atomic(path, doc)
     print(f"wrote {path}")
     return 0

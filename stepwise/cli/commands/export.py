@@ -19,24 +19,51 @@ def add_parser(sub):
     p.add_argument("--schedule", default=None,
                    help="noise schedule name (default: the one recorded in the file, else vp_linear)")
     p.add_argument("--num-train-timesteps", type=int, default=1000)
+    p.add_argument("--drop-corrections", action="store_true",
+                   help="export a plan with learned weight corrections anyway (the corrections are lost)")
     return p
+
+
+def dropped(plan) -> list[str]:
+    """What a node-only format loses of ``plan``: every per-step decision but the time nodes."""
+    import numpy as np
+
+    from stepwise.search.space import describe_plan
+
+    out = []
+    steps = describe_plan(plan)
+    for col in ("prediction", "order", "variant", "expansion", "base", "corrector", "model", "guidance"):
+        values = sorted({str(s[col]) for s in steps})
+        out.append(f"{col} ({', '.join(values)})")
+    if int(plan.analytic_first):
+        out.append("the analytic first step")
+    if np.any(np.asarray(plan.corrections) != 0):
+        out.append("learned weight corrections")
+    return out
 
 
 def run(args) -> int:
     from stepwise import schedules
     from stepwise.search.schedule_file import load_plan, load_schedule
 
+    import sys
+
+    import numpy as np
+
     meta = load_schedule(args.plan)
-    plan = load_plan(args.plan)
     name = args.schedule or _schedule_name(meta) or "vp_linear"
     sched = schedules.by_name(name)
+    plan = load_plan(args.plan, sched)          # the same validation as `stepwise sample` (domain included)
+    if np.any(np.asarray(plan.corrections) != 0) and not args.drop_corrections:
+        raise ValueError(f"--to {args.to}: the format holds time nodes only and cannot express the plan's learned "
+                         "weight corrections (they would be lost); pass --drop-corrections to export the nodes anyway")
+    print(f"export: --to {args.to} keeps the time nodes only; dropped: {'; '.join(dropped(plan))}", file=sys.stderr)
     if args.to == "diffusers":
         try:
             out = {"timesteps": schedules.to_diffusers_timesteps(plan.ts, args.num_train_timesteps).tolist(),
                    "final_sigmas_type": "sigma_min"}
         except ValueError as e:
-            print(f"error: {e}")
-            return 2
+            raise ValueError(f"--to diffusers: {e}") from None
     elif args.to == "diffusers-sigmas":
         out = {"sigmas": schedules.to_sigmas(plan.ts, sched).tolist()}
     else:
