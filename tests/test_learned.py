@@ -52,6 +52,7 @@ def test_endpoint_gradient_matches_central_finite_differences(gmm_factory):
             assert g[k] == pytest.approx(fd, rel=1e-4, abs=1e-9), k
 
 
+@pytest.mark.slow
 def test_learned_nodes_lower_validation_error_and_keep_other_columns(gmm_factory):
     model = gmm_factory(3)
     plan = solvers.build_preset("dpm_solver_pp", 4, SCHED, "time_uniform", order=2)
@@ -86,6 +87,7 @@ def test_dp_path_is_the_optimum_over_every_path():
         dp_path(cost, m)
 
 
+@pytest.mark.slow
 def test_gradient_strategy_through_the_search_entry_point(tmp_path, gmm_factory):
     """`stepwise search --config.search.strategy=gradient`: the learned plan replays from its schedule
     file, is compared by the protocol against every baseline, and foreign options are refused."""
@@ -107,6 +109,7 @@ def test_gradient_strategy_through_the_search_entry_point(tmp_path, gmm_factory)
         check_search_section(section("search", dict(strategy="dp", population=3)), 3, SCHED)
 
 
+@pytest.mark.slow
 def test_weight_corrections_column(tmp_path, gmm_factory):
     """Zero corrections are the default of every preset; nonzero ones change the endpoint without a
     retrace, have finite gradients, survive the schedule file, and node-only exports refuse them."""
@@ -138,6 +141,7 @@ def test_weight_corrections_column(tmp_path, gmm_factory):
     assert out.returncode == 0 and "dropped:" in out.stderr and "learned weight corrections" in out.stderr
 
 
+@pytest.mark.slow
 def test_learning_corrections_too_lowers_validation_error(gmm_factory):
     model = gmm_factory(3)
     plan = solvers.build_preset("ddim", 3, SCHED, "logsnr")
