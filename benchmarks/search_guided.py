@@ -27,15 +27,12 @@ def main(argv=None):
                     final_top_baselines=12, objective="teacher_frechet")
     summary = run_search_section(section("search", settings), model, sched, args.nfe, args.out,
                          model_info={"kind": "digits_gmm_conditional", "guidance": args.scale})
-    rows = summary["final_table"]
-    best = min((r for r in rows if r["solver"] != "searched"), key=lambda r: r["frechet_to_reference"])
-    ours = rows[0]
-    print(f"scale {args.scale} NFE {args.nfe}: paired Fréchet to the exact guided ODE map on 5000 fresh noises: "
-          f"searched {ours['frechet_to_reference']:.5f} vs best baseline {best['solver']} "
-          f"{best['frechet_to_reference']:.5f} (ratio {best['frechet_to_reference'] / ours['frechet_to_reference']:.2f}); "
-          f"RMSE {ours['rmse_to_reference']:.4f} vs {best['rmse_to_reference']:.4f}; "
-          f"{summary['evaluations']} evaluations, {summary['search_wall_s']} s search")
-
+    c = summary["comparisons"]["frechet_to_reference"]
+    print(f"scale {args.scale} NFE {args.nfe}: paired Fréchet to the exact guided ODE map on "
+          f"{c['plan']['n']} fresh noises (seed {summary['final']['seed']}): searched "
+          f"{c['plan']['value']:.5f} [{c['plan']['low']:.5f}, {c['plan']['high']:.5f}] vs best baseline "
+          f"{c['baseline_name']} {c['baseline']['value']:.5f} [{c['baseline']['low']:.5f}, {c['baseline']['high']:.5f}]; "
+          f"ratio {c['ratio_text']}; {summary['evaluations']} evaluations, {summary['search_wall_s']} s search")
 
 if __name__ == "__main__":
     main()
