@@ -29,22 +29,17 @@ from stepwise.cli.options import search_evaluator, search_space, search_strategy
 from stepwise.io import write_json_atomic
 from stepwise.search import protocol
 from stepwise.search.evaluator import baseline_plans, reference_endpoints
-from stepwise.search.run import final_evaluation, final_noise, search_loop
-from stepwise.search.space import decode, encode, repair
-from stepwise.search.strategies import numpy_rng
+from stepwise.search.run import final_evaluation, final_noise, initial_genomes, search_loop
+from stepwise.search.space import decode
 
 
 def search_one(model, sched, nfe: int, seed: int, settings: dict, workdir: Path):
     """One search (resumable); returns (best plan, its search score, evaluations, wall seconds)."""
-    import jax
-
     s = section("search", {**settings, "seed": seed})
     space = search_space(s, nfe, sched)
     strategy = search_strategy(s, space)
     evaluator = search_evaluator(s, model, sched, log=None)
-    rng0 = numpy_rng(jax.random.key(seed + 1))
-    initial = [g for g in (repair(encode(p, space), space, rng0) for _, p in baseline_plans(nfe, sched))
-               if g is not None]
+    _, initial = initial_genomes(nfe, space, seed)
     st, info = search_loop(strategy, evaluator, initial, seed, str(workdir / "checkpoints"), log=lambda m: None)
     g, score = st.best
     return decode(g, space), score, len(st.archive), info["search_wall_s"], evaluator.seed

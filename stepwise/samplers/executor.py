@@ -156,7 +156,7 @@ def _sample_impl(models, schedule, plan: SolverPlan, x_T, cond, threshold, retur
         args = (geom, plan.order[i], plan.variant[i], plan.expansion[i], plan.coef[i], schedule)
         x_b = xs[b]
         delta = plan.corrections[i].astype(dt)           # learned weight corrections (zeros: the solver)
-        x_pred = combine(predictor_weights(*args) + delta.at[HISTORY].set(0.0), f_hist, None, x_b, a_coef, b_coef)
+        x_pred = combine(predictor_weights(*args) + delta, f_hist, None, x_b, a_coef, b_coef)  # slot HISTORY unused
 
         # (3) optional corrector, evaluated at the predicted point and node i+1
         corr = plan.corrector[i]

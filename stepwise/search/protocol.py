@@ -81,14 +81,34 @@ def bootstrap_indices(n: int, resamples: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, (resamples, n))
 
 
-def paired_frechet(x, ref, idx: np.ndarray) -> tuple[float, np.ndarray]:
-    """Fréchet distance of endpoints ``x`` to the reference endpoints ``ref`` of the same noise,
-    and its replicates on the shared bootstrap rows ``idx`` (rows of x and ref stay paired)."""
-    x, ref = _flat(x), _flat(ref)
-    if x.shape != ref.shape:
-        raise ValueError(f"paired distance: samples {x.shape} and reference {ref.shape} must be the same noise")
-    point = sample_frechet(x, ref.mean(0), np.cov(ref, rowvar=False))
-    reps = np.array([sample_frechet(x[i], ref[i].mean(0), np.cov(ref[i], rowvar=False)) for i in idx])
+@dataclasses.dataclass(frozen=True)
+class PairedReference:
+    """The reference endpoints' moments on the full noise set and on every bootstrap row set,
+    computed once and shared by all the plans compared against them."""
+
+    rows: np.ndarray          # (n, d) reference endpoints, flattened
+    idx: np.ndarray           # (resamples, n) shared bootstrap rows
+    point: tuple              # (mean, cov) of all rows
+    replicates: tuple         # ((mean, cov), ...) per bootstrap row set
+
+
+def paired_reference(ref, idx: np.ndarray) -> PairedReference:
+    r = _flat(ref)
+    return PairedReference(r, np.asarray(idx), (r.mean(0), np.cov(r, rowvar=False)),
+                           tuple((r[i].mean(0), np.cov(r[i], rowvar=False)) for i in idx))
+
+
+def paired_frechet(x, ref, idx: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+    """Fréchet distance of endpoints ``x`` to the reference endpoints of the same noise, and its
+    replicates on the shared bootstrap rows (rows of x and ref stay paired). ``ref`` is a
+    :class:`PairedReference` (built once per comparison) or the raw endpoints with ``idx``."""
+    if not isinstance(ref, PairedReference):
+        ref = paired_reference(ref, idx)
+    x = _flat(x)
+    if x.shape != ref.rows.shape:
+        raise ValueError(f"paired distance: samples {x.shape} and reference {ref.rows.shape} must be the same noise")
+    point = sample_frechet(x, *ref.point)
+    reps = np.array([sample_frechet(x[i], *stats) for i, stats in zip(ref.idx, ref.replicates)])
     return point, reps
 
 

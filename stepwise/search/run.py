@@ -105,28 +105,29 @@ def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: in
             m = min(rmse_samples, num_samples)
             row["rmse_to_reference"] = float(np.sqrt(np.mean((x[:m] - ref[:m]) ** 2)))
         rows.append(row)
-        for k in METRICS:  # keep the samples of the focus plans and of the best baseline per metric
-            if k in row and (name in focus or k not in best or row[k] < best[k][1]):
-                if name not in focus:
-                    best[k] = (name, row[k])
-                kept[(k, name)] = x
-        kept = {key: v for key, v in kept.items() if key[1] in focus or best.get(key[0], (None,))[0] == key[1]}
+        if name in focus:  # keep the samples of the focus plans and of the best baseline per metric
+            kept[name] = x
+        else:
+            for k in METRICS:
+                if k in row and (k not in best or row[k] < best[k][1]):
+                    best[k] = (name, row[k], x)
         if log:
             log(f"  final {name:40s} " + " ".join(f"{k}={row[k]:.6f}" for k in FINAL_KEYS if k in row))
     if any(f in plans for f in focus) and best:
         idx = protocol.bootstrap_indices(num_samples, resamples, bootstrap_seed)
+        paired = protocol.paired_reference(ref, idx) if ref is not None else None
 
         def reps(metric, x):
             if metric == "frechet_to_reference":
-                return protocol.paired_frechet(x, ref, idx)
+                return protocol.paired_frechet(x, paired)
             if metric == "excess":
                 return protocol.excess_frechet(x, ref, mean, cov, idx)
             return protocol.exact_frechet(x, mean, cov, idx)
 
         info["comparisons"] = {}
         for f in (f for f in focus if f in plans):
-            comps = {k: protocol.compare(k, reps(k, kept[(k, f)]), name, reps(k, kept[(k, name)]), num_samples)
-                     for k, (name, _) in best.items()}
+            comps = {k: protocol.compare(k, reps(k, kept[f]), name, reps(k, xb), num_samples)
+                     for k, (name, _, xb) in best.items()}
             info["comparisons"][f] = {k: c.to_dict() for k, c in comps.items()}
             if log:
                 for c in comps.values():

@@ -84,7 +84,8 @@ class PointRunner:
     noise) with its replicates on the shared bootstrap rows ``idx``, so any two points compare paired."""
 
     def __init__(self, models, sched, x_T, ref, idx, moments, batch_size, repeats, directory: Path, log=print):
-        self.models, self.sched, self.x_T, self.ref, self.idx, self.moments = models, sched, x_T, ref, idx, moments
+        self.models, self.sched, self.x_T, self.moments = models, sched, x_T, moments
+        self.ref = protocol.paired_reference(ref, idx)   # the reference's replicate moments, once
         self.bs, self.repeats, self.dir, self.log = int(batch_size), int(repeats), directory, log
         self.dir.mkdir(parents=True, exist_ok=True)
         self._warm = set()  # step counts whose executable is compiled (one warm-up per count)
@@ -107,7 +108,7 @@ class PointRunner:
             t0 = time.perf_counter()
             x = self._once(plan)
             walls.append(time.perf_counter() - t0)
-        quality, reps = protocol.paired_frechet(x, self.ref, self.idx)
+        quality, reps = protocol.paired_frechet(x, self.ref)
         row = {"name": name, **extra, "nfe": plan.nfe(), "steps": plan.num_steps,
                "quality": quality, "quality_reps": reps.tolist(), "wall_s": float(min(walls)),
                "model_column": np.asarray(plan.model).tolist(), "plan_hash": h}
@@ -158,8 +159,8 @@ def tstitch_presets(plan, name: str, sched, evaluator, top: int) -> list[tuple[s
         return [(name, plan)]
     scores = evaluator.score([p for _, p in base])
     ranked = [base[i] for i in np.argsort(scores, kind="stable")[:top]]
-    return [(name, plan)] + [(n, p) for n, p in ranked if plan_hash(p) != plan_hash(plan.replace(
-        model=np.ones(plan.num_steps, np.int32)))]
+    own = plan_hash(plan.replace(model=np.ones(plan.num_steps, np.int32)))
+    return [(name, plan)] + [(n, p) for n, p in ranked if plan_hash(p) != own]
 
 
 def _budgets(s: dict, sweep_costs) -> list[float]:
