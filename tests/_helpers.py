@@ -61,3 +61,18 @@ def write_fashion_fixture(directory, n_train: int = 64, n_test: int = 32, seed: 
             with gzip.open(os.path.join(directory, name), "wb") as f:
                 f.write(header + arr.tobytes())
     return str(directory)
+
+
+TORCHVISION_SHIM = ('import sys, types; sys.modules.setdefault("torchvision._meta_registrations", '
+                    'types.ModuleType("torchvision._meta_registrations"))')
+
+
+def torch_stack():
+    """Import torch and diffusers' models in this test environment, where the torchvision wheel
+    installed for pytorch-fid does not match torch 2.13 ('operator torchvision::nms does not
+    exist' when diffusers imports it): an empty ``torchvision._meta_registrations`` module goes in
+    first. A user's ``.[torch]`` install has no torchvision and needs nothing of the kind."""
+    exec(TORCHVISION_SHIM)
+    import torch
+    import diffusers
+    return torch, diffusers

@@ -9,7 +9,8 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "stepwise"
 # DESIGN.md's order: a layer may import itself and the layers before it.
-LAYERS = ["io", "schedules", "data", "evaluation", "denoisers", "training", "solvers", "samplers", "search", "cli"]
+LAYERS = ["io", "schedules", "data", "evaluation", "denoisers", "training", "solvers", "samplers", "search",
+          "integrations", "cli"]
 
 
 def _layer(module: str) -> str:

@@ -40,12 +40,13 @@ def get_config() -> ml_collections.ConfigDict:
 
     # The denoiser (and its noise schedule).
     c.model = ml_collections.ConfigDict()
-    c.model.kind = "digits_gmm"   # digits_gmm | digits_gmm_conditional | checkpoint
+    c.model.kind = "digits_gmm"   # digits_gmm | digits_gmm_conditional | checkpoint | diffusers
     c.model.components = 10       # digits_gmm: mixture components (per class when conditional)
     c.model.size = 8              # digits side length (8, or 16 = 256 dims)
     c.model.covariance = "full"   # full | diag
     c.model.fit_seed = 0
     c.model.checkpoint = ""       # kind=checkpoint: a `stepwise train` run directory
+    c.model.path = ""             # kind=diffusers: a local diffusers model directory or .safetensors file (torch extra)
     c.model.precision = "float32"  # float32 | bfloat16 (model evaluation; solver state stays float32)
     c.schedule = "vp_linear"      # vp_linear | vp_cosine | vp_discrete | edm | flow
 
@@ -140,7 +141,7 @@ def stitch_defaults() -> ml_collections.ConfigDict:
     s.pair = "gmm"
     s.small_components = 1            # gmm pair: the small mixture (fitted to the same digits)
     s.small_covariance = "diag"       # diag | full (a 1-component FULL Gaussian has the exact moments)
-    s.small_checkpoint = ""           # checkpoints pair: training workdirs (denoisers.train.load_denoiser)
+    s.small_checkpoint = ""           # checkpoints pair: `stepwise train` workdirs or local diffusers models
     s.large_checkpoint = ""
     s.retime = False                  # re-time a model on another schedule through log-SNR
     s.mean_tol = 0.1                  # compatibility: largest RMS difference of the data means

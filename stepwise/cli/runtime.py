@@ -111,6 +111,44 @@ def build_schedule(config):
     return schedules.by_name(config.schedule)
 
 
+def _is_diffusers(path: str) -> bool:
+    """A .safetensors file, a pipeline directory, or a directory whose config.json names a class."""
+    import os
+
+    if path.endswith(".safetensors") or os.path.exists(os.path.join(path, "model_index.json")):
+        return True
+    cfg = os.path.join(path, "config.json")
+    try:
+        return os.path.isfile(cfg) and "_class_name" in json.loads(Path(cfg).read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def load_model_path(path: str, diffusers: bool | None = None):
+    """The denoiser stored at ``path``: a `stepwise train` run directory, or a local diffusers model
+    (a ``save_pretrained`` directory or a ``.safetensors`` file, run through the PyTorch bridge)."""
+    if not os.path.exists(path):
+        raise SystemExit(f"error: model path {path} does not exist")
+    if not (_is_diffusers(path) if diffusers is None else diffusers):
+        from stepwise.training import load_denoiser
+        return load_denoiser(path)
+    try:
+        from stepwise.denoisers.torch_bridge import load_diffusers
+    except ImportError as e:
+        raise SystemExit(f"error: {path} is a diffusers model; {e}") from None
+    return load_diffusers(path)
+
+
+def check_schedule(model, config):
+    """``model`` if it was trained on ``config.schedule``, else a named error."""
+    from stepwise import schedules
+    want = schedules.by_name(config.schedule).describe()
+    if model.schedule.describe() != want:
+        raise SystemExit(f"error: the model was trained with {model.schedule.describe()}, "
+                         f"but config.schedule={config.schedule!r}; set config.schedule to match")
+    return model
+
+
 def build_model(config, schedule):
     """The denoiser named by ``config.model`` bound to ``schedule``."""
     from stepwise import denoisers
@@ -127,14 +165,16 @@ def build_model(config, schedule):
     elif kind == "checkpoint":
         if not config.model.checkpoint:
             raise SystemExit("error: config.model.checkpoint must name a `stepwise train` run directory")
-        from stepwise.training import load_denoiser
-        model = load_denoiser(config.model.checkpoint)
-        if model.schedule.describe() != schedule.describe():
-            raise SystemExit(f"error: the checkpoint was trained with {model.schedule.describe()}, "
-                             f"but config.schedule={config.schedule!r}; set config.schedule to match")
+        model = check_schedule(load_model_path(config.model.checkpoint), config)
+    elif kind == "diffusers":
+        if not config.model.path:
+            raise SystemExit("error: config.model.path must name a local diffusers model directory or .safetensors file")
+        if not os.path.exists(config.model.path):
+            raise SystemExit(f"error: config.model.path={config.model.path!r} does not exist")
+        model = check_schedule(load_model_path(config.model.path, diffusers=True), config)
     else:
         raise SystemExit(f"error: config.model.kind={kind!r} is not supported; "
-                         "allowed: ['digits_gmm', 'digits_gmm_conditional', 'checkpoint']")
+                         "allowed: ['digits_gmm', 'digits_gmm_conditional', 'checkpoint', 'diffusers']")
     if config.model.precision not in ("float32", "bfloat16"):
         raise SystemExit(f"error: config.model.precision={config.model.precision!r}; "
                          "allowed: ['float32', 'bfloat16']")

@@ -120,7 +120,7 @@ def convert_state_dict(state: dict[str, np.ndarray], template) -> dict:
     return params
 
 
-def _find_scheduler_config(path: str) -> dict | None:
+def find_scheduler_config(path: str) -> dict | None:
     for cand in (os.path.join(path, "scheduler_config.json"),
                  os.path.join(os.path.dirname(os.path.abspath(path)), "scheduler", "scheduler_config.json")):
         if os.path.exists(cand):
@@ -166,7 +166,7 @@ def load_diffusers_unet(path: str, scheduler_config: dict | None = None, dtype=j
     params = convert_state_dict(load_file(w_path), template)
     params = jax.tree.map(lambda a: a.astype(dtype), params)
     sched = schedule_from_scheduler_config(scheduler_config if scheduler_config is not None
-                                           else _find_scheduler_config(path))
+                                           else find_scheduler_config(path))
     n = int(sched.ts_grid.shape[0])
     return FlaxDenoiser(module, params, "eps", sched, data_shape, cost=1.0,
                         time_input=("t", float(n), -1.0), scale_input=False)

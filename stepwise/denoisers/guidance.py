@@ -54,8 +54,14 @@ def threshold_x0(x0, th: Thresholding):
     return jnp.where(th.kind == DYNAMIC, dynamic, jnp.where(th.kind == STATIC, static, x0))
 
 
-def null_condition(cond):
-    """The unconditional counterpart of a condition batch (labels -> NULL_LABEL)."""
+def null_condition(cond, model=None):
+    """The unconditional counterpart of a condition batch: the model's own (``model.null_condition``,
+    e.g. an empty-prompt embedding; wrappers are looked through), else labels -> NULL_LABEL."""
+    while model is not None:
+        own = getattr(type(model), "null_condition", None)
+        if own is not None:
+            return model.null_condition(cond)
+        model = getattr(model, "inner", None)
     return jnp.full_like(cond, NULL_LABEL)
 
 
@@ -69,7 +75,7 @@ def guided_x0_eps(model, x, t, cond=None, scale=1.0, threshold: Thresholding | N
 
         def doubled(_):
             both = x0_eps(model, jnp.concatenate([x, x]), t,
-                          jnp.concatenate([cond, null_condition(cond)]))
+                          jnp.concatenate([cond, null_condition(cond, model)]))
             b = x.shape[0]
             w = jnp.asarray(scale, x.dtype)
             return tuple(p[b:] + w * (p[:b] - p[b:]) for p in both)

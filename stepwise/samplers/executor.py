@@ -9,6 +9,7 @@ so only the chosen model runs and no plan change retraces.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -111,6 +112,42 @@ def _eval_branches(models, ts, guidance, cond, threshold, with_analytic: bool):
     return out + [evaluate(m) for m in models]
 
 
+class StepUpdate(NamedTuple):
+    """Step i's update x_{i+1} = a x_base + b sum_j w_j f_j (f = x0 if ``data`` else eps) over the
+    history slots (newest first) whose node indices are ``nodes``: THE step geometry, shared by the
+    compiled executor and the host program (``samplers.program``)."""
+
+    base: jnp.ndarray
+    data: jnp.ndarray
+    a: jnp.ndarray
+    b: jnp.ndarray
+    args: tuple
+    delta: jnp.ndarray
+
+    def predictor_weights(self):
+        return predictor_weights(*self.args) + self.delta
+
+    def corrector_weights(self):
+        return corrector_weights(*self.args) + self.delta
+
+
+def step_update(plan: SolverPlan, i, nodes, ts, lam, alpha, sigma, schedule) -> StepUpdate:
+    """The coefficients of step i given the history's node indices (-1: empty slot)."""
+    n = ts.shape[0] - 1
+    dt = ts.dtype
+    b = plan.base[i]
+    node_b = nodes[b]
+    data = plan.prediction[i] == DATA
+    slots = jnp.concatenate([jnp.clip(nodes, 0, n), jnp.asarray(i + 1, nodes.dtype)[None]])
+    h = lam[i + 1] - lam[node_b]
+    geom = StepGeometry(lam=lam[slots], t=ts[slots], valid=jnp.concatenate([nodes >= 0, jnp.ones((1,), bool)]),
+                        base=b, h=h, z=jnp.where(data, -h, h))
+    a_coef = jnp.where(data, sigma[i + 1] / sigma[node_b], alpha[i + 1] / alpha[node_b])
+    b_coef = jnp.where(data, alpha[i + 1], -sigma[i + 1])
+    args = (geom, plan.order[i], plan.variant[i], plan.expansion[i], plan.coef[i], schedule)
+    return StepUpdate(b, data, a_coef, b_coef, args, plan.corrections[i].astype(dt))  # corrections: learned (0 = the solver)
+
+
 def _sample_impl(models, schedule, plan: SolverPlan, x_T, cond, threshold, return_trajectory: bool):
     _TRACES["sample"] += 1
     dt = x_T.dtype
@@ -143,20 +180,10 @@ def _sample_impl(models, schedule, plan: SolverPlan, x_T, cond, threshold, retur
         hist = (xs, x0s, epss, nodes)
 
         # (2) predictor from base node i - base[i]
-        b = plan.base[i]
-        node_b = nodes[b]
-        data = plan.prediction[i] == DATA
-        slots = jnp.concatenate([jnp.clip(nodes, 0, n), (i + 1)[None]])
-        h = lam[i + 1] - lam[node_b]
-        geom = StepGeometry(lam=lam[slots], t=ts[slots], valid=jnp.concatenate([nodes >= 0, jnp.ones((1,), bool)]),
-                            base=b, h=h, z=jnp.where(data, -h, h))
-        a_coef = jnp.where(data, sigma[i + 1] / sigma[node_b], alpha[i + 1] / alpha[node_b])
-        b_coef = jnp.where(data, alpha[i + 1], -sigma[i + 1])
-        f_hist = jnp.where(data, x0s, epss)
-        args = (geom, plan.order[i], plan.variant[i], plan.expansion[i], plan.coef[i], schedule)
-        x_b = xs[b]
-        delta = plan.corrections[i].astype(dt)           # learned weight corrections (zeros: the solver)
-        x_pred = combine(predictor_weights(*args) + delta, f_hist, None, x_b, a_coef, b_coef)  # slot HISTORY unused
+        u = step_update(plan, i, nodes, ts, lam, alpha, sigma, schedule)
+        f_hist = jnp.where(u.data, x0s, epss)
+        x_b = xs[u.base]
+        x_pred = combine(u.predictor_weights(), f_hist, None, x_b, u.a, u.b)  # slot HISTORY unused
 
         # (3) optional corrector, evaluated at the predicted point and node i+1
         corr = plan.corrector[i]
@@ -164,8 +191,7 @@ def _sample_impl(models, schedule, plan: SolverPlan, x_T, cond, threshold, retur
 
         def corrected(h_):
             x0n, epsn = lax.switch(plan.model[nxt], evals, x_pred, jnp.minimum(i + 1, n))
-            w = corrector_weights(*args) + delta
-            x_new = combine(w, f_hist, jnp.where(data, x0n, epsn), x_b, a_coef, b_coef)
+            x_new = combine(u.corrector_weights(), f_hist, jnp.where(u.data, x0n, epsn), x_b, u.a, u.b)
             pushed = _push(h_, x_new, x0n, epsn, i + 1)
             keep = corr == UNIC
             h_out = jax.tree.map(lambda p, q: jnp.where(keep, p, q), pushed, h_)

@@ -1,13 +1,17 @@
-"""stepwise export: a schedule file's time nodes for diffusers or k-diffusion."""
+"""stepwise export: a schedule file for diffusers (a whole-plan scheduler, or nodes), k-diffusion, ComfyUI."""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 
 EXAMPLE = """examples:
   stepwise export runs/search-nfe5/schedule.json --to k-diffusion
   stepwise export plan.json --to diffusers --schedule vp_discrete
-Only the time nodes transfer; per-step solver decisions have no counterpart in those tools.
+  stepwise export plan.json --to diffusers-scheduler --out my_scheduler --scheduler-config model/scheduler
+--to diffusers-scheduler writes a StepwiseScheduler (torch extra) that runs EVERY per-step decision
+inside a diffusers pipeline (load it with StepwiseScheduler.from_pretrained(DIR)); the other formats
+hold time nodes only and print what they drop.
 """
 
 
@@ -15,7 +19,12 @@ def add_parser(sub):
     p = sub.add_parser("export", help="convert a schedule file's nodes for diffusers / k-diffusion",
                        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("plan", help="a schedule file (JSON) written by `stepwise search`")
-    p.add_argument("--to", choices=["diffusers", "diffusers-sigmas", "k-diffusion"], default="k-diffusion")
+    p.add_argument("--to", choices=["diffusers-scheduler", "diffusers", "diffusers-sigmas", "k-diffusion", "comfyui"],
+                   default="k-diffusion")
+    p.add_argument("--out", default=None, help="--to diffusers-scheduler: the directory to write")
+    p.add_argument("--scheduler-config", default=None,
+                   help="--to diffusers-scheduler: the model's scheduler_config.json (or its directory) for betas "
+                        "and prediction_type (default: DDPM linear betas, epsilon)")
     p.add_argument("--schedule", default=None,
                    help="noise schedule name (default: the one recorded in the file, else vp_linear)")
     p.add_argument("--num-train-timesteps", type=int, default=1000)
@@ -50,6 +59,10 @@ def run(args) -> int:
 
     import numpy as np
 
+    if args.to == "diffusers-scheduler":
+        return _scheduler(args)
+    if args.out or args.scheduler_config:
+        raise ValueError(f"--out/--scheduler-config: only used with --to diffusers-scheduler, not --to {args.to}")
     meta = load_schedule(args.plan)
     name = args.schedule or _schedule_name(meta) or "vp_linear"
     sched = schedules.by_name(name)
@@ -66,10 +79,30 @@ def run(args) -> int:
             raise ValueError(f"--to diffusers: {e}") from None
     elif args.to == "diffusers-sigmas":
         out = {"sigmas": schedules.to_sigmas(plan.ts, sched).tolist()}
-    else:
+    else:   # k-diffusion and ComfyUI's SIGMAS: sigma/alpha per node and a final 0
         out = {"sigmas": schedules.to_k_diffusion_sigmas(plan.ts, sched).tolist()}
     out["schedule"] = name
     print(json.dumps(out))
+    return 0
+
+
+def _scheduler(args) -> int:
+    """Write a StepwiseScheduler directory (every decision kept; nothing dropped)."""
+    if not args.out:
+        raise ValueError("--out: --to diffusers-scheduler needs the directory to write")
+    if args.drop_corrections:
+        raise ValueError("--drop-corrections: the diffusers scheduler keeps the corrections; nothing is dropped")
+    try:
+        from stepwise.integrations.diffusers_scheduler import StepwiseScheduler
+    except ImportError as e:
+        raise ValueError(f"--to diffusers-scheduler needs the torch extra (pip install -e '.[torch]'): {e}") from None
+    cfg = args.scheduler_config
+    if cfg is not None and not os.path.exists(cfg):
+        raise ValueError(f"--scheduler-config: {cfg} does not exist")
+    sched = StepwiseScheduler.from_schedule_file(args.plan, cfg)
+    sched.save_pretrained(args.out)
+    print(f"wrote {os.path.join(args.out, StepwiseScheduler.config_name)} ({sched.num_inference_steps} model calls; "
+          "every per-step decision kept)")
     return 0
 
 

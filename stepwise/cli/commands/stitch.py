@@ -38,7 +38,6 @@ from stepwise.search.space import plan_hash
 from stepwise.search.stitching import joint_front, model_only_space, save_front, stitch_evaluator
 from stepwise.search.strategies import EvolutionOptions
 from stepwise.solvers import plan as solver_plan
-from stepwise.training import load_denoiser
 from stepwise.solvers.transforms import sweep_fractions, t_stitch
 
 EXAMPLE = """examples:
@@ -65,7 +64,7 @@ def build_pair(cfg, s: dict, sched):
     if s["pair"] == "checkpoints":
         if not s["small_checkpoint"] or not s["large_checkpoint"]:
             raise SystemExit("error: pair=checkpoints needs config.stitch.small_checkpoint and large_checkpoint")
-        small, large = load_denoiser(s["small_checkpoint"]), load_denoiser(s["large_checkpoint"])
+        small, large = runtime.load_model_path(s["small_checkpoint"]), runtime.load_model_path(s["large_checkpoint"])
         data = load_digits(int(s["data_size"]), flat=True, dtype=np.float64)[0]
         if data.shape[1] != int(np.prod(large.data_shape)):
             raise SystemExit(f"error: digits at size {s['data_size']} have {data.shape[1]} values, the model "

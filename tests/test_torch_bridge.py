@@ -1,0 +1,222 @@
+"""PyTorch denoisers inside the compiled sampler (torchax bridge): parity with the torch forward,
+one compile for many plans, gradients through the whole sampler, offline loading."""
+import json
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from _helpers import torch_stack
+
+torch, diffusers = torch_stack()
+
+from stepwise import samplers, solvers  # noqa: E402
+from stepwise.denoisers import torch_bridge as tb  # noqa: E402
+from stepwise.samplers.executor import trace_count  # noqa: E402
+
+T = np.array([0.9, 0.5, 0.02], np.float32)
+
+
+def tiny_unet(seed=0, **kw):
+    torch.manual_seed(seed)
+    return diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16),
+                                 layers_per_block=1, down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                                 up_block_types=("AttnUpBlock2D", "UpBlock2D"), norm_num_groups=4,
+                                 attention_head_dim=4, **kw).eval()
+
+
+def nchw(x):
+    return torch.tensor(np.transpose(x, (0, 3, 1, 2)))
+
+
+def nhwc(t):
+    return t.detach().numpy().transpose(0, 2, 3, 1)
+
+
+@pytest.fixture(scope="module")
+def unet():
+    return tiny_unet()
+
+
+@pytest.mark.parametrize("kind,pred", [("epsilon", "eps"), ("v_prediction", "v"), ("sample", "x0")])
+def test_unet2d_forward_matches_torch(unet, kind, pred):
+    d = tb.from_unet2d(unet, {"prediction_type": kind, "beta_schedule": "linear"})
+    assert d.prediction == pred and d.data_shape == (8, 8, 1)
+    x = np.random.default_rng(0).normal(size=(3, 8, 8, 1)).astype(np.float32)
+    with torch.no_grad():
+        ref = nhwc(unet(nchw(x), torch.tensor(T * 1000 - 1)).sample)   # step n = N t - 1
+    np.testing.assert_allclose(np.asarray(d(jnp.asarray(x), jnp.asarray(T))), ref, atol=1e-5)
+    assert d.cost > 1e4  # FLOPs per sample from XLA's cost analysis, not a placeholder
+
+
+def test_unet2d_condition_forward_and_null_embedding():
+    torch.manual_seed(1)
+    cu = diffusers.UNet2DConditionModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16),
+                                        layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=12,
+                                        norm_num_groups=4, attention_head_dim=4).eval()
+    rng = np.random.default_rng(1)
+    null = rng.normal(size=(3, 12)).astype(np.float32)
+    d = tb.from_unet2d_condition(cu, None, null_embedding=null)
+    x, emb = rng.normal(size=(3, 8, 8, 1)).astype(np.float32), rng.normal(size=(3, 3, 12)).astype(np.float32)
+    with torch.no_grad():
+        ref = nhwc(cu(nchw(x), torch.tensor(T * 1000 - 1), encoder_hidden_states=torch.tensor(emb)).sample)
+        ref_null = nhwc(cu(nchw(x), torch.tensor(T * 1000 - 1),
+                           encoder_hidden_states=torch.tensor(np.broadcast_to(null, emb.shape).copy())).sample)
+    np.testing.assert_allclose(np.asarray(d(jnp.asarray(x), jnp.asarray(T), jnp.asarray(emb))), ref, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(d(jnp.asarray(x), jnp.asarray(T))), ref_null, atol=1e-5)
+    # guidance builds the unconditional half from the model's null embedding, not from label -1
+    from stepwise.denoisers import guided_x0_eps, x0_eps
+    g, t = jnp.asarray(3.0), jnp.asarray(0.5)
+    x0g, _ = guided_x0_eps(d, jnp.asarray(x), t, jnp.asarray(emb), g)
+    x0c, _ = x0_eps(d, jnp.asarray(x), t, jnp.asarray(emb))
+    x0u, _ = x0_eps(d, jnp.asarray(x), t, None)
+    np.testing.assert_allclose(np.asarray(x0g), np.asarray(x0u + 3.0 * (x0c - x0u)), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="null_embedding"):
+        tb.from_unet2d_condition(cu, None)
+
+
+def test_dit_forward_null_class_and_learned_sigma():
+    torch.manual_seed(2)
+    dit = diffusers.DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=2, out_channels=4,
+                                          num_layers=1, sample_size=8, patch_size=2, num_embeds_ada_norm=5).eval()
+    d = tb.from_dit(dit)
+    assert d.num_classes == 5 and d.data_shape == (8, 8, 2)
+    x = np.random.default_rng(2).normal(size=(3, 8, 8, 2)).astype(np.float32)
+    with torch.no_grad():   # label -1 is the unconditional class = DiT's extra row (index 5)
+        ref = nhwc(dit(nchw(x), timestep=torch.tensor(T * 1000 - 1), class_labels=torch.tensor([1, 5, 4])).sample[:, :2])
+    out = d(jnp.asarray(x), jnp.asarray(T), jnp.asarray([1, -1, 4]))
+    np.testing.assert_allclose(np.asarray(out), ref, atol=1e-5)
+
+
+class EDMNet(torch.nn.Module):
+    """A tiny EDM-preconditioned network: D(x; s) = c_skip x + c_out F(c_in x, c_noise)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.f = torch.nn.Sequential(torch.nn.Conv2d(2, 8, 3, padding=1), torch.nn.SiLU(), torch.nn.Conv2d(8, 1, 3, padding=1))
+
+    def forward(self, x, sigma):
+        sd = 0.5
+        s = sigma.reshape(-1, 1, 1, 1)
+        c_skip, c_out = sd**2 / (s**2 + sd**2), s * sd / (s**2 + sd**2).sqrt()
+        c_in, c_noise = 1 / (s**2 + sd**2).sqrt(), s.log() / 4
+        h = torch.cat([c_in * x, c_noise.expand_as(x)], dim=1)
+        return c_skip * x + c_out * self.f(h)
+
+
+def test_edm_forward_and_sampling():
+    net = EDMNet().eval()
+    d = tb.from_edm(net, (8, 8, 1))
+    assert d.prediction == "x0" and float(d.schedule.t_max) == 80.0
+    sig = np.array([80.0, 1.0, 0.01], np.float32)
+    x = np.random.default_rng(3).normal(size=(3, 8, 8, 1)).astype(np.float32) * sig[:, None, None, None]
+    with torch.no_grad():
+        ref = nhwc(net(nchw(x), torch.tensor(sig)))
+    np.testing.assert_allclose(np.asarray(d(jnp.asarray(x), jnp.asarray(sig))), ref, atol=1e-5)
+    plan = solvers.build_preset("heun", 7, d.schedule, "karras")
+    out = samplers.sample(d, d.schedule, plan, jax.random.normal(jax.random.key(0), (2, 8, 8, 1)) * 80.0)
+    assert np.isfinite(np.asarray(out)).all()
+
+
+def test_bridged_model_compiles_once_for_many_plans(unet):
+    d = tb.from_unet2d(unet)
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
+    plans = [solvers.build_preset(n, 5, d.schedule, disc, **kw) for n, disc, kw in
+             [("dpm_solver_pp", "logsnr", {"order": 2}), ("unipc", "time_uniform", {"order": 3}),
+              ("ipndm", "time_quadratic", {}), ("ddim", "logsnr", {})]]
+    samplers.sample(d, d.schedule, plans[0], x).block_until_ready()
+    before = trace_count()
+    outs = [np.asarray(samplers.sample(d, d.schedule, p, x)) for p in plans]
+    assert trace_count() == before
+    assert not np.allclose(outs[0], outs[2])    # the plans really differ
+
+
+@pytest.mark.slow
+def test_grad_through_sampler_matches_finite_differences(unet):
+    d = tb.from_unet2d(unet)
+    x = jax.random.normal(jax.random.key(1), (2, 8, 8, 1))
+    base = solvers.build_preset("dpm_solver_pp", 4, d.schedule, "logsnr", order=2)
+
+    def loss(t1):
+        plan = eqx.tree_at(lambda p: p.ts, base, base.ts.at[2].set(t1))
+        return jnp.mean(jnp.tanh(samplers.sample(d, d.schedule, plan, x)))
+
+    t1 = base.ts[2]
+    g = float(jax.grad(loss)(t1))
+    h = 2e-3
+    fd = float((loss(t1 + h) - loss(t1 - h)) / (2 * h))
+    assert np.isfinite(g) and g != 0.0
+    assert abs(g - fd) <= 0.05 * abs(fd) + 1e-4, (g, fd)
+
+
+def test_load_directory_safetensors_and_pipeline_dir(tmp_path, unet):
+    from safetensors.torch import save_file
+    unet.save_pretrained(tmp_path / "model")
+    (tmp_path / "model" / "scheduler_config.json").write_text(json.dumps(
+        {"_class_name": "DDPMScheduler", "prediction_type": "v_prediction", "beta_schedule": "linear",
+         "beta_start": 1e-4, "beta_end": 0.02, "num_train_timesteps": 1000}))
+    a = tb.load_diffusers(str(tmp_path / "model"))
+    assert a.prediction == "v"
+    save_file(unet.state_dict(), str(tmp_path / "weights.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps(dict(unet.config)))
+    b = tb.load_diffusers(str(tmp_path / "weights.safetensors"))
+    assert b.prediction == "eps"              # no scheduler config beside it: DDPM's epsilon
+    pipe = tmp_path / "pipe"
+    unet.save_pretrained(pipe / "unet")
+    (pipe / "model_index.json").write_text(json.dumps({"_class_name": "DDPMPipeline"}))
+    (pipe / "scheduler").mkdir()
+    (pipe / "scheduler" / "scheduler_config.json").write_text(json.dumps({"prediction_type": "sample"}))
+    c = tb.load_diffusers(str(pipe))
+    assert c.prediction == "x0"
+    x = jax.random.normal(jax.random.key(2), (2, 8, 8, 1))
+    outs = [np.asarray(m(x, jnp.asarray([0.7, 0.1]))) for m in (a, b, c)]
+    np.testing.assert_allclose(outs[0], outs[1], atol=1e-6)
+    np.testing.assert_allclose(outs[0], outs[2], atol=1e-6)
+    with pytest.raises(ValueError, match="_class_name"):
+        (tmp_path / "bad").mkdir()
+        (tmp_path / "bad" / "config.json").write_text(json.dumps({"_class_name": "VQModel"}))
+        tb.load_diffusers(str(tmp_path / "bad"))
+    with pytest.raises(FileNotFoundError, match="model.path"):
+        tb.load_diffusers(str(tmp_path / "missing"))
+
+
+@pytest.mark.slow
+def test_bridge_agrees_with_the_flax_import(tmp_path, unet):
+    """Two independent paths from one checkpoint: torch through torchax, and the weights converted
+    into stepwise's Flax UNet (denoisers.diffusers_import)."""
+    from stepwise.denoisers.diffusers_import import load_diffusers_unet
+    unet.save_pretrained(tmp_path / "m")
+    flax_model = load_diffusers_unet(str(tmp_path / "m"))
+    bridged = tb.load_diffusers(str(tmp_path / "m"))
+    x = jax.random.normal(jax.random.key(3), (2, 8, 8, 1))
+    t = jnp.asarray([0.95, 0.3])
+    np.testing.assert_allclose(np.asarray(bridged(x, t)), np.asarray(flax_model(x, t)), atol=2e-4)
+
+
+def _cli(*args, cwd=None):
+    import subprocess
+    import sys
+    from _helpers import TORCHVISION_SHIM
+    return subprocess.run([sys.executable, "-c", f"{TORCHVISION_SHIM}; from stepwise.cli import main; raise SystemExit(main())",
+                           *args], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.mark.slow
+def test_cli_samples_a_local_diffusers_model(tmp_path, unet):
+    unet.save_pretrained(tmp_path / "m")
+    r = _cli("sample", "--workdir", str(tmp_path / "run"), "--config.model.kind=diffusers",
+             f"--config.model.path={tmp_path / 'm'}", "--config.schedule=vp_discrete", "--config.nfe=4",
+             "--config.num_samples=8", "--config.batch_size=8", "--config.reference_samples=4")
+    assert r.returncode == 0, r.stderr[-2000:]
+    x = np.load(tmp_path / "run" / "samples.npz")["samples"]
+    assert x.shape[0] == 8 and np.isfinite(x).all()
+    r = _cli("sample", "--workdir", str(tmp_path / "run2"), "--config.model.kind=diffusers",
+             f"--config.model.path={tmp_path / 'm'}", "--config.schedule=vp_linear")
+    assert r.returncode == 2 and "config.schedule" in r.stderr
+    r = _cli("sample", "--workdir", str(tmp_path / "run3"), "--config.model.kind=diffusers",
+             f"--config.model.path={tmp_path / 'nope'}", "--config.schedule=vp_discrete")
+    assert r.returncode == 2 and "model.path" in r.stderr
