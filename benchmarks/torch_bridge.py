@@ -41,7 +41,7 @@ def main(argv=None) -> int:
                                  up_block_types=("AttnUpBlock2D",) * (len(chans) - 1) + ("UpBlock2D",),
                                  norm_num_groups=8).eval()
     params = sum(p.numel() for p in unet.parameters())
-    d = tb.from_unet2d(unet)
+    d = tb.from_unet2d(unet, cost=1.0)   # the FLOP count is not needed here
     x_np = np.random.default_rng(0).normal(size=(a.batch, a.size, a.size, 3)).astype(np.float32)
     x_t = torch.tensor(x_np.transpose(0, 3, 1, 2))
     t_t = torch.full((a.batch,), 500.0)
@@ -63,8 +63,10 @@ def main(argv=None) -> int:
     runs = {"torch eager forward": eager, "bridged forward": lambda: fwd(d, x, t).block_until_ready(),
             f"{a.nfe} bare bridged calls": bare,
             f"sampler NFE {a.nfe}": lambda: samplers.sample(d, d.schedule, plan, x).block_until_ready()}
-    for f in runs.values():  # compile / warm up
+    for k, f in runs.items():  # compile / warm up
+        t0 = time.perf_counter()
         f()
+        print(f"  warm-up {k}: {time.perf_counter() - t0:.1f}s", flush=True)
     times = {k: [] for k in runs}
     for _ in range(a.repeats):
         for k, f in runs.items():

@@ -51,8 +51,26 @@ def _is_concrete(tree) -> bool:
     return not any(isinstance(l, jax.core.Tracer) for l in jax.tree.leaves(tree))
 
 
+class NonFiniteError(ValueError):
+    """The sampler's state became non-finite: ``step`` (first one), its ``model``, the node times
+    ``t_from``/``t_to`` and the ``fraction`` of rows affected at that step."""
+
+    def __init__(self, step: int, model: int, t_from: float, t_to: float, fraction: float):
+        self.step, self.model, self.t_from, self.t_to, self.fraction = step, model, t_from, t_to, fraction
+        super().__init__(f"sample: the state became non-finite at step {step} (model {model}, from t={t_from:.6g} "
+                         f"to t={t_to:.6g}) in {fraction:.1%} of the rows; the plan diverges there or the "
+                         "denoiser returned NaN/inf")
+
+
+def _raise_nonfinite(diag, plan) -> None:
+    step, frac = int(diag[0]), float(diag[1])
+    if step >= 0:
+        ts = np.asarray(plan.ts, np.float64)
+        raise NonFiniteError(step, int(np.asarray(plan.model)[step]), float(ts[step]), float(ts[step + 1]), frac)
+
+
 def sample(denoisers, schedule, plan: SolverPlan, x_T, cond=None, threshold: Thresholding | None = None,
-           return_trajectory: bool = False, devices=None):
+           return_trajectory: bool = False, devices=None, check_finite: bool = True):
     """Integrate the probability-flow ODE from x_T along ``plan``; returns x at plan.ts[-1].
 
     ``denoisers`` is one denoiser, a :class:`denoisers.DenoiserSet` (the plan's model column indexes
@@ -71,6 +89,13 @@ def sample(denoisers, schedule, plan: SolverPlan, x_T, cond=None, threshold: Thr
         validate(plan, schedule, num_models=len(models))
     if x_T.ndim < 2:
         raise ValueError(f"x_T: expected shape (batch, *data_shape), got {x_T.shape}")
+    if x_T.shape[0] == 0:
+        raise ValueError("x_T: empty batch (0 rows)")
+    shape = getattr(models[0], "data_shape", None)
+    if isinstance(shape, tuple) and tuple(x_T.shape[1:]) != shape:
+        raise ValueError(f"x_T: shape {tuple(x_T.shape)} does not match the denoiser's data_shape; "
+                         f"expected (batch, {', '.join(map(str, shape))})")
+    check = bool(check_finite) and _is_concrete((plan, x_T))
     if cond is not None and jnp.shape(cond)[:1] != x_T.shape[:1]:
         raise ValueError(f"cond: leading dimension {jnp.shape(cond)[:1]} must match the batch {x_T.shape[:1]}")
     if devices is None:
@@ -81,9 +106,14 @@ def sample(denoisers, schedule, plan: SolverPlan, x_T, cond=None, threshold: Thr
         x_T = shard_batch(x_T, mesh)
         if cond is not None:
             cond = shard_batch(pad_batch(jnp.asarray(cond), len(devices))[0], mesh)
-        out = _sample_jit(models, schedule, plan, x_T, cond, threshold, return_trajectory)
+        out, diag = _sample_jit(models, schedule, plan, x_T, cond, threshold, return_trajectory, check)
+        if check:
+            _raise_nonfinite(diag, plan)
         return (out[0][:n], out[1][:, :n]) if return_trajectory else out[:n]
-    return _sample_jit(models, schedule, plan, x_T, cond, threshold, return_trajectory)
+    out, diag = _sample_jit(models, schedule, plan, x_T, cond, threshold, return_trajectory, check)
+    if check:
+        _raise_nonfinite(diag, plan)
+    return out
 
 
 def _push(hist, x, x0, eps, node):
@@ -148,7 +178,8 @@ def step_update(plan: SolverPlan, i, nodes, ts, lam, alpha, sigma, schedule) -> 
     return StepUpdate(b, data, a_coef, b_coef, args, plan.corrections[i].astype(dt))  # corrections: learned (0 = the solver)
 
 
-def _sample_impl(models, schedule, plan: SolverPlan, x_T, cond, threshold, return_trajectory: bool):
+def _sample_impl(models, schedule, plan: SolverPlan, x_T, cond, threshold, return_trajectory: bool,
+                 check_finite: bool = False):
     _TRACES["sample"] += 1
     dt = x_T.dtype
     ts = plan.ts.astype(dt)
@@ -165,8 +196,16 @@ def _sample_impl(models, schedule, plan: SolverPlan, x_T, cond, threshold, retur
             acc = acc + w[HISTORY].astype(dt) * f_new
         return a_coef * x_b + b_coef * acc
 
+    def first_nonfinite(diag, i, x_next):
+        if not check_finite:
+            return diag
+        rows = jnp.all(jnp.isfinite(x_next.reshape(x_next.shape[0], -1)), axis=1)
+        frac = 1.0 - jnp.mean(rows.astype(jnp.float32))
+        new = (diag[0] < 0) & (frac > 0)
+        return (jnp.where(new, i, diag[0]).astype(jnp.int32), jnp.where(new, frac, diag[1]).astype(jnp.float32))
+
     def step(carry, i):
-        x, hist, pending = carry
+        x, hist, pending, diag = carry
         # (1) the value at node i
         def fresh(h):
             branch = jnp.where((i == 0) & (plan.analytic_first == 1), plan.model[i],
@@ -201,17 +240,18 @@ def _sample_impl(models, schedule, plan: SolverPlan, x_T, cond, threshold, retur
             return x_pred, h_, jnp.asarray(False)
 
         x_next, hist, pending = lax.cond(corr != NO_CORRECTOR, corrected, plain, hist)
-        return (x_next, hist, pending), (x_next if return_trajectory else None)
+        return (x_next, hist, pending, first_nonfinite(diag, i, x_next)), (x_next if return_trajectory else None)
 
     hist0 = (jnp.zeros((HISTORY,) + x_T.shape, dt), jnp.zeros((HISTORY,) + x_T.shape, dt),
              jnp.zeros((HISTORY,) + x_T.shape, dt), jnp.full((HISTORY,), -1, jnp.int32))
-    (x, _, _), traj = lax.scan(step, (x_T, hist0, jnp.asarray(False)), jnp.arange(n))
+    diag0 = (jnp.asarray(-1, jnp.int32), jnp.asarray(0.0, jnp.float32))
+    (x, _, _, diag), traj = lax.scan(step, (x_T, hist0, jnp.asarray(False), diag0), jnp.arange(n))
     if return_trajectory:
-        return x, jnp.concatenate([x_T[None], traj], axis=0)
-    return x
+        return (x, jnp.concatenate([x_T[None], traj], axis=0)), diag
+    return x, diag
 
 
-_sample_jit = eqx.filter_jit(_sample_impl)
+_sample_jit = eqx.filter_jit(_sample_impl)   # bools are static under filter_jit: check on/off compile apart
 
 
 def chunked(fn, x_T, batch_size: int, cond=None) -> np.ndarray:

@@ -82,6 +82,8 @@ class Evaluator:
         shape = (num_samples,) + tuple(model.data_shape)
         self.x_T = np.asarray(jax.random.normal(jax.random.key(seed), shape) * schedule.prior_std(), np.float32)
         self.mean, self.cov = model.moments() if has_moments(model) else (None, None)
+        self.log = log
+        self.diverged: dict[str, str] = {}   # plan hash -> why it got BAD_SCORE (where it became non-finite)
         self.cache = {} if cache is None else cache
         self.evaluations = 0
         self.sample_time = 0.0
@@ -114,7 +116,20 @@ class Evaluator:
             xb = jnp.asarray(self.x_T)
             f = jax.vmap(lambda pl: samplers.sample(self.denoisers, self.schedule, pl, xb))
             return list(np.asarray(f(stacked)))
-        return [run_plan(self.denoisers, self.schedule, p, self.x_T, self.batch_size) for p in plans]
+        return [self._run_one(p) for p in plans]
+
+    def _run_one(self, plan):
+        """The plan's samples, or None when it diverges (the reason is kept and logged)."""
+        try:
+            return run_plan(self.denoisers, self.schedule, plan, self.x_T, self.batch_size)
+        except samplers.NonFiniteError as e:
+            self._diverged(plan_hash(plan), str(e).removeprefix("sample: "))
+            return None
+
+    def _diverged(self, key: str, why: str) -> None:
+        self.diverged[key] = why
+        if self.log:
+            self.log(f"candidate {key[:10]} diverged (score {BAD_SCORE:g}): {why}")
 
     def score(self, plans: Sequence) -> list[float]:
         """Scores of plans (cached ones are not sampled again)."""
@@ -127,7 +142,10 @@ class Evaluator:
             t0 = time.perf_counter()
             outs = self._sample_many(list(todo.values()))
             for k, x in zip(todo, outs):
-                self.cache[k] = self.score_samples(x)
+                self.cache[k] = BAD_SCORE if x is None else self.score_samples(x)
+                if x is not None and self.cache[k] == BAD_SCORE and k not in self.diverged:
+                    self._diverged(k, "non-finite samples or score" if not np.all(np.isfinite(x))
+                                   else "non-finite score")
             self.evaluations += len(todo)
             self.sample_time += time.perf_counter() - t0
         return [float(self.cache[k]) for k in keys]

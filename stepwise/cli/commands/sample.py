@@ -66,7 +66,10 @@ def run(args) -> int:
         x_T = jax.random.normal(jax.random.fold_in(key, b), (m,) + shape) * sched.prior_std()
         first_noise = x_T if first_noise is None else first_noise
         c = None if labels is None else labels[i:i + m]
-        x = np.asarray(samplers.sample(model, sched, plan, x_T, cond=c, threshold=threshold))
+        try:
+            x = np.asarray(samplers.sample(model, sched, plan, x_T, cond=c, threshold=threshold))
+        except samplers.NonFiniteError as e:
+            raise SystemExit(f"error: batch {b} (rows {i}..{i + m - 1}): {e}{_keep_partial(workdir, keep, i, writer)}") from None
         stats = evaluation.moments_update(stats, x.reshape(m, dim))
         if keep is not None:
             keep[i:i + m] = x
@@ -110,6 +113,15 @@ def run(args) -> int:
         print(f"  {k:>26s}: {v:.6g}" if isinstance(v, float) else f"  {k:>26s}: {v}")
     print(f"wrote {workdir / ('samples.npz' if keep is not None else 'metrics.json')}")
     return 0
+
+
+def _keep_partial(workdir, keep, rows: int, writer: bool) -> str:
+    """Save the finished (finite) rows of a run that diverged; the message's tail says where."""
+    if keep is None or rows == 0 or not writer:
+        return "; no finished batch to keep"
+    path = workdir / "samples.partial.npz"
+    savez_atomic(path, samples=keep[:rows])
+    return f"; kept the {rows} finished samples in {path}"
 
 
 def _reduce_hosts(stats):
