@@ -92,6 +92,14 @@ def read_json(path: str | os.PathLike, what: str = "file"):
         raise ValueError(f"{what}: {path} is not valid JSON ({e.msg} at line {e.lineno})") from None
 
 
+def load_npz(path: str | os.PathLike, what: str = "file"):
+    """``np.load`` of an .npz/.npy without pickles; an unreadable file is a ValueError naming it."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"{what}: {os.fspath(path)!r} is not a readable NumPy file ({str(e).split('.')[0]})") from None
+
+
 def remove_leftovers(directory: str | os.PathLike) -> list[str]:
     """Delete the temporary files that killed atomic writers left in ``directory`` (call it while
     holding the directory's lock, so no live writer owns them); returns their names."""

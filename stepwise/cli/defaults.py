@@ -93,7 +93,8 @@ def search_defaults() -> ml_collections.ConfigDict:
     s.timesteps_only_generations = 3  # first generations move only the time nodes
     s.search_samples = 1024           # noises per candidate (the teacher solves them once)
     s.batch_size = 2048               # sampler chunk (one executable per chunk shape)
-    s.vmap = False                    # vmap candidates of a generation over stacked plans
+    s.vmap = False                    # score a generation in chunks of stacked plans, objective on device (one call per chunk)
+    s.vmap_chunk = 16                 # candidates per compiled call when vmap is on
     # search space
     s.node_space = "logsnr"           # logsnr | time: the coordinate the node increments live in
     s.min_gap = 0.004                 # smallest node increment (fraction of that coordinate's range)

@@ -127,7 +127,7 @@ def search_evaluator(s, model, schedule, log: Callable[[str], None] | None = pri
         raise ValueError(f"search.objective: unknown {_get(s, 'objective')!r}; allowed: {list(OBJECTIVES)}")
     return Evaluator(model, schedule, objective=_get(s, "objective"), num_samples=int(_get(s, "search_samples")),
                      seed=int(_get(s, "seed")), batch_size=int(_get(s, "batch_size")), use_vmap=bool(_get(s, "vmap")),
-                     log=log, denoisers=denoisers)
+                     chunk=int(_get(s, "vmap_chunk")), log=log, denoisers=denoisers)
 
 
 def final_options(s) -> FinalOptions:

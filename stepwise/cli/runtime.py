@@ -81,6 +81,8 @@ def save_config(workdir: Path, config) -> None:
     """
     path = workdir / "config.json"
     new = json.loads(json.dumps(config.to_dict(), default=jsonable))
+    if path.exists() and not _holds_results(workdir):
+        path.unlink()        # a run that stopped before writing anything (e.g. a bad value): not a run to keep
     if path.exists():
         old = json.loads(path.read_text())
         if _results_fields(old) != _results_fields(new):
@@ -90,6 +92,12 @@ def save_config(workdir: Path, config) -> None:
                              "choose another --workdir or rerun with the same config to resume")
         return
     write_json_atomic(path, new)
+
+
+def _holds_results(workdir: Path) -> bool:
+    """Whether a run directory holds anything but its config and lock (results, checkpoints, logs)."""
+    from stepwise.io import LOCK_NAME
+    return any(p.name not in ("config.json", LOCK_NAME) for p in workdir.iterdir())
 
 
 COSMETIC_FIELDS = ("progress", "workdir")   # fields that do not change results
@@ -173,14 +181,38 @@ def build_model(config, schedule):
             raise SystemExit(f"error: config.model.path={config.model.path!r} does not exist")
         model = check_schedule(load_model_path(config.model.path, diffusers=True), config)
     else:
-        raise SystemExit(f"error: config.model.kind={kind!r} is not supported; "
-                         "allowed: ['digits_gmm', 'digits_gmm_conditional', 'checkpoint', 'diffusers']")
-    if config.model.precision not in ("float32", "bfloat16"):
-        raise SystemExit(f"error: config.model.precision={config.model.precision!r}; "
-                         "allowed: ['float32', 'bfloat16']")
+        raise SystemExit(f"error: config.model.kind={kind!r} is not supported; allowed: {list(MODEL_KINDS)}")
+    if config.model.precision not in PRECISIONS:
+        raise SystemExit(f"error: config.model.precision={config.model.precision!r}; allowed: {list(PRECISIONS)}")
     if config.model.precision == "bfloat16":
         model = denoisers.LowPrecision(model, "bfloat16")
     return model
+
+
+MODEL_KINDS = ("digits_gmm", "digits_gmm_conditional", "checkpoint", "diffusers")
+PRECISIONS = ("float32", "bfloat16")
+
+
+def check_sampling_config(config):
+    """Every cheap check of a sampling config, before a run directory or a model exists: the
+    schedule, the plan (preset at an NFE, or a schedule file in the schedule's domain), model kind
+    and precision, guidance, thresholding, sample counts. Returns (schedule, plan)."""
+    import math
+
+    from stepwise import denoisers
+    if config.model.kind not in MODEL_KINDS:
+        raise SystemExit(f"error: config.model.kind={config.model.kind!r} is not supported; allowed: {list(MODEL_KINDS)}")
+    if config.model.precision not in PRECISIONS:
+        raise SystemExit(f"error: config.model.precision={config.model.precision!r}; allowed: {list(PRECISIONS)}")
+    if not (math.isfinite(config.guidance) and config.guidance >= 0):
+        raise SystemExit(f"error: config.guidance={config.guidance!r}; allowed: a finite scale >= 0 "
+                         "(1 = the conditional model alone, 0 = unconditional)")
+    denoisers.Thresholding(config.threshold, config.threshold_ratio, config.threshold_max)  # names the bad field
+    if int(config.num_samples) < 2 or int(config.batch_size) < 1:
+        raise SystemExit(f"error: config.num_samples={config.num_samples}, config.batch_size={config.batch_size}; "
+                         "allowed: num_samples >= 2 and batch_size >= 1")
+    schedule = build_schedule(config)
+    return schedule, build_plan(config, schedule)
 
 
 def build_guidance(config, model, n: int, seed_key):
@@ -209,7 +241,7 @@ def build_plan(config, schedule):
 
     if config.plan:
         from stepwise.search.schedule_file import load_plan
-        return load_plan(config.plan)
+        return load_plan(config.plan, schedule)
     p = solvers.preset(config.solver)
     opts = {"order": config.order} if "order" in p.options else {}
     return solvers.build_preset(config.solver, config.nfe, schedule, config.discretization, **opts)

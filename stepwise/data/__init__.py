@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stepwise.io import load_npz
+
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
                  "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
@@ -188,9 +190,9 @@ def load_array(path: str, keys: tuple[str, ...] = ("samples", "images", "x", "da
         raise FileNotFoundError(f"npz: {path} does not exist")
     labels, key = None, None
     if path.endswith(".npy"):
-        arr = np.load(path, allow_pickle=False)
+        arr = load_npz(path, "npz")
     else:
-        with np.load(path, allow_pickle=False) as z:
+        with load_npz(path, "npz") as z:
             names = list(z.keys())
             key = next((k for k in keys if k in names), names[0] if len(names) == 1 else None)
             if key is None:

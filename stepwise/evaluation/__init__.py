@@ -1,5 +1,6 @@
 """Evaluation: feature networks, streaming statistics, Fréchet distance / KID / FID_inf,
 reference-statistics files and reports. Takes arrays; imports only ``stepwise.io``."""
+from stepwise.evaluation.device import FrechetReference, frechet_reference, frechet_to_reference, gaussian_fit
 from stepwise.evaluation.features import (DOMAIN_SIZES, DomainCNN, FeatureExtractor, TrainedFeatureNet,
                                  classifier_accuracy, extract_features, feature_net_extractor,
                                  feature_stats, identity_extractor, identity_features,
@@ -20,7 +21,7 @@ from stepwise.evaluation.stats import (FrechetDistanceError, GaussianStats, Metr
                               moments_init, moments_merge, moments_update, polynomial_mmd2,
                               sample_frechet, stats_from_batches)
 
-__all__ = [
+__all__ = ["FrechetReference", "frechet_reference", "frechet_to_reference", "gaussian_fit", 
     # features
     "FeatureExtractor", "DomainCNN", "TrainedFeatureNet", "train_feature_net",
     "save_feature_net", "load_feature_net", "feature_net_extractor", "identity_extractor",

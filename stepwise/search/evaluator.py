@@ -23,13 +23,15 @@ from __future__ import annotations
 import time
 from typing import Callable, Sequence
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from stepwise import samplers, schedules, solvers
 from stepwise.denoisers import DenoiserSet
-from stepwise.evaluation import sample_frechet
+from stepwise.evaluation import frechet_reference, frechet_to_reference, sample_frechet
+from stepwise.evaluation.device import rmse
 from stepwise.search.space import plan_hash
 
 OBJECTIVES = ("teacher_frechet", "teacher_rmse", "frechet")
@@ -51,6 +53,22 @@ def reference_endpoints(model, schedule, x_T: np.ndarray, batch_size: int, rtol:
     return samplers.chunked(lambda xb: samplers.reference_solve(model, schedule, xb, rtol=rtol), x_T, batch_size)
 
 
+@eqx.filter_jit
+def score_stacked(denoisers, schedule, stacked, x_T, objective: str, target):
+    """Scores of a stack of equal-length plans on one noise batch, in ONE compiled call: ``lax.map``
+    of the sampler over the plans (a loop inside the call, so each plan's ``lax.cond``/``switch``
+    still runs only its chosen branch; ``vmap`` would turn them into selects that evaluate every
+    branch), the objective on device (RMSE to the teacher endpoints, or the Fréchet distance to a
+    fixed reference via ``eigh``), non-finite results -> BAD_SCORE."""
+
+    def one(plan):
+        x = samplers.sample(denoisers, schedule, plan, x_T, devices=[])
+        s = rmse(x, target) if objective == "teacher_rmse" else frechet_to_reference(x, target)
+        return jnp.where(jnp.isfinite(s) & jnp.all(jnp.isfinite(x)), s, BAD_SCORE)
+
+    return jax.lax.map(one, stacked)
+
+
 class Evaluator:
     """Scores plans on one fixed set of search noises; caches by plan hash.
 
@@ -65,7 +83,7 @@ class Evaluator:
     def __init__(self, model, schedule, *, objective: str = "teacher_frechet", num_samples: int = 512,
                  seed: int = 0, batch_size: int = 2048, rtol: float = 1e-6, use_vmap: bool = False,
                  cache: dict | None = None, log: Callable[[str], None] | None = None,
-                 denoisers=None):
+                 denoisers=None, chunk: int = 16):
         if objective not in OBJECTIVES:
             raise ValueError(f"objective: must be one of {OBJECTIVES}, got {objective!r}")
         if num_samples < 2:
@@ -78,11 +96,15 @@ class Evaluator:
         self.num_models = len(self.denoisers) if isinstance(self.denoisers, DenoiserSet) else 1
         self.batch_size = int(min(batch_size, num_samples))
         self.use_vmap = use_vmap
+        if int(chunk) < 1:
+            raise ValueError(f"chunk: {chunk!r} is invalid; allowed: an integer >= 1 (candidates per compiled call)")
+        self.chunk = int(chunk)
         self.num_samples, self.seed = int(num_samples), int(seed)
         shape = (num_samples,) + tuple(model.data_shape)
         self.x_T = np.asarray(jax.random.normal(jax.random.key(seed), shape) * schedule.prior_std(), np.float32)
         self.mean, self.cov = model.moments() if has_moments(model) else (None, None)
         self.log = log
+        self._target = None      # the on-device objective's target (built on first use)
         self.diverged: dict[str, str] = {}   # plan hash -> why it got BAD_SCORE (where it became non-finite)
         self.cache = {} if cache is None else cache
         self.evaluations = 0
@@ -108,14 +130,35 @@ class Evaluator:
             s = sample_frechet(x, self.mean, self.cov)
         return s if np.isfinite(s) else BAD_SCORE
 
+    def _device_target(self):
+        if self._target is None:
+            if self.objective == "teacher_rmse":
+                self._target = jnp.asarray(self.teacher)
+            elif self.objective == "teacher_frechet":
+                self._target = frechet_reference(self.teacher_mean, self.teacher_cov)
+            else:
+                self._target = frechet_reference(self.mean, self.cov)
+        return self._target
+
+    def _score_on_device(self, plans) -> list[float]:
+        """Scores of plans, chunks of ``self.chunk`` equal-length plans per compiled call; one host
+        transfer of a score vector per chunk (the last chunk is padded with its last plan)."""
+        out: dict[int, float] = {}
+        x_T, target = jnp.asarray(self.x_T), self._device_target()
+        by_len: dict[int, list[int]] = {}
+        for i, p in enumerate(plans):
+            p.validate(self.schedule, num_models=self.num_models)
+            by_len.setdefault(p.num_steps, []).append(i)
+        for idx in by_len.values():
+            for j in range(0, len(idx), self.chunk):
+                part = idx[j:j + self.chunk]
+                chunk = [plans[i] for i in part] + [plans[part[-1]]] * (self.chunk - len(part))
+                scores = np.asarray(score_stacked(self.denoisers, self.schedule, solvers.stack_plans(chunk), x_T,
+                                                  self.objective, target))
+                out.update(zip(part, (float(v) for v in scores)))
+        return [out[i] for i in range(len(plans))]
+
     def _sample_many(self, plans):
-        if self.use_vmap and len(plans) > 1 and len({p.num_steps for p in plans}) == 1:
-            for p in plans:
-                p.validate(self.schedule, num_models=self.num_models)
-            stacked = solvers.stack_plans(plans)
-            xb = jnp.asarray(self.x_T)
-            f = jax.vmap(lambda pl: samplers.sample(self.denoisers, self.schedule, pl, xb))
-            return list(np.asarray(f(stacked)))
         return [self._run_one(p) for p in plans]
 
     def _run_one(self, plan):
@@ -138,7 +181,15 @@ class Evaluator:
         for k, p in zip(keys, plans):
             if k not in self.cache and k not in todo:
                 todo[k] = p
-        if todo:
+        if todo and self.use_vmap:
+            t0 = time.perf_counter()
+            for k, v in zip(todo, self._score_on_device(list(todo.values()))):
+                self.cache[k] = v
+                if v >= BAD_SCORE:
+                    self._diverged(k, "non-finite samples or score (scored on device; step not located)")
+            self.evaluations += len(todo)
+            self.sample_time += time.perf_counter() - t0
+        elif todo:
             t0 = time.perf_counter()
             outs = self._sample_many(list(todo.values()))
             for k, x in zip(todo, outs):

@@ -57,7 +57,12 @@ def plan_from_dict(d: dict, schedule=None):
         raise ValueError(f"schedule file: {len(steps)} steps but {ts.shape[0]} time nodes")
     cols = {}
     for c in STEP_COLUMNS:
-        if all(c in s for s in steps):
+        have = [i for i, s in enumerate(steps) if c in s]
+        if have and len(have) != len(steps):
+            missing = sorted(set(range(len(steps))) - set(have))
+            raise ValueError(f"schedule file: steps {have} set {c!r} but steps {missing} do not; give a column "
+                             "for every step or for none (then its default applies)")
+        if have:
             cols[c] = [s[c] for s in steps]
     corrections = d.get("corrections")
     if corrections is not None:
@@ -82,10 +87,22 @@ def load_plan(path, schedule=None):
     """The SolverPlan stored in a schedule file: THE reader every command uses. Errors name the file;
     with ``schedule`` the nodes must lie in its domain."""
     try:
-        return plan_from_dict(read_json(path, "schedule file"), schedule)
+        d = read_json(path, "schedule file")
+        _check_finished(path, d)
+        return plan_from_dict(d, schedule)
     except ValueError as e:
         msg = str(e)
         raise ValueError(msg if os.fspath(path) in msg else f"{os.fspath(path)}: {msg}") from None
+
+
+def _check_finished(path, d) -> None:
+    """A schedule file inside a search's run directory counts once the search wrote search.json
+    (its completion marker, written last); a killed search leaves schedule.json without it."""
+    here = os.path.dirname(os.path.abspath(os.fspath(path)))
+    if isinstance(d, dict) and "search_score" in d and os.path.isdir(os.path.join(here, "checkpoints")) \
+            and not os.path.exists(os.path.join(here, "search.json")):
+        raise ValueError("the search that wrote this file did not finish (no search.json beside it); "
+                         "rerun the same search command to resume it")
 
 
 def load_schedule(path) -> dict:

@@ -132,6 +132,8 @@ class SearchSpace:
             raise ValueError(f"node_space: must be one of {NODE_SPACES}, got {self.node_space!r}")
         if self.nfe < 1:
             raise ValueError(f"nfe: must be >= 1, got {self.nfe}")
+        if not self.min_gap >= 0.0:
+            raise ValueError(f"min_gap: {self.min_gap} is invalid; allowed: 0 <= min_gap < {1.0 / (self.nfe + 2):.4g}")
         if self.min_gap * (self.nfe + 2) >= 1.0:
             raise ValueError(f"min_gap: {self.min_gap} is too large for {self.nfe + 1} steps")
 

@@ -193,6 +193,9 @@ def preset(name: str) -> Preset:
     return PRESETS[name]
 
 
+MAX_NFE = 1000   # a few-step library; larger budgets are a typo (1e9 exhausted memory before an error)
+
+
 def build_preset(name: str, nfe: int, schedule, discretization: str = "logsnr", **options) -> SolverPlan:
     """Config-edge helper: a preset at an NFE budget on a named discretization."""
 
@@ -200,8 +203,8 @@ def build_preset(name: str, nfe: int, schedule, discretization: str = "logsnr", 
     unknown = set(options) - set(p.options)
     if unknown:
         raise ValueError(f"solver {name!r}: unknown options {sorted(unknown)}; allowed: {list(p.options)}")
-    if not isinstance(nfe, int) or nfe < 1:
-        raise ValueError(f"nfe: must be an integer >= 1, got {nfe!r}")
+    if not isinstance(nfe, int) or not 1 <= nfe <= MAX_NFE:
+        raise ValueError(f"nfe: {nfe!r} is invalid; allowed: an integer in 1..{MAX_NFE}")
     n = p.steps(nfe)
     if n < 1:
         raise ValueError(f"nfe: {nfe} is too small for solver {name!r}")

@@ -59,6 +59,8 @@ def run(args) -> int:
 
     import numpy as np
 
+    if args.num_train_timesteps < 2:
+        raise ValueError(f"--num-train-timesteps: {args.num_train_timesteps} is invalid; allowed: an integer >= 2")
     if args.to == "diffusers-scheduler":
         return _scheduler(args)
     if args.out or args.scheduler_config:

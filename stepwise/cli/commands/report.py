@@ -87,13 +87,14 @@ def run(args) -> int:
     runs = [Path(r) for r in args.runs]
     missing = [str(r) for r in runs if not r.is_dir()]
     if missing:
-        print(f"error: not run directories: {missing}")
-        return 2
-    out = runtime.make_workdir("report", args.out)
+        raise ValueError(f"runs: not run directories: {missing}")
     rows = [r for r in (run_row(run) for run in runs) if r is not None]
     if not rows:
-        print("error: none of the run directories holds a metrics.json")
-        return 2
+        unfinished = [str(r) for r in runs if (r / "checkpoints").is_dir() and not (r / "search.json").exists()]
+        raise ValueError("runs: none of the run directories holds a metrics.json"
+                         + (f"; unfinished searches (no search.json; rerun them to resume): {unfinished}"
+                            if unfinished else ""))
+    out = runtime.make_workdir("report", args.out)
     sections: list[tuple[str, object]] = [("Runs", rows)]
     curve = [dict(r) for r in rows if "frechet_exact" in r and "nfe" in r]
     if len({r["nfe"] for r in curve}) > 1:

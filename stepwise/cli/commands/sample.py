@@ -32,6 +32,7 @@ def run(args) -> int:
     if cfg.x64:
         jax.config.update("jax_enable_x64", True)
     runtime.init_distributed(cfg)
+    sched, plan = runtime.check_sampling_config(cfg)     # bad values fail here: no directory, no model yet
     writer = runtime.is_writer()
     workdir = runtime.make_workdir("sample", args.workdir) if writer else None
     if writer:
@@ -42,9 +43,7 @@ def run(args) -> int:
             for k, v in done.items():
                 print(f"  {k:>26s}: {v}")
             return 0
-    sched = runtime.build_schedule(cfg)
     model = runtime.build_model(cfg, sched)
-    plan = runtime.build_plan(cfg, sched)
     n, bs, hosts = int(cfg.num_samples), int(cfg.batch_size), jax.process_count()
     if n < 2 or bs < 1 or n % hosts:
         raise SystemExit("error: config.num_samples must be >= 2 (and divisible by the number of "

@@ -168,6 +168,31 @@ def _budgets(s: dict, sweep_costs) -> list[float]:
     return sorted(set(round(float(c), 12) for c in sweep_costs))
 
 
+STITCH_CHOICES = {"pair": ("gmm", "checkpoints"), "cost": ("declared", "measured"),
+                  "objective": ("teacher_frechet", "teacher_rmse"), "small_covariance": ("diag", "full")}
+STITCH_MINIMA = {"tolerance": 0.0, "mean_tol": 0.0, "points": 0, "tstitch_presets": 0, "resamples": 10,
+                 "num_samples": 2, "batch_size": 1, "cost_batch": 1, "cost_repeats": 1, "timing_repeats": 1,
+                 "small_components": 1, "search_samples": 2, "generations": 0, "population": 2, "top_k": 1,
+                 "children": 1, "data_size": 8}
+
+
+def check_stitch_section(s: dict) -> None:
+    """Every value of ``config.stitch`` with a fixed set or a floor, checked before any work."""
+    for k, allowed in STITCH_CHOICES.items():
+        if s[k] not in allowed:
+            raise SystemExit(f"error: config.stitch.{k}={s[k]!r}; allowed: {list(allowed)}")
+    for k, lo in STITCH_MINIMA.items():
+        if not s[k] >= lo:
+            raise SystemExit(f"error: config.stitch.{k}={s[k]!r} is invalid; allowed: >= {lo}")
+    for b in filter(None, (x.strip() for x in str(s["budgets"]).split(","))):
+        try:
+            ok = float(b) > 0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise SystemExit(f"error: config.stitch.budgets={s['budgets']!r}; allowed: comma-separated positive costs")
+
+
 def run(args) -> int:
     import jax
 
@@ -175,6 +200,8 @@ def run(args) -> int:
     if cfg.x64:
         jax.config.update("jax_enable_x64", True)
     s = cfg.stitch.to_dict()
+    check_stitch_section(s)
+    runtime.build_plan(cfg, runtime.build_schedule(cfg))     # nfe, solver, discretization: before any file
     workdir = runtime.make_workdir("stitch", args.workdir)
     runtime.save_config(workdir, cfg)
     log = print

@@ -1,0 +1,42 @@
+"""On-device scoring of stacked candidates equals the per-candidate host path."""
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from stepwise import denoisers, evaluation, schedules, solvers
+from stepwise.search.evaluator import BAD_SCORE, Evaluator
+
+
+def _plans(sched):
+    out = [solvers.build_preset(n, 5, sched, d, **kw) for n, kw in
+           [("dpm_solver_pp", {"order": 2}), ("unipc", {"order": 3}), ("ipndm", {}), ("ddim", {})]
+           for d in ("logsnr", "time_uniform")]
+    blown = eqx.tree_at(lambda p: p.corrections, out[0], jnp.full(out[0].corrections.shape, 1e38))
+    return out + [blown, solvers.build_preset("heun", 5, sched, "karras")]   # a diverging one; another length
+
+
+@pytest.mark.parametrize("objective", ["teacher_frechet", "teacher_rmse", "frechet"])
+def test_device_scores_equal_host_scores_in_float64(objective):
+    with jax.enable_x64(True):
+        sched = schedules.VPLinear()
+        model = denoisers.digits_gmm(schedule=sched)
+        plans = _plans(sched)
+        host = Evaluator(model, sched, objective=objective, num_samples=256)
+        dev = Evaluator(model, sched, objective=objective, num_samples=256, use_vmap=True, chunk=3)
+        sh, sd = np.array(host.score(plans)), np.array(dev.score(plans))
+    assert sh[-2] == sd[-2] == BAD_SCORE
+    ok = sh < BAD_SCORE
+    np.testing.assert_allclose(sd[ok], sh[ok], rtol=1e-8)
+    assert dev.evaluations == len(plans)
+
+
+def test_frechet_to_reference_matches_scipy_in_float32():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(400, 16)) @ rng.normal(size=(16, 16)) * 0.3
+    b = rng.normal(size=(300, 16)) + 0.1
+    ref = evaluation.frechet_reference(b.mean(0), np.cov(b, rowvar=False))
+    got = float(evaluation.frechet_to_reference(jnp.asarray(a, jnp.float32), ref))
+    want = evaluation.frechet_between(a, b)
+    assert got == pytest.approx(want, rel=1e-4)
