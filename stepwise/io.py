@@ -92,7 +92,7 @@ def read_json(path: str | os.PathLike, what: str = "file"):
         raise ValueError(f"{what}: {path} is not valid JSON ({e.msg} at line {e.lineno})") from None
 
 
-def load_npz(path: str | os.PathLike, what: str = "file"):
+def open_npz(path: str | os.PathLike, what: str = "file"):
     """``np.load`` of an .npz/.npy without pickles; an unreadable file is a ValueError naming it."""
     try:
         return np.load(path, allow_pickle=False)

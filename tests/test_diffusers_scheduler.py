@@ -213,3 +213,37 @@ def test_export_writes_a_loadable_scheduler(tmp_path, unet, bridged):
     assert r.returncode == 0, r.stderr
     assert "dropped" in r.stderr and "corrector (none, unic)" in r.stderr
     assert len(json.loads(r.stdout)["sigmas"]) == plan.num_steps + 2
+
+
+def test_stable_diffusion_pipeline_with_per_step_guidance(tmp_path):
+    """A tiny StableDiffusionPipeline (prompt embeddings given directly: no tokenizer needed) runs
+    a plan whose guidance changes per step, through ``guidance_callback``."""
+    torch.manual_seed(9)
+    unet = diffusers.UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16),
+                                          layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                          up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=12,
+                                          norm_num_groups=4, attention_head_dim=4).eval()
+    with torch.no_grad():
+        unet.conv_out.weight.mul_(0.05)
+    vae = diffusers.AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8,),
+                                  down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",),
+                                  norm_num_groups=4, sample_size=8).eval()
+    rng = np.random.default_rng(9)
+    emb = torch.tensor(rng.normal(size=(2, 3, 12)), dtype=torch.float32)
+    null = torch.tensor(rng.normal(size=(3, 12)), dtype=torch.float32)
+    d = tb.from_unet2d_condition(unet, SAMPLE, null_embedding=null.numpy())
+    ts = solvers.build_preset("dpm_solver_pp", 5, d.schedule, "logsnr").ts
+    plan = solvers.make_plan(ts, order=[1, 2, 2, 2, 2], guidance=[3.0, 2.5, 2.0, 1.5, 1.5])
+    save_plan(tmp_path / "p.json", plan)
+    s = StepwiseScheduler.from_schedule_file(tmp_path / "p.json", SAMPLE)
+    pipe = diffusers.StableDiffusionPipeline(vae=vae, text_encoder=None, tokenizer=None, unet=unet, scheduler=s,
+                                            safety_checker=None, feature_extractor=None,
+                                            requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    latents = pipe(prompt_embeds=emb, negative_prompt_embeds=null[None].expand(2, -1, -1).contiguous(),
+                   guidance_scale=s.guidance_scales[0], num_inference_steps=s.num_inference_steps,
+                   callback_on_step_end=s.guidance_callback, generator=torch.Generator().manual_seed(10),
+                   output_type="latent").images
+    x_T = torch.randn((2, 4, 8, 8), generator=torch.Generator().manual_seed(10))
+    ref = samplers.sample(d, d.schedule, plan, jnp.asarray(x_T.permute(0, 2, 3, 1).numpy()), cond=jnp.asarray(emb.numpy()))
+    np.testing.assert_allclose(latents.permute(0, 2, 3, 1).numpy(), np.asarray(ref), rtol=1e-5, atol=1e-4)

@@ -148,6 +148,9 @@ def check_search_section(s, nfe: int, schedule) -> None:
         search_strategy(s, search_space(s, nfe, schedule))
     if _get(s, "objective") not in OBJECTIVES:
         raise ValueError(f"search.objective: unknown {_get(s, 'objective')!r}; allowed: {list(OBJECTIVES)}")
+    for key, lo in (("search_samples", 2), ("batch_size", 1), ("vmap_chunk", 1)):
+        if not int(_get(s, key)) >= lo:
+            raise ValueError(f"search.{key}: {_get(s, key)!r} is invalid; allowed: an integer >= {lo}")
 
 
 def run_search_section(s, model, schedule, nfe: int, workdir, **kw) -> dict:

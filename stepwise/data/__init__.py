@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stepwise.io import load_npz
+from stepwise.io import open_npz
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -190,9 +190,9 @@ def load_array(path: str, keys: tuple[str, ...] = ("samples", "images", "x", "da
         raise FileNotFoundError(f"npz: {path} does not exist")
     labels, key = None, None
     if path.endswith(".npy"):
-        arr = load_npz(path, "npz")
+        arr = open_npz(path, "npz")
     else:
-        with load_npz(path, "npz") as z:
+        with open_npz(path, "npz") as z:
             names = list(z.keys())
             key = next((k for k in keys if k in names), names[0] if len(names) == 1 else None)
             if key is None:

@@ -121,11 +121,13 @@ class StepwiseScheduler(SchedulerMixin, ConfigMixin):
         self._reset()
 
     def _reset(self):
-        self._gen, self._pending, self._calls, self._done = None, None, 0, False
+        self._gen, self._pending, self._calls, self._done, self._afs = None, None, 0, False, None
+
+    def _mean(self, sample: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(self.config.data_mean, np.float32), dtype=sample.dtype, device=sample.device)
 
     def _start(self, sample: torch.Tensor):
-        mean = torch.as_tensor(np.asarray(self.config.data_mean, np.float32), dtype=sample.dtype, device=sample.device)
-        self._gen = interpret(self._program, sample, mean)
+        self._gen = interpret(self._program, sample, self._mean(sample))
         self._advance(None)
 
     def _advance(self, value):
@@ -135,20 +137,26 @@ class StepwiseScheduler(SchedulerMixin, ConfigMixin):
             self._pending, self._done, self._final = None, True, stop.value
 
     def scale_model_input(self, sample: torch.Tensor, timestep=None) -> torch.Tensor:
-        """The model input of the next call (after the analytic first step on the first call)."""
-        if self._gen is None:
-            self._start(sample)
-        if self._pending is None:
-            raise ValueError("StepwiseScheduler: the plan has finished; call set_timesteps to start again")
-        return self._pending[1]
+        """The model input for ``sample``: itself, except before the first call of a plan with the
+        analytic first step, where it is the state after that step (computed for whatever batch
+        the pipeline passes, e.g. a CFG-doubled one; ``step`` then recomputes it for its own)."""
+        if self._gen is None and bool(int(self._plan.analytic_first)):
+            out = next(interpret(self._program, sample, self._mean(sample)))[1]
+            self._afs = (sample, out)
+            return out
+        return sample
 
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor, return_dict: bool = True,
              **kwargs):
         """Feed one model output; ``prev_sample`` is the next model input (the sample after the last)."""
         if self._gen is None:
             if bool(int(self._plan.analytic_first)):
-                raise ValueError("StepwiseScheduler: this plan starts with the analytic first step; the pipeline "
-                                 "must call scheduler.scale_model_input(sample, t) and evaluate the model at its result")
+                if self._afs is None:
+                    raise ValueError("StepwiseScheduler: this plan starts with the analytic first step; the pipeline "
+                                     "must call scheduler.scale_model_input(sample, t) and evaluate the model at its result")
+                x_T, x_1 = self._afs   # pipelines pass either the noise (SD) or the scaled input (DiT) back
+                b = sample.shape[0]
+                sample = x_T[:b] if b <= x_1.shape[0] and torch.equal(sample, x_1[:b]) else sample
             self._start(sample)
         if self._pending is None:
             raise ValueError("StepwiseScheduler: step() called after the plan's last model call; "

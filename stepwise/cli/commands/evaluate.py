@@ -59,8 +59,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def _load_samples(path: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--samples: file not found: {path!r}")
-    from stepwise.io import load_npz
-    with load_npz(path, "--samples") as data:
+    from stepwise.io import open_npz
+    with open_npz(path, "--samples") as data:
         if "samples" not in data.files:
             raise ValueError(f"--samples: {path!r} has no key 'samples' (keys: {sorted(data.files)})")
         raw = data["samples"]
