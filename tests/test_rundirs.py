@@ -62,6 +62,10 @@ def test_cosmetic_fields_do_not_count_but_result_fields_do(tmp_path):
     c.progress = not c.progress
     runtime.save_config(tmp_path, c)          # a cosmetic change resumes the same run
     c.nfe = c.nfe + 1
+    runtime.save_config(tmp_path, c)          # a directory holding only its config (a run that stopped
+    assert json.loads((tmp_path / "config.json").read_text())["nfe"] == c.nfe   # before any result) is replaced
+    (tmp_path / "metrics.json").write_text("{}")   # once it holds a result, a different config is refused
+    c.nfe = c.nfe + 1
     with pytest.raises(SystemExit, match=r"different config \(fields \['nfe'\]\)"):
         runtime.save_config(tmp_path, c)
     assert json.loads((tmp_path / "config.json").read_text())["nfe"] == c.nfe - 1

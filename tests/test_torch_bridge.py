@@ -220,3 +220,36 @@ def test_cli_samples_a_local_diffusers_model(tmp_path, unet):
     r = _cli("sample", "--workdir", str(tmp_path / "run3"), "--config.model.kind=diffusers",
              f"--config.model.path={tmp_path / 'nope'}", "--config.schedule=vp_discrete")
     assert r.returncode == 2 and "model.path" in r.stderr
+
+
+SHARDED = r"""
+import os, sys, json
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+{shim}
+import jax, jax.numpy as jnp, numpy as np, torch, diffusers
+from stepwise import samplers, solvers
+from stepwise.denoisers import torch_bridge as tb
+torch.manual_seed(0)
+unet = diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+    down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4).eval()
+d = tb.from_unet2d(unet, {{"prediction_type": "sample"}})
+plan = solvers.build_preset("unipc", 4, d.schedule, "logsnr", order=2)
+x = jax.random.normal(jax.random.key(0), (6, 8, 8, 1))
+one = np.asarray(samplers.sample(d, d.schedule, plan, x, devices=jax.local_devices()[:1]))
+many = samplers.sample(d, d.schedule, plan, x)          # default: every local device (batch padded to 8)
+print(json.dumps({{"devices": jax.local_device_count(), "diff": float(np.abs(np.asarray(many) - one).max()),
+                  "shape": list(many.shape)}}))
+"""
+
+
+@pytest.mark.slow
+def test_bridged_model_shards_over_devices():
+    import json
+    import subprocess
+    import sys
+    from _helpers import TORCHVISION_SHIM
+    r = subprocess.run([sys.executable, "-c", SHARDED.format(shim=TORCHVISION_SHIM)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["devices"] == 4 and out["shape"] == [6, 8, 8, 1]
+    assert out["diff"] < 1e-5, out
