@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from stepwise.cli import main
 from stepwise.io import LOCK_NAME
 
 GOOD = {"format": "stepwise.schedule", "version": 1, "nfe": 2, "num_steps": 2, "analytic_first": False,
@@ -113,36 +112,68 @@ CLI_CASES = [
 RUN_COMMANDS = ("sample", "search", "stitch", "train")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def warm(files):
-    """Imports (jax, the commands) happen once, outside the timed calls."""
-    main(["sample", "--workdir", str(files / "warm"), "--config.nfe=0"])
-
-
-@pytest.mark.parametrize("argv,pattern", CLI_CASES, ids=[" ".join(a)[:60] for a, _ in CLI_CASES])
-def test_cli_bad_input(argv, pattern, files, tmp_path, capsys):
-    argv = [a.replace("{F}", str(files)) for a in argv]
-    workdir = tmp_path / "run"
-    if argv[0] in RUN_COMMANDS and "--workdir" not in argv:
-        argv = argv[:1] + ["--workdir", str(workdir)] + argv[1:]
+RUNNER = r"""
+import contextlib, io, json, sys, time
+from pathlib import Path
+from stepwise.cli import main
+cases = json.loads(sys.argv[1])
+main(cases[0]["warm"])                                  # imports happen once, outside the timed calls
+out = []
+for c in cases:
+    err = io.StringIO()
     t0 = time.perf_counter()
-    rc = main(argv)
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        rc = main(c["argv"])
     elapsed = time.perf_counter() - t0
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    wd = Path(c["workdir"])
+    out.append({"rc": rc, "err": err.getvalue(), "elapsed": elapsed,
+                "left": sorted(p.name for p in wd.iterdir()) if wd.exists() else []})
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def cli_results(files, tmp_path_factory):
+    """Every CLI case run in ONE fresh process (the commands' imports and state stay out of the
+    test process), each timed there; results by case index."""
+    import subprocess
+    import sys
+    root = tmp_path_factory.mktemp("runs")
+    cases = []
+    for i, (argv, _) in enumerate(CLI_CASES):
+        argv = [a.replace("{F}", str(files)) for a in argv]
+        workdir = root / f"run{i}"
+        if argv[0] in RUN_COMMANDS and "--workdir" not in argv:
+            argv = argv[:1] + ["--workdir", str(workdir)] + argv[1:]
+        cases.append({"argv": argv, "workdir": str(workdir),
+                      "warm": ["sample", "--workdir", str(root / "warm"), "--config.nfe=0"]})
+    r = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(cases)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("case", range(len(CLI_CASES)), ids=[" ".join(a)[:60] for a, _ in CLI_CASES])
+def test_cli_bad_input(case, cli_results):
     import re
+    pattern = CLI_CASES[case][1]
+    res = cli_results[case]
+    err = res["err"]
+    assert res["rc"] == 2, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert re.search(pattern, err), err
-    assert elapsed < 2.0, f"{elapsed:.2f}s"
-    if workdir.exists():   # at most the run's config and lock: nothing that locks a corrected rerun
-        assert {p.name for p in workdir.iterdir()} <= {"config.json", LOCK_NAME}
+    assert res["elapsed"] < 2.0, f"{res['elapsed']:.2f}s"
+    assert set(res["left"]) <= {"config.json", LOCK_NAME}, res["left"]   # nothing that locks a corrected rerun
 
 
-def test_corrected_command_reuses_the_directory_of_a_failed_one(tmp_path, capsys):
+def test_corrected_command_reuses_the_directory_of_a_failed_one(tmp_path):
+    import subprocess
+    import sys
     wd = str(tmp_path / "run")
-    assert main(["sample", "--workdir", wd, "--config.model.components=0"]) == 2
-    assert main(["sample", "--workdir", wd, "--config.nfe=2", "--config.num_samples=64", "--config.batch_size=64",
-                 "--config.reference_samples=0"]) == 0, capsys.readouterr().err
+    run = lambda *a: subprocess.run([sys.executable, "-m", "stepwise", "sample", "--workdir", wd, *a],
+                                    capture_output=True, text=True)
+    assert run("--config.model.components=0").returncode == 2
+    r = run("--config.nfe=2", "--config.num_samples=64", "--config.batch_size=64", "--config.reference_samples=0")
+    assert r.returncode == 0, r.stderr[-2000:]
 
 
 def _api_cases():
