@@ -51,9 +51,9 @@ def _conv_channels_last(original):
     """aten.convolution for 2-D, non-transposed convolutions computed in NHWC/HWIO.
 
     XLA's CPU backend runs an NCHW convolution inside a loop body (the sampler's ``lax.scan``)
-    about 60x slower than outside one (measured here: 1.23 s vs 0.022 s for three 64-channel
-    3x3 convolutions at batch 8), while NHWC runs at full speed in both; the explicit transposes
-    cost little and give the same numbers. Other convolutions keep torchax's lowering.
+    far slower than outside one, while NHWC runs at full speed in both (benchmarks/torch_bridge.py
+    measures the sampler with this lowering); the explicit transposes cost little and give the
+    same numbers. Other convolutions keep torchax's lowering.
     """
 
     def conv(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups):
