@@ -114,6 +114,11 @@ def search_defaults() -> ml_collections.ConfigDict:
     s.p_decision = 0.1
     s.p_structure = 0.15
     s.coef_sigma = 0.15
+    # per-step architecture (AutoDiffusion): skip masks over the network's skippable units
+    s.skip = False                    # search a skip mask per step (needs a Flax UNet/MLP checkpoint)
+    s.budget = 0.0                    # compute budget in full-model evaluations (0: none); with skip, masks make plans fit
+    s.p_skip = 0.05                   # per step and unit, probability that a mutation flips the unit
+    s.skip_schedule = "joint"         # joint | two_stage (nodes and solver first, then masks only)
     # predictor (strategy=predictor)
     s.screen = 128                    # proposals ranked by the predictor per generation
     s.explore = 1                     # of the children, this many are random unscreened proposals

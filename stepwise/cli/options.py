@@ -62,8 +62,12 @@ def codes(column: str, names: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def search_space(s, nfe: int, schedule, num_models: int = 1) -> SearchSpace:
-    """The search space of a ``search`` section at exactly ``nfe`` evaluations."""
+SKIP_FIELDS = ("p_skip", "skip_schedule")
+
+
+def search_space(s, nfe: int, schedule, num_models: int = 1, unit_counts: tuple = ()) -> SearchSpace:
+    """The search space of a ``search`` section at exactly ``nfe`` evaluations (skip masks over
+    ``unit_counts`` units per model when ``search.skip`` is set)."""
     max_order, max_base = int(_get(s, "max_order")), int(_get(s, "max_base"))
     if not 1 <= max_order <= MAX_ORDER:
         raise ValueError(f"search.max_order: {max_order} is invalid; allowed: 1..{MAX_ORDER}")
@@ -80,7 +84,7 @@ def search_space(s, nfe: int, schedule, num_models: int = 1) -> SearchSpace:
         "base": tuple(range(0, max_base + 1)),
         "model": tuple(range(num_models)),
     }
-    for f in ("p_crossover", "p_node", "p_decision", "p_structure"):
+    for f in ("p_crossover", "p_node", "p_decision", "p_structure", "p_skip"):
         if not 0.0 <= float(_get(s, f)) <= 1.0:
             raise ValueError(f"search.{f}: {_get(s, f)!r} is invalid; allowed: a probability in [0, 1]")
     lo, hi = float(_get(s, "coef_min")), float(_get(s, "coef_max"))
@@ -92,14 +96,53 @@ def search_space(s, nfe: int, schedule, num_models: int = 1) -> SearchSpace:
                        allow_analytic_first=bool(_get(s, "analytic_first")), num_models=num_models,
                        p_node=float(_get(s, "p_node")), node_sigma=float(_get(s, "node_sigma")),
                        p_decision=float(_get(s, "p_decision")), p_structure=float(_get(s, "p_structure")),
-                       coef_sigma=float(_get(s, "coef_sigma")), p_crossover=float(_get(s, "p_crossover")))
+                       coef_sigma=float(_get(s, "coef_sigma")), p_crossover=float(_get(s, "p_crossover")),
+                       unit_counts=tuple(unit_counts) if bool(_get(s, "skip")) else (),
+                       p_skip=float(_get(s, "p_skip")))
 
 
 def evolution_options(s) -> EvolutionOptions:
     return EvolutionOptions(population=int(_get(s, "population")), top_k=int(_get(s, "top_k")),
                             children=int(_get(s, "children")),
                             timesteps_only=int(_get(s, "timesteps_only_generations")),
-                            generations=int(_get(s, "generations")))
+                            generations=int(_get(s, "generations")), skip_schedule=_get(s, "skip_schedule"))
+
+
+def check_skip_options(s, nfe: int) -> None:
+    """``search.skip`` / ``search.budget``: a budget in (0, nfe]; without masks a budget below the NFE
+    cannot be met; the mask options need ``skip``."""
+    budget = float(_get(s, "budget"))
+    if not (budget == 0.0 or 0.0 < budget <= nfe):
+        raise ValueError(f"search.budget: {budget!r} is invalid; allowed: 0 (none) or a cost in (0, nfe={nfe}] "
+                         "full-model evaluations")
+    if not bool(_get(s, "skip")):
+        base = defaults.search_defaults()
+        changed = [k for k in SKIP_FIELDS if _get(s, k) != base[k]]
+        if changed:
+            raise ValueError(f"search.{changed[0]}: only used with search.skip=True (skip masks are not searched); "
+                             "allowed: leave it at the default or set search.skip=True")
+        if 0.0 < budget < nfe:
+            raise ValueError(f"search.budget: {budget} is below nfe={nfe}; only plans that skip network units can "
+                             "meet it (set search.skip=True) or lower nfe")
+
+
+def skip_setup(s, model) -> tuple[tuple, Hooks, list | None]:
+    """(unit counts, budget hooks, unit shares) of a ``search`` section for ``model``: empty when
+    masks are not searched. Unit shares are measured from XLA's cost analysis
+    (``denoisers.skipping.unit_shares``)."""
+    if not bool(_get(s, "skip")):
+        return (), Hooks(), None
+    from stepwise.denoisers.skipping import unit_shares
+    from stepwise.search.stitching import budget_hooks
+
+    units = tuple(getattr(model, "skip_units", ()))
+    if not units:
+        raise ValueError(f"search.skip: the model ({type(model).__name__}) has no skippable units; allowed: a Flax "
+                         "UNet or MLP checkpoint (model.kind=checkpoint)")
+    shares = [unit_shares(model)]
+    budget = float(_get(s, "budget"))
+    hooks = budget_hooks([1.0], budget, p_swap=0.0, unit_shares=shares) if budget > 0 else Hooks()
+    return (len(units),), hooks, shares
 
 
 def predictor_options(s) -> PredictorOptions | None:
@@ -146,6 +189,10 @@ def check_search_section(s, nfe: int, schedule) -> None:
                 "'dp'" if strategy_name == "gradient" else "'gradient'")
     else:
         search_strategy(s, search_space(s, nfe, schedule))
+    check_skip_options(s, nfe)
+    if bool(_get(s, "skip")) and strategy_name in LEARNED:
+        raise ValueError(f"search.skip: strategy {strategy_name!r} learns continuous columns only; allowed: "
+                         "strategy 'evolution' or 'predictor' with skip masks")
     if _get(s, "objective") not in OBJECTIVES:
         raise ValueError(f"search.objective: unknown {_get(s, 'objective')!r}; allowed: {list(OBJECTIVES)}")
     for key, lo in (("search_samples", 2), ("batch_size", 1), ("vmap_chunk", 1)):
@@ -173,13 +220,15 @@ def run_search_section(s, model, schedule, nfe: int, workdir, **kw) -> dict:
         return run_learned(model, schedule, workdir, nfe=nfe, method=strategy_name, evaluator=evaluator,
                            gradient=gradient, dp_grid=int(_get(s, "dp_grid")), seed=int(_get(s, "seed")),
                            final=final, **{k: v for k, v in kw.items() if k in ("model_info", "log")})
-    space = search_space(s, nfe, schedule)
-    strategy = search_strategy(s, space)
     final = final_options(s)
     check_measurable(model, final.reference or kw.get("final_data") is not None)
+    units, hooks, shares = skip_setup(s, model)
+    space = search_space(s, nfe, schedule, unit_counts=units)
+    strategy = search_strategy(s, space, hooks)
     evaluator = search_evaluator(s, model, schedule, log=kw.get("log", print))
+    budget = float(_get(s, "budget")) or None
     return run_search(model, schedule, workdir, strategy=strategy, evaluator=evaluator,
-                      seed=int(_get(s, "seed")), final=final, **kw)
+                      seed=int(_get(s, "seed")), final=final, budget=budget, unit_shares=shares, **kw)
 
 
 def train_options(t) -> "TrainOptions":

@@ -131,6 +131,19 @@ class Denoiser(eqx.Module):
     def __check_init__(self):
         check_denoiser(self, type(self).__name__)
 
+    @property
+    def skip_units(self) -> tuple[str, ...]:
+        """Names of the units a per-call skip mask may bypass (none unless the network has some)."""
+        return ()
+
+    def with_skip(self, mask) -> "Denoiser":
+        """This denoiser with ``mask`` (shape (len(skip_units),), 1 = unit bypassed) applied to its
+        calls; a denoiser without skippable units accepts only the empty mask."""
+        if jnp.shape(mask) != (0,):
+            raise ValueError(f"skip: {type(self).__name__} has no skippable units; a skip mask needs a network "
+                             "that exposes them (the Flax UNet and MLP do)")
+        return self
+
 
 class Wrapper(Denoiser):
     """Base for denoisers that wrap another: the contract's attributes come from ``inner``."""
@@ -160,6 +173,13 @@ class Wrapper(Denoiser):
     @property
     def num_classes(self):
         return getattr(self.inner, "num_classes", 0)
+
+    @property
+    def skip_units(self):
+        return self.inner.skip_units
+
+    def with_skip(self, mask):
+        return eqx.tree_at(lambda m: m.inner, self, self.inner.with_skip(mask))
 
 
 class Converted(Wrapper):

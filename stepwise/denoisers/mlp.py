@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from stepwise.denoisers.embeddings import preset_kwargs, timestep_embedding
+from stepwise.denoisers.skipping import bypassable, unit_flags
 
 
 class MLP(nn.Module):
@@ -22,8 +23,14 @@ class MLP(nn.Module):
     emb_dim: int = 64
     num_class_embeds: int | None = None
 
+    def skippable_units(self) -> tuple[str, ...]:
+        """Every residual block (h + f(h) -> h) may be bypassed by a per-call ``skip`` mask."""
+        return tuple(f"block_{i}" for i in range(self.depth))
+
     @nn.compact
-    def __call__(self, x, c_noise, labels=None):
+    def __call__(self, x, c_noise, labels=None, skip=None):
+        """``skip`` (optional, (depth,), 0/1): residual block i is bypassed where ``skip[i] = 1``."""
+        flag = unit_flags(self.skippable_units(), skip).get
         c_noise = jnp.broadcast_to(jnp.asarray(c_noise, jnp.float32), x.shape[:1])
         emb = timestep_embedding(c_noise, self.emb_dim).astype(x.dtype)
         emb = nn.Dense(self.width, name="time_1")(emb)
@@ -34,13 +41,17 @@ class MLP(nn.Module):
             emb = emb + nn.Embed(self.num_class_embeds, self.width, name="class_embedding")(labels)
         h = nn.Dense(self.width, name="dense_in")(x)
         for i in range(self.depth):
-            r = nn.silu(nn.LayerNorm(name=f"block_{i}_norm")(h) + nn.Dense(self.width, name=f"block_{i}_emb")(
-                nn.silu(emb)))
-            r = nn.Dense(self.width * 2, name=f"block_{i}_dense1")(r)
-            r = nn.Dense(self.width, name=f"block_{i}_dense2")(nn.silu(r))
-            h = h + r
+            h = bypassable(self, flag(f"block_{i}"), lambda mdl, h, e: h,
+                           lambda mdl, h, e, i=i: h + mdl._block(i, h, e), h, emb)
         h = nn.silu(nn.LayerNorm(name="norm_out")(h))
         return nn.Dense(self.out_dim, name="dense_out", kernel_init=nn.initializers.zeros)(h)
+
+    def _block(self, i: int, h, emb):
+        """Residual branch of block i (LayerNorm + embedding, Dense-SiLU-Dense)."""
+        r = nn.silu(nn.LayerNorm(name=f"block_{i}_norm")(h) + nn.Dense(self.width, name=f"block_{i}_emb")(
+            nn.silu(emb)))
+        r = nn.Dense(self.width * 2, name=f"block_{i}_dense1")(r)
+        return nn.Dense(self.width, name=f"block_{i}_dense2")(nn.silu(r))
 
 
 MLP_PRESETS: dict[str, dict[str, Any]] = {

@@ -33,6 +33,7 @@ import numpy as np
 from stepwise.denoisers.base import Denoiser, check_prediction
 from stepwise.denoisers.embeddings import preset_kwargs, timestep_embedding
 from stepwise.denoisers.mlp import MLP
+from stepwise.denoisers.skipping import bypassable, unit_flags
 
 DOWN_TYPES = ("DownBlock2D", "AttnDownBlock2D")
 UP_TYPES = ("UpBlock2D", "AttnUpBlock2D")
@@ -55,7 +56,17 @@ class ResnetBlock(nn.Module):
     output_scale_factor: float = 1.0
 
     @nn.compact
-    def __call__(self, x, temb):
+    def __call__(self, x, temb, skip=None):
+        """(shortcut(x) + f(x, temb)) / output_scale_factor; with ``skip`` = 1 the residual branch f is
+        not computed (the block is its shortcut: the identity, or the 1x1 conv when the width changes)."""
+        return bypassable(self, skip, ResnetBlock._shortcut, ResnetBlock._full, x, temb)
+
+    def _shortcut(self, x, temb):
+        if x.shape[-1] != self.out_channels:
+            x = nn.Conv(self.out_channels, (1, 1), name="conv_shortcut")(x)
+        return x / self.output_scale_factor
+
+    def _full(self, x, temb):
         h = nn.silu(nn.GroupNorm(self.groups, epsilon=self.eps, name="norm1")(x))
         h = nn.Conv(self.out_channels, (3, 3), padding=1, name="conv1")(h)
         mult = 2 if self.time_scale_shift == "scale_shift" else 1
@@ -80,7 +91,11 @@ class SelfAttention(nn.Module):
     rescale_output_factor: float = 1.0
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, skip=None):
+        """x + attention(x) (rescaled); with ``skip`` = 1 only the residual x (rescaled) is returned."""
+        return bypassable(self, skip, lambda mdl, x: x / mdl.rescale_output_factor, SelfAttention._full, x)
+
+    def _full(self, x):
         b, hgt, wid, c = x.shape
         heads = max(c // self.head_dim, 1)
         dh = c // heads
@@ -143,9 +158,35 @@ class UNet(nn.Module):
     def _head_dim(self, channels):
         return self.attention_head_dim if self.attention_head_dim is not None else channels
 
+    def skippable_units(self) -> tuple[str, ...]:
+        """Names of the units a per-call ``skip`` mask may bypass, in mask order: every residual block
+        (skipped, it is its shortcut: the identity or its 1x1 conv) and every self-attention block
+        (skipped, the identity), down path, middle, up path. The in/out convolutions, the resamplers
+        and the embeddings always run."""
+        units = []
+        for i, kind in enumerate(self.down_block_types):
+            for j in range(self.layers_per_block):
+                units.append(f"down_blocks_{i}__resnets_{j}")
+                if kind == "AttnDownBlock2D":
+                    units.append(f"down_blocks_{i}__attentions_{j}")
+        if self.mid_block:
+            units.append("mid_block__resnets_0")
+            if self.add_attention:
+                units.append("mid_block__attentions_0")
+            units.append("mid_block__resnets_1")
+        for i, kind in enumerate(self.up_block_types):
+            for j in range(self.layers_per_block + 1):
+                units.append(f"up_blocks_{i}__resnets_{j}")
+                if kind == "AttnUpBlock2D":
+                    units.append(f"up_blocks_{i}__attentions_{j}")
+        return tuple(units)
+
     @nn.compact
-    def __call__(self, x, c_noise, labels=None):
+    def __call__(self, x, c_noise, labels=None, skip=None):
+        """``skip`` (optional, shape (len(skippable_units()),), 0/1): unit k is bypassed where
+        ``skip[k] = 1`` (AutoDiffusion's per-step architecture, Li et al. 2023); None runs all."""
         self.setup_check()
+        flag = unit_flags(self.skippable_units(), skip).get
         chans = tuple(self.block_out_channels)
         g, eps = self.norm_num_groups, self.norm_eps
         res = dict(groups=g, eps=eps, time_scale_shift=self.resnet_time_scale_shift)
@@ -164,9 +205,11 @@ class UNet(nn.Module):
         for i, kind in enumerate(self.down_block_types):
             out = chans[i]
             for j in range(self.layers_per_block):
-                h = ResnetBlock(out, **res, name=f"down_blocks_{i}__resnets_{j}")(h, emb)
+                name = f"down_blocks_{i}__resnets_{j}"
+                h = ResnetBlock(out, **res, name=name)(h, emb, flag(name))
                 if kind == "AttnDownBlock2D":
-                    h = SelfAttention(self._head_dim(out), g, eps, name=f"down_blocks_{i}__attentions_{j}")(h)
+                    name = f"down_blocks_{i}__attentions_{j}"
+                    h = SelfAttention(self._head_dim(out), g, eps, name=name)(h, flag(name))
                 skips.append(h)
             if i < len(chans) - 1:
                 p = self.downsample_padding
@@ -177,20 +220,24 @@ class UNet(nn.Module):
 
         if self.mid_block:
             s = self.mid_block_scale_factor
-            h = ResnetBlock(chans[-1], **res, output_scale_factor=s, name="mid_block__resnets_0")(h, emb)
-            if self.add_attention:
-                ag = self.attn_norm_num_groups or g
-                h = SelfAttention(self._head_dim(chans[-1]), ag, eps, s, name="mid_block__attentions_0")(h)
-            h = ResnetBlock(chans[-1], **res, output_scale_factor=s, name="mid_block__resnets_1")(h, emb)
+            for k in (0, 1):
+                name = f"mid_block__resnets_{k}"
+                h = ResnetBlock(chans[-1], **res, output_scale_factor=s, name=name)(h, emb, flag(name))
+                if k == 0 and self.add_attention:
+                    ag = self.attn_norm_num_groups or g
+                    h = SelfAttention(self._head_dim(chans[-1]), ag, eps, s, name="mid_block__attentions_0")(
+                        h, flag("mid_block__attentions_0"))
 
         rev = chans[::-1]
         for i, kind in enumerate(self.up_block_types):
             out = rev[i]
             for j in range(self.layers_per_block + 1):
                 h = jnp.concatenate([h, skips.pop()], axis=-1)
-                h = ResnetBlock(out, **res, name=f"up_blocks_{i}__resnets_{j}")(h, emb)
+                name = f"up_blocks_{i}__resnets_{j}"
+                h = ResnetBlock(out, **res, name=name)(h, emb, flag(name))
                 if kind == "AttnUpBlock2D":
-                    h = SelfAttention(self._head_dim(out), g, eps, name=f"up_blocks_{i}__attentions_{j}")(h)
+                    name = f"up_blocks_{i}__attentions_{j}"
+                    h = SelfAttention(self._head_dim(out), g, eps, name=name)(h, flag(name))
             if i < len(chans) - 1:
                 h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
                 h = nn.Conv(out, (3, 3), padding=1, name=f"up_blocks_{i}__upsamplers_0__conv")(h)
@@ -293,6 +340,7 @@ class FlaxDenoiser(Denoiser):
     scale_input: bool = eqx.field(static=True, default=False)
     sigma_data: float = eqx.field(static=True, default=0.5)
     null_class: int | None = eqx.field(static=True, default=None)
+    skip: Any = None          # (len(skip_units),) 0/1 mask applied to every call (None: all units run)
 
     @property
     def num_classes(self) -> int:
@@ -300,7 +348,7 @@ class FlaxDenoiser(Denoiser):
         return 0 if self.null_class is None else int(self.null_class)
 
     def __init__(self, module, params, prediction, schedule, data_shape, cost=1.0, data_mean=None,
-                 time_input=("logsnr", 50.0, 0.0), scale_input=False, sigma_data=0.5, null_class=None):
+                 time_input=("logsnr", 50.0, 0.0), scale_input=False, sigma_data=0.5, null_class=None, skip=None):
         self.module, self.params, self.schedule = module, params, schedule
         self.prediction = check_prediction(prediction)
         self.data_shape = tuple(int(s) for s in data_shape)
@@ -310,6 +358,22 @@ class FlaxDenoiser(Denoiser):
         self.time_input = (str(time_input[0]), float(time_input[1]), float(time_input[2]))
         self.scale_input, self.sigma_data = bool(scale_input), float(sigma_data)
         self.null_class = None if null_class is None else int(null_class)
+        self.skip = skip
+
+    @property
+    def skip_units(self) -> tuple[str, ...]:
+        units = getattr(self.module, "skippable_units", None)
+        return tuple(units()) if units is not None else ()
+
+    def with_skip(self, mask) -> "FlaxDenoiser":
+        """This denoiser with the skip mask ``mask`` (1 = unit bypassed; see ``skip_units``)."""
+        mask = mask if isinstance(mask, np.ndarray) else jnp.asarray(mask)   # NumPy: a constant (one branch traced)
+        if mask.shape != (len(self.skip_units),):
+            raise ValueError(f"skip: mask of shape {mask.shape}, expected ({len(self.skip_units)},) for the "
+                             f"units {list(self.skip_units)}")
+        if not self.skip_units:
+            return self
+        return eqx.tree_at(lambda m: m.skip, self, mask, is_leaf=lambda v: v is None)
 
     def __call__(self, x, t, cond=None):
         if x.shape[1:] != self.data_shape:
@@ -329,7 +393,9 @@ class FlaxDenoiser(Denoiser):
             labels = jnp.broadcast_to(jnp.asarray(labels, jnp.int32), x.shape[:1])
             if self.null_class is not None:  # label -1 (denoisers.NULL_LABEL) = unconditional
                 labels = jnp.where(labels < 0, self.null_class, labels)
-        return self.module.apply({"params": self.params}, x_in, c_noise, labels).astype(x.dtype)
+        if self.skip is None:
+            return self.module.apply({"params": self.params}, x_in, c_noise, labels).astype(x.dtype)
+        return self.module.apply({"params": self.params}, x_in, c_noise, labels, skip=self.skip).astype(x.dtype)
 
     def with_params(self, params) -> "FlaxDenoiser":
         return eqx.tree_at(lambda m: m.params, self, params)

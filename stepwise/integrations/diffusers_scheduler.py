@@ -68,6 +68,10 @@ class StepwiseScheduler(SchedulerMixin, ConfigMixin):
         if models != [0]:
             raise ValueError(f"StepwiseScheduler: the plan uses models {models}; a diffusers pipeline runs one "
                              "denoiser (stitched plans run in stepwise's sampler)")
+        if np.any(np.asarray(self._plan.skip)):
+            raise ValueError("StepwiseScheduler: the plan skips network units per step (a searched architecture); "
+                             "a diffusers pipeline runs its whole network every call (such plans run in stepwise's "
+                             "sampler with the Flax network they were searched for)")
         self._program = compile_plan(self._plan, self._schedule)
         self._requests = self._program.requests
         n = float(num_train_timesteps)

@@ -21,7 +21,7 @@ from stepwise.denoisers.guidance import Thresholding, guided_x0_eps
 from stepwise.samplers.sharding import data_mesh, pad_batch, shard_batch
 from stepwise.denoisers.compat import DenoiserSet
 from stepwise.solvers.coefficients import StepGeometry, corrector_weights, predictor_weights
-from stepwise.solvers.plan import DATA, HISTORY, NO_CORRECTOR, UNIC, SolverPlan, validate
+from stepwise.solvers.plan import DATA, HISTORY, NO_CORRECTOR, UNIC, SolverPlan, mask_row, validate
 
 _TRACES = {"sample": 0}
 
@@ -86,7 +86,7 @@ def sample(denoisers, schedule, plan: SolverPlan, x_T, cond=None, threshold: Thr
     # float64 (jax_enable_x64) call never share a cache entry keyed on the NumPy dtype.
     models, schedule = _device_leaves((models, schedule))
     if _is_concrete(plan):
-        validate(plan, schedule, num_models=len(models))
+        validate(plan, schedule, num_models=len(models), unit_counts=unit_counts(models))
     if x_T.ndim < 2:
         raise ValueError(f"x_T: expected shape (batch, *data_shape), got {x_T.shape}")
     if x_T.shape[0] == 0:
@@ -116,18 +116,35 @@ def sample(denoisers, schedule, plan: SolverPlan, x_T, cond=None, threshold: Thr
     return out
 
 
+def unit_counts(models) -> tuple[int, ...]:
+    """Each model's number of skippable units (``Denoiser.skip_units``)."""
+    return tuple(len(getattr(m, "skip_units", ())) for m in models)
+
+
+def _masked(m, skip, row):
+    """Model ``m`` with the plan's skip mask of ``row`` applied (unchanged when the plan has none)."""
+    units = len(getattr(m, "skip_units", ()))
+    if skip.shape[1] == 0 or units == 0:
+        return m
+    return m.with_skip(skip[row, :units])
+
+
 def _push(hist, x, x0, eps, node):
     xs, x0s, epss, nodes = hist
     roll = lambda buf, v: jnp.concatenate([v[None], buf[:-1]], axis=0)
     return roll(xs, x), roll(x0s, x0), roll(epss, eps), roll(nodes, jnp.asarray(node, nodes.dtype))
 
 
-def _eval_branches(models, ts, guidance, cond, threshold, with_analytic: bool):
-    """Branch list for lax.switch: [(analytic per model), model evaluation per model]."""
+def _eval_branches(models, ts, guidance, cond, threshold, with_analytic: bool, skip=None):
+    """Branch list for lax.switch: [(analytic per model), model evaluation per model]; the evaluation
+    at node i uses the skip mask of row min(i, N-1) (``solvers.plan.mask_row``)."""
+    n = ts.shape[0] - 1
+    skip = jnp.zeros((n, 0), jnp.int32) if skip is None else skip
 
     def evaluate(m):
         def f(x, i):
-            x0, eps = guided_x0_eps(m, x, ts[i], cond, guidance[i], threshold)
+            mm = _masked(m, skip, mask_row(i, n))
+            x0, eps = guided_x0_eps(mm, x, ts[i], cond, guidance[i], threshold)
             return x0.astype(x.dtype), eps.astype(x.dtype)  # solver state keeps its own dtype
         return f
 
@@ -187,8 +204,8 @@ def _sample_impl(models, schedule, plan: SolverPlan, x_T, cond, threshold, retur
     alpha, sigma, lam = schedule.alpha(ts), schedule.sigma(ts), schedule.lambda_(ts)
     m = len(models)
     guidance = plan.guidance.astype(dt)
-    evals = _eval_branches(models, ts, guidance, cond, threshold, with_analytic=False)
-    first = _eval_branches(models, ts, guidance, cond, threshold, with_analytic=True)
+    evals = _eval_branches(models, ts, guidance, cond, threshold, with_analytic=False, skip=plan.skip)
+    first = _eval_branches(models, ts, guidance, cond, threshold, with_analytic=True, skip=plan.skip)
 
     def combine(w, f_hist, f_new, x_b, a_coef, b_coef):
         acc = jnp.tensordot(w[:HISTORY].astype(dt), f_hist, axes=1)

@@ -23,7 +23,8 @@ from stepwise.solvers.plan import HISTORY, NO_CORRECTOR, UNIC, SolverPlan, evalu
 
 class Request(NamedTuple):
     """One model evaluation: at node index ``node`` (time ``t``, with alpha/sigma there), of model
-    ``model`` at guidance scale ``guidance``; ``analytic``: no model call (x0 = data mean)."""
+    ``model`` at guidance scale ``guidance``; ``analytic``: no model call (x0 = data mean);
+    ``skip``: indices of the network units the call bypasses (``Denoiser.skip_units``; empty: none)."""
 
     node: int
     t: float
@@ -33,6 +34,7 @@ class Request(NamedTuple):
     guidance: float
     analytic: bool
     corrector: bool
+    skip: tuple = ()
 
 
 class Update(NamedTuple):
@@ -79,13 +81,14 @@ def compile_plan(plan: SolverPlan, schedule, num_models: int = 1) -> Program:
     ts = plan.ts.astype(dt)
     n = int(ts.shape[0]) - 1
     alpha, sigma, lam = schedule.alpha(ts), schedule.sigma(ts), schedule.lambda_(ts)
-    col = {k: np.asarray(getattr(plan, k)) for k in ("model", "guidance", "corrector")}
+    col = {k: np.asarray(getattr(plan, k)) for k in ("model", "guidance", "corrector", "skip")}
     afs = bool(int(plan.analytic_first))
 
     def request(node: int, model: int, guidance_at: int, corrector: bool) -> Request:
+        row = min(guidance_at, n - 1)      # solvers.plan.mask_row: the row of the evaluated node
         return Request(node, float(ts[node]), float(alpha[node]), float(sigma[node]), int(model),
-                       float(col["guidance"][min(guidance_at, n - 1)]), afs and node == 0 and not corrector,
-                       corrector)
+                       float(col["guidance"][row]), afs and node == 0 and not corrector,
+                       corrector, tuple(int(u) for u in np.flatnonzero(col["skip"][row])))
 
     def update(u, weights, with_new: bool) -> Update:
         w = _floats(weights)

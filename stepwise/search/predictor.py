@@ -2,7 +2,8 @@
 trained with optax on every evaluated (plan, score) pair with a pairwise logistic ranking loss.
 
 Features per step: one-hot codes of each categorical column, the free coefficient, the step's
-start/end in u and its width, and the step's position; a shared per-step MLP is mean-pooled
+start/end in u and its width, the step's position, and (when the space searches skip masks) the
+step's mask bits and the fraction of units it skips; a shared per-step MLP is mean-pooled
 over the (masked) steps, concatenated with plan-level features (analytic first step, number of
 steps) and mapped to a scalar "badness" (lower = predicted better).
 """
@@ -17,7 +18,7 @@ import optax
 from flax import linen as nn
 from scipy import stats
 
-from stepwise.search.space import CATEGORICAL_TABLES, Genome, SearchSpace
+from stepwise.search.space import CATEGORICAL_TABLES, MASK, Genome, SearchSpace
 from stepwise.solvers.plan import HISTORY, MAX_ORDER
 
 _NUM_GLOBAL = 2
@@ -30,14 +31,15 @@ def _one_hot_sizes() -> dict[str, int]:
     return sizes
 
 
-def feature_dims(max_steps: int) -> tuple[int, int]:
-    return sum(_one_hot_sizes().values()) + 5, _NUM_GLOBAL
+def feature_dims(max_steps: int, units: int = 0) -> tuple[int, int]:
+    return sum(_one_hot_sizes().values()) + 5 + (units + 1 if units else 0), _NUM_GLOBAL
 
 
-def featurize(genomes: list[Genome], max_steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(steps (B, S, F), mask (B, S), global (B, G)) float32 arrays, padded to ``max_steps``."""
+def featurize(genomes: list[Genome], max_steps: int, units: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(steps (B, S, F), mask (B, S), global (B, G)) float32 arrays, padded to ``max_steps``; with
+    ``units`` > 0 each step also carries its skip-mask bits and skipped fraction."""
     sizes = _one_hot_sizes()
-    f_step, _ = feature_dims(max_steps)
+    f_step, _ = feature_dims(max_steps, units)
     b = len(genomes)
     steps = np.zeros((b, max_steps, f_step), np.float32)
     mask = np.zeros((b, max_steps), np.float32)
@@ -55,6 +57,10 @@ def featurize(genomes: list[Genome], max_steps: int) -> tuple[np.ndarray, np.nda
         steps[k, :n, off + 2] = u[1:n + 1]
         steps[k, :n, off + 3] = np.log(np.maximum(g.incr[:n], 1e-6)) / 5.0
         steps[k, :n, off + 4] = np.arange(n) / max(1, n - 1)
+        if units:
+            skip = np.asarray(g.cols.get(MASK, np.zeros((n, units))), np.float32)[:n, :units]
+            steps[k, :n, off + 5:off + 5 + skip.shape[1]] = skip
+            steps[k, :n, off + 5 + units] = skip.mean(axis=1) if skip.size else 0.0
         mask[k, :n] = 1.0
         glob[k] = [g.analytic_first, g.num_steps / max_steps]
     return steps, mask, glob
@@ -80,11 +86,11 @@ def pairwise_rank_loss(pred, target, weight):
     return jnp.sum(better * jax.nn.softplus(-margin)) / jnp.maximum(better.sum(), 1.0)
 
 
-def _padded(genomes: list[Genome], max_steps: int):
+def _padded(genomes: list[Genome], max_steps: int, units: int = 0):
     """Features padded to a power-of-two batch (one executable per size class) and the true size."""
     b = len(genomes)
     cap = 1 << max(5, int(np.ceil(np.log2(max(b, 1)))))
-    steps, mask, glob = featurize(genomes, max_steps)
+    steps, mask, glob = featurize(genomes, max_steps, units)
     pad = cap - b
     return (np.pad(steps, ((0, pad), (0, 0), (0, 0))), np.pad(mask, ((0, pad), (0, 0))),
             np.pad(glob, ((0, pad), (0, 0)))), b, pad
@@ -99,11 +105,12 @@ class Predictor:
 
     def __init__(self, space: SearchSpace, hidden: int = 64, lr: float = 3e-3, train_steps: int = 200):
         self.max_steps = space.nfe + 1
+        self.units = space.skip_units
         self.train_steps, self.lr = int(train_steps), float(lr)
         self.net = RankNet(int(hidden))
 
     def init(self, seed: int = 0) -> dict:
-        f_step, f_glob = feature_dims(self.max_steps)
+        f_step, f_glob = feature_dims(self.max_steps, self.units)
         shapes = (np.zeros((1, self.max_steps, f_step), np.float32), np.zeros((1, self.max_steps), np.float32),
                   np.zeros((1, f_glob), np.float32))
         return jax.tree.map(np.asarray, self.net.init(jax.random.key(seed), *shapes)["params"])
@@ -111,13 +118,13 @@ class Predictor:
     def predict(self, params: dict, genomes: list[Genome]) -> np.ndarray:
         if not genomes:
             return np.zeros((0,), np.float32)
-        feats, b, _ = _padded(genomes, self.max_steps)
+        feats, b, _ = _padded(genomes, self.max_steps, self.units)
         return np.asarray(_predict(self.net, params, *feats))[:b]
 
     def fit(self, params: dict, genomes: list[Genome], scores) -> tuple[dict, float]:
         """Train on all evaluated genomes (log scores, pairwise ranking loss); returns (params, loss)."""
         scores = np.asarray(scores, np.float64)
-        feats, b, pad = _padded(genomes, self.max_steps)
+        feats, b, pad = _padded(genomes, self.max_steps, self.units)
         target = np.pad(np.log(np.maximum(scores, 1e-12)), (0, pad)).astype(np.float32)
         weight = np.pad(np.ones(b, np.float32), (0, pad))
         params, loss = _fit(self.net, params, *feats, target, weight, self.lr, self.train_steps)

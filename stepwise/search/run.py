@@ -289,9 +289,14 @@ def run_learned(model, schedule, workdir, *, nfe: int, method: str, evaluator: E
 
 def run_search(model, schedule, workdir, *, strategy: Evolution, evaluator: Evaluator, seed: int = 0,
                final: FinalOptions = FinalOptions(), model_info: dict | None = None,
-               log: Callable[[str], None] = print, final_data: tuple | None = None) -> dict:
+               log: Callable[[str], None] = print, final_data: tuple | None = None,
+               budget: float | None = None, unit_shares=None) -> dict:
     """Search a plan of exactly ``strategy.space.nfe`` evaluations; returns the summary written to
-    search.json. ``final_data`` = (x_T, reference endpoints or None) reuses final noise and its solve."""
+    search.json. ``final_data`` = (x_T, reference endpoints or None) reuses final noise and its solve.
+
+    With a compute ``budget`` (full-model evaluations; the strategy's hooks keep candidates within it,
+    e.g. by skip masks priced by ``unit_shares``) the final comparison's baselines are the full-network
+    presets that fit the budget (NFE = floor(budget)): the same compute, every free option."""
     workdir = Path(os.path.abspath(os.fspath(workdir)))
     workdir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -299,14 +304,21 @@ def run_search(model, schedule, workdir, *, strategy: Evolution, evaluator: Eval
     nfe = space.nfe
     check_measurable(model, final.reference or final_data is not None)  # before any search work
     baselines, initial = initial_genomes(nfe, space, seed)
+    if budget is not None and int(np.floor(budget + 1e-9)) != nfe:
+        if budget < 1:
+            raise ValueError(f"search.budget: {budget} is below one full-model evaluation; no baseline fits it")
+        baselines = initial_genomes(int(np.floor(budget + 1e-9)), space, seed)[0]
     setup_s = time.perf_counter() - t_start
     st, loop_info = search_loop(strategy, evaluator, initial, seed, str(workdir / "checkpoints"), log)
     search_wall, resumed_from = loop_info["search_wall_s"], loop_info["resumed_from"]
     generations = strategy.options.generations
     best_genome, best_score = st.best
     best_plan = decode(best_genome, space)
-    best_plan.validate(schedule)
+    best_plan.validate(schedule, unit_counts=space.unit_counts or None)
     assert best_plan.nfe() == nfe
+    plan_cost = solvers.cost(best_plan, [1.0], unit_shares=unit_shares)
+    if budget is not None and plan_cost > budget * (1 + 1e-9):
+        raise RuntimeError(f"search returned a plan of cost {plan_cost:.4g} over the budget {budget}")
 
     t0 = time.perf_counter()
     core, rows, final_info = final_comparison(model, schedule, best_plan, baselines, evaluator, final, seed,
@@ -323,10 +335,15 @@ def run_search(model, schedule, workdir, *, strategy: Evolution, evaluator: Eval
         "mean_rank_correlation": (float(np.nanmean([r["spearman"] for r in st.rank_correlations]))
                                   if st.rank_correlations else None),
         "compiles": samplers.trace_count(),
+        "budget": budget, "cost": round(plan_cost, 6),
+        "skipped_fraction": float(np.mean(np.asarray(best_plan.skip))) if np.asarray(best_plan.skip).size else 0.0,
     }
     meta = plan_meta(schedule, model, model_info, evaluator, best_score, ours, best_base, final_info, seed,
                      {"evaluations": len(st.archive), "generations": generations,
-                      "search_wall_s": round(search_wall, 2), "strategy": strategy.name}, space.node_space)
+                      "search_wall_s": round(search_wall, 2), "strategy": strategy.name,
+                      "plan_cost": round(plan_cost, 6), "budget": budget}, space.node_space)
+    if space.skip_units:
+        meta["skip_unit_names"] = list(getattr(model, "skip_units", ()))
     save_plan(workdir / SCHEDULE_FILE, best_plan, meta)
     summary["steps"] = describe_plan(best_plan)
     write_json_atomic(workdir / "search.json", summary)

@@ -19,7 +19,7 @@ from stepwise.search.space import STEP_COLUMNS, describe_plan
 
 FORMAT = "stepwise.schedule"
 VERSION = 1
-_RESERVED = {"format", "version", "nfe", "num_steps", "analytic_first", "ts", "steps", "corrections"}
+_RESERVED = {"format", "version", "nfe", "num_steps", "analytic_first", "ts", "steps", "corrections", "skip_units"}
 
 
 def plan_to_dict(plan, meta: dict | None = None) -> dict:
@@ -30,7 +30,33 @@ def plan_to_dict(plan, meta: dict | None = None) -> dict:
     return {"format": FORMAT, "version": VERSION, "nfe": plan.nfe(), "num_steps": plan.num_steps,
             "analytic_first": bool(int(plan.analytic_first)),
             "ts": [float(t) for t in np.asarray(plan.ts, np.float64)],
-            "steps": describe_plan(plan), **corrections_entry(plan), **meta}
+            "steps": describe_plan(plan), **corrections_entry(plan), **skip_entry(plan), **meta}
+
+
+def skip_entry(plan) -> dict:
+    """``{"skip_units": U}`` when the plan skips network units (each step then lists the indices of
+    its skipped units under ``"skip"``, in the order of ``Denoiser.skip_units``), else {}."""
+    skip = np.asarray(plan.skip)
+    return {"skip_units": int(skip.shape[1])} if np.any(skip) else {}
+
+
+def _skip_from_steps(d: dict, steps: list):
+    """The (N, U) skip mask of a schedule-file dict (None when it has none)."""
+    units = d.get("skip_units")
+    if units is None:
+        if any("skip" in st for st in steps):
+            raise ValueError("schedule file: steps list skipped units but 'skip_units' (the network's unit count) is missing")
+        return None
+    if not isinstance(units, int) or units < 1:
+        raise ValueError(f"schedule file: skip_units {units!r} is invalid; allowed: a positive integer")
+    mask = np.zeros((len(steps), units), np.int32)
+    for i, st in enumerate(steps):
+        idx = st.get("skip", [])
+        if not isinstance(idx, list) or not all(isinstance(u, int) and 0 <= u < units for u in idx):
+            raise ValueError(f"schedule file: step {i} skip {idx!r} is invalid; allowed: a list of unit indices "
+                             f"0..{units - 1}")
+        mask[i, idx] = 1
+    return mask
 
 
 def corrections_entry(plan) -> dict:
@@ -71,7 +97,8 @@ def plan_from_dict(d: dict, schedule=None):
             raise ValueError(f"schedule file: corrections have shape {corrections.shape}, expected "
                              f"({len(steps)}, {solvers.HISTORY + 1})")
     plan = solvers.make_plan(jnp.asarray(ts), analytic_first=bool(d.get("analytic_first", False)),
-                             corrections=None if corrections is None else jnp.asarray(corrections), **cols)
+                             corrections=None if corrections is None else jnp.asarray(corrections),
+                             skip=_skip_from_steps(d, steps), **cols)
     plan.validate(schedule)
     if "nfe" in d and plan.nfe() != int(d["nfe"]):
         raise ValueError(f"schedule file: stored nfe {d['nfe']} but the plan evaluates {plan.nfe()} times")

@@ -10,7 +10,10 @@ A :class:`Genome` holds every per-step decision of a plan:
 * one integer/float column per plan column (``prediction``, ``order``, ``variant``,
   ``expansion``, ``coef``, ``base``, ``corrector``, ``model``, ``guidance`` and any column the
   plan format gains later), in the codes of :mod:`solvers.plan`;
-* ``analytic_first``.
+* ``analytic_first``;
+* with ``SearchSpace.unit_counts`` (the denoisers' skippable units), the per-step skip mask
+  ``skip`` (N, U) of 0/1 (AutoDiffusion's per-step architecture): mutation flips units of steps,
+  crossover takes whole rows, splitting a step copies its row.
 
 The codec never names a preset: the allowed values of each column come from the code tables of
 :mod:`solvers.plan`, so new presets and new codes need no change here.
@@ -34,7 +37,10 @@ import numpy as np
 from stepwise.solvers import plan as P
 
 # Plan columns that are per-step decisions (everything but the node array and the scalar flag).
-STEP_COLUMNS = tuple(f for f in P.SolverPlan.__dataclass_fields__ if f not in ("ts", "analytic_first", "corrections"))
+STEP_COLUMNS = tuple(f for f in P.SolverPlan.__dataclass_fields__
+                     if f not in ("ts", "analytic_first", "corrections", "skip"))
+MASK = "skip"     # the (N, U) skip-mask column (present in a genome only when the space searches masks)
+MOVES = ("nodes", "decisions", "masks")
 FLOAT_COLUMNS = ("coef", "guidance")
 CATEGORICAL_TABLES = {"prediction": P.PREDICTION_CODES, "variant": P.VARIANT_CODES,
                       "expansion": P.EXPANSION_CODES, "corrector": P.CORRECTOR_CODES}
@@ -86,7 +92,8 @@ class Genome:
 
     def to_dict(self) -> dict:
         return {"incr": [float(v) for v in self.incr],
-                "cols": {k: [float(x) if k in FLOAT_COLUMNS else int(x) for x in v]
+                "cols": {k: (np.asarray(v, np.int64).tolist() if k == MASK else
+                             [float(x) if k in FLOAT_COLUMNS else int(x) for x in v])
                          for k, v in self.cols.items()},
                 "analytic_first": int(self.analytic_first)}
 
@@ -94,6 +101,8 @@ class Genome:
     def from_dict(d: dict) -> "Genome":
         cols = {k: np.asarray(v, np.float64 if k in FLOAT_COLUMNS else np.int64)
                 for k, v in d["cols"].items()}
+        if MASK in cols and cols[MASK].ndim != 2:
+            cols[MASK] = cols[MASK].reshape(len(d["incr"]), -1)
         return Genome(np.asarray(d["incr"], np.float64), cols, int(d["analytic_first"]))
 
 
@@ -107,7 +116,9 @@ class SearchSpace:
     ``p_decision`` each categorical decision of each step is redrawn;
     ``p_structure`` one budget-changing move (corrector re-evaluation, analytic first step,
     final UniC corrector) is applied and the steps re-balanced;
-    ``coef_sigma`` Gaussian step of a free coefficient.
+    ``coef_sigma`` Gaussian step of a free coefficient;
+    ``p_skip`` each unit of each step's skip mask is flipped (only when ``unit_counts`` is set:
+    the number of skippable units of each model, ``Denoiser.skip_units``; masks are searched then).
     """
 
     nfe: int
@@ -126,6 +137,13 @@ class SearchSpace:
     p_structure: float = 0.15
     coef_sigma: float = 0.15
     p_crossover: float = 0.5
+    unit_counts: tuple = ()
+    p_skip: float = 0.05
+
+    @property
+    def skip_units(self) -> int:
+        """Width of the searched skip mask (0: masks are not searched)."""
+        return max((int(u) for u in self.unit_counts), default=0)
 
     def __post_init__(self):
         if self.node_space not in NODE_SPACES:
@@ -208,14 +226,30 @@ def encode(plan: P.SolverPlan, space: SearchSpace) -> Genome:
     u = space.ts_to_u(np.asarray(plan.ts, np.float64))
     cols = {c: np.asarray(getattr(plan, c), np.float64 if c in FLOAT_COLUMNS else np.int64).copy()
             for c in STEP_COLUMNS}
+    skip = np.asarray(getattr(plan, MASK, np.zeros((len(u) - 1, 0))), np.int64)
+    if space.skip_units:
+        cols[MASK] = _mask_width(skip, space.skip_units)
+    elif np.any(skip):
+        raise ValueError("encode: the plan skips network units but the search space does not search masks "
+                         "(give it unit_counts)")
     return Genome(np.diff(u), cols, int(plan.analytic_first))
+
+
+def _mask_width(skip: np.ndarray, units: int) -> np.ndarray:
+    """A skip mask widened with zeros (or checked) to ``units`` columns."""
+    n = skip.shape[0]
+    if skip.shape[1] == 0:
+        return np.zeros((n, units), np.int64)
+    if skip.shape[1] != units:
+        raise ValueError(f"skip: the plan masks {skip.shape[1]} units; the search space has {units}")
+    return skip.copy()
 
 
 def decode(g: Genome, space: SearchSpace) -> P.SolverPlan:
     """The SolverPlan of a genome (float32 nodes unless x64 is enabled)."""
     ts = space.u_to_ts(g.u)
     kw = {c: np.asarray(g.cols[c]) for c in STEP_COLUMNS if c in g.cols}
-    return P.make_plan(jnp.asarray(ts), analytic_first=bool(g.analytic_first), **kw)
+    return P.make_plan(jnp.asarray(ts), analytic_first=bool(g.analytic_first), skip=g.cols.get(MASK), **kw)
 
 
 class PlanView:
@@ -229,6 +263,7 @@ class PlanView:
             setattr(self, c, np.asarray(cols[c] if c in cols else np.full(len(ts) - 1, SAFE.get(c, 0)), dt))
         self.analytic_first = np.int32(analytic_first)
         self.corrections = np.zeros((len(ts) - 1, P.HISTORY + 1), _float_dtype())   # genomes carry none
+        self.skip = np.asarray(cols[MASK] if MASK in cols else np.zeros((len(ts) - 1, 0)), np.int32)
 
     @property
     def num_steps(self) -> int:
@@ -277,6 +312,9 @@ def describe_plan(plan: P.SolverPlan) -> list[dict]:
         for c in STEP_COLUMNS:
             v = np.asarray(getattr(plan, c))[i].item()
             row[c] = names_of(c).get(int(v), int(v)) if c in CATEGORICAL_TABLES else v
+        skip = np.asarray(getattr(plan, MASK, np.zeros((plan.num_steps, 0))))
+        if np.any(skip):
+            row[MASK] = [int(u) for u in np.flatnonzero(skip[i])]   # indices of the skipped units
         rows.append(row)
     return rows
 
@@ -305,6 +343,15 @@ def _fix_space(g: Genome, space: SearchSpace) -> Genome:
     coef = np.where(cols["variant"] == P.FREE, np.clip(cols["coef"], lo, hi), 1.0)
     cols["coef"] = coef.astype(_float_dtype()).astype(np.float64)  # exactly representable in the plan
     cols["model"] = np.clip(cols["model"], 0, space.num_models - 1)
+    if space.skip_units:
+        mask = np.clip(np.asarray(cols.get(MASK, np.zeros((n, 0))), np.int64), 0, 1)
+        mask = _mask_width(mask, space.skip_units)
+        counts = np.asarray([int(u) for u in space.unit_counts] + [0] * space.num_models)[:space.num_models]
+        own = counts[cols["model"].astype(int)]
+        mask[np.arange(space.skip_units)[None, :] >= own[:, None]] = 0   # units the step's model lacks
+        cols[MASK] = mask
+    else:
+        cols.pop(MASK, None)
     af = int(g.analytic_first) if space.allow_analytic_first else 0
     return Genome(_gap_fix(g.incr, space.min_gap), cols, af)
 
@@ -315,7 +362,8 @@ def _fix_violations(g: Genome, space: SearchSpace) -> Genome | None:
     Budget-changing fields (the corrector) and plan-wide rules are not repaired here: such a
     genome is rejected (None)."""
     for _ in range(3 * g.num_steps + 3):
-        bad = P.violations(view(g, space), space.schedule, num_models=space.num_models)
+        bad = P.violations(view(g, space), space.schedule, num_models=space.num_models,
+                           unit_counts=space.unit_counts or None)
         if not bad:
             return g
         cols = {k: v.copy() for k, v in g.cols.items()}
@@ -410,19 +458,42 @@ def random_genome(space: SearchSpace, rng: np.random.Generator, steps: int | Non
     raise RuntimeError("random_genome: could not build a valid genome; check the search space")
 
 
+def _moves(nodes_only: bool, moves) -> frozenset:
+    chosen = frozenset(("nodes",) if nodes_only else (moves or MOVES))
+    bad = chosen - set(MOVES)
+    if bad:
+        raise ValueError(f"moves: unknown {sorted(bad)}; allowed: {list(MOVES)}")
+    return chosen
+
+
+def _flip_masks(mask: np.ndarray, space: SearchSpace, rng: np.random.Generator, force: bool) -> np.ndarray:
+    """Flip each unit of each step with probability ``p_skip`` (at least one flip when ``force``)."""
+    flip = rng.random(mask.shape) < space.p_skip
+    if force and not flip.any():
+        flip[rng.integers(0, mask.shape[0]), rng.integers(0, mask.shape[1])] = True
+    return np.where(flip, 1 - mask, mask)
+
+
 def mutate(g: Genome, space: SearchSpace, rng: np.random.Generator, nodes_only: bool = False,
-           max_tries: int = 20) -> Genome:
-    """A mutated valid copy with exactly ``space.nfe`` evaluations (differs from ``g`` when possible)."""
+           max_tries: int = 20, moves=None) -> Genome:
+    """A mutated valid copy with exactly ``space.nfe`` evaluations (differs from ``g`` when possible).
+
+    ``moves`` (a subset of ``MOVES``: "nodes", "decisions", "masks"; default all) says what may
+    change; ``nodes_only`` is ``moves=("nodes",)`` (the first stage of AutoDiffusion's schedule)."""
     ch = space.choice_map
+    moves = _moves(nodes_only, moves)
     for _ in range(max_tries):
         incr = g.incr.copy()
-        hit = rng.random(incr.shape[0]) < space.p_node
-        if nodes_only and not hit.any():
-            hit[rng.integers(0, incr.shape[0])] = True
-        incr = incr * np.exp(np.where(hit, rng.normal(0.0, space.node_sigma, incr.shape), 0.0))
+        if "nodes" in moves:
+            hit = rng.random(incr.shape[0]) < space.p_node
+            if moves == {"nodes"} and not hit.any():
+                hit[rng.integers(0, incr.shape[0])] = True
+            incr = incr * np.exp(np.where(hit, rng.normal(0.0, space.node_sigma, incr.shape), 0.0))
         cols = {k: v.copy() for k, v in g.cols.items()}
         af = g.analytic_first
-        if not nodes_only:
+        if "masks" in moves and MASK in cols and cols[MASK].shape[1]:
+            cols[MASK] = _flip_masks(cols[MASK], space, rng, force=moves == {"masks"})
+        if "decisions" in moves:
             n = g.num_steps
             for c in ("prediction", "order", "variant", "expansion", "base", "model"):
                 opts = np.asarray(ch.get(c, ()), np.int64)
@@ -461,25 +532,29 @@ def _resample_nodes(u: np.ndarray, n_out: int) -> np.ndarray:
 
 
 def crossover(a: Genome, b: Genome, space: SearchSpace, rng: np.random.Generator,
-              nodes_only: bool = False) -> Genome:
+              nodes_only: bool = False, moves=None) -> Genome:
     """Uniform crossover that keeps the budget: the child has ``a``'s number of steps; each
     interior node and each step's decisions come from ``a`` or from ``b`` (``b``'s node curve
     and columns mapped onto ``a``'s steps by step fraction). Nodes are re-sorted and spaced,
     then :func:`repair` restores the exact NFE: no step is ever dropped silently."""
+    moves = _moves(nodes_only, moves)
     n = a.num_steps
-    ua, ub = a.u, _resample_nodes(b.u, n)
-    pick = rng.random(n + 1) < 0.5
-    u = np.sort(np.where(pick, ub, ua))
-    u[0], u[-1] = 0.0, 1.0
-    incr = np.diff(u)
+    incr = a.incr.copy()
+    if "nodes" in moves:
+        ua, ub = a.u, _resample_nodes(b.u, n)
+        pick = rng.random(n + 1) < 0.5
+        u = np.sort(np.where(pick, ub, ua))
+        u[0], u[-1] = 0.0, 1.0
+        incr = np.diff(u)
     cols = {k: v.copy() for k, v in a.cols.items()}
     af = a.analytic_first
-    if not nodes_only:
-        idx = np.minimum(np.round(np.arange(n) * b.num_steps / n).astype(int), b.num_steps - 1)
-        take = rng.random(n) < 0.5
-        for k in cols:
-            if k in b.cols:
-                cols[k] = np.where(take, b.cols[k][idx], cols[k])
+    idx = np.minimum(np.round(np.arange(n) * b.num_steps / n).astype(int), b.num_steps - 1)
+    take = rng.random(n) < 0.5
+    for k in cols:
+        if k in b.cols and ("masks" if k == MASK else "decisions") in moves:
+            rows = take.reshape((-1,) + (1,) * (cols[k].ndim - 1))
+            cols[k] = np.where(rows, b.cols[k][idx], cols[k])
+    if "decisions" in moves:
         af = b.analytic_first if rng.random() < 0.5 else a.analytic_first
     child = repair(Genome(incr, cols, af), space, rng)
     return a.replace() if child is None else child

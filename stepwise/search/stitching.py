@@ -25,10 +25,10 @@ import numpy as np
 from stepwise.denoisers import DenoiserSet
 from stepwise.evaluation import pareto_front
 from stepwise.io import write_text_atomic
-from stepwise.search.budget import cheapest_first_projection
+from stepwise.search.budget import cheapest_first_projection, skip_projection
 from stepwise.search.evaluator import Evaluator
 from stepwise.search.schedule_file import save_plan
-from stepwise.search.space import Genome, SearchSpace, decode, encode, repair
+from stepwise.search.space import MASK, Genome, SearchSpace, decode, encode, repair
 from stepwise.search.strategies import Evolution, EvolutionOptions, Hooks, numpy_rng, run_generations
 from stepwise.solvers import plan as P
 from stepwise.solvers.transforms import t_stitch
@@ -44,16 +44,28 @@ def model_only_space(nfe: int, schedule, num_models: int) -> SearchSpace:
 
 
 # ----------------------------------------------------------------------------- budget hooks
-def budget_hooks(costs, budget: float, p_swap: float = 0.5) -> Hooks:
-    """Strategy hooks that keep every candidate within ``budget`` (see module doc)."""
+def budget_hooks(costs, budget: float, p_swap: float = 0.5, unit_shares=None) -> Hooks:
+    """Strategy hooks that keep every candidate within ``budget`` (see module doc). With
+    ``unit_shares`` (genomes with skip masks) a candidate still over budget after the model moves
+    has units skipped, earliest steps first (:func:`search.budget.skip_projection`)."""
     costs = np.asarray(costs, np.float64)
+    masked = unit_shares is not None
 
     def project(g: Genome) -> Genome | None:
-        col = cheapest_first_projection(g, costs, budget)
-        if col is None:
-            return None
         cols = {k: v.copy() for k, v in g.cols.items()}
-        cols["model"] = col.astype(g.cols["model"].dtype)
+        if len(costs) > 1:
+            col = cheapest_first_projection(g, costs, budget, unit_shares=unit_shares)
+            if col is None and not masked:
+                return None
+            if col is not None:
+                cols["model"] = col.astype(g.cols["model"].dtype)
+        if masked and MASK in cols:
+            mask = skip_projection(Genome(g.incr, cols, g.analytic_first), costs, budget, unit_shares)
+            if mask is None:
+                return None
+            cols[MASK] = mask
+        elif P.cost(Genome(g.incr, cols, g.analytic_first), costs) > budget * (1 + 1e-9):
+            return None
         return Genome(g.incr.copy(), cols, g.analytic_first)
 
     def swap(g: Genome, rng: np.random.Generator) -> Genome:

@@ -67,19 +67,38 @@ class SearchState:
 
 
 # ----------------------------------------------------------------------------- options
+SKIP_SCHEDULES = ("joint", "two_stage")
+
+
 @dataclasses.dataclass(frozen=True)
 class EvolutionOptions:
     """(mu + lambda) selection: ``population`` survivors, parents from the best ``top_k``,
     ``children`` true evaluations per generation, nodes-only moves for ``timesteps_only`` generations,
-    ``generations`` after the initial population."""
+    ``generations`` after the initial population.
+
+    ``skip_schedule`` (used when the space searches skip masks): ``"joint"`` lets masks change with
+    everything else after the nodes-only generations; ``"two_stage"`` is AutoDiffusion's schedule
+    (Li et al. 2023): the first half of the generations search nodes and solver decisions with the
+    full network, the second half only the per-step masks of the plans found."""
 
     population: int = 16
     top_k: int = 6
     children: int = 12
     timesteps_only: int = 3
     generations: int = 12
+    skip_schedule: str = "joint"
+
+    def moves_at(self, generation: int) -> tuple[str, ...]:
+        """What mutation and crossover may change in ``generation`` (see ``search.space.MOVES``)."""
+        if generation <= self.timesteps_only:
+            return ("nodes",)
+        if self.skip_schedule == "two_stage":
+            return ("masks",) if generation > self.generations // 2 else ("nodes", "decisions")
+        return ("nodes", "decisions", "masks")
 
     def __post_init__(self):
+        if self.skip_schedule not in SKIP_SCHEDULES:
+            raise ValueError(f"search.skip_schedule: {self.skip_schedule!r} is invalid; allowed: {list(SKIP_SCHEDULES)}")
         for f, lo in (("population", 2), ("top_k", 1), ("children", 1), ("timesteps_only", 0),
                       ("generations", 0)):
             v = getattr(self, f)
@@ -163,7 +182,7 @@ class Evolution:
     def proposals(self, st: SearchState, rng: np.random.Generator, count: int) -> list[Genome]:
         """Up to ``count`` new admissible children of the best ``top_k`` (none already evaluated)."""
         parents = [g for g, _ in st.population[:self.options.top_k]]
-        nodes_only = st.generation <= self.options.timesteps_only
+        moves = self.options.moves_at(st.generation)
         out, seen = [], set(st.archive)
         for _ in range(count * 4):
             if len(out) >= count:
@@ -171,8 +190,8 @@ class Evolution:
             a = parents[rng.integers(len(parents))]
             if len(parents) > 1 and rng.random() < self.space.p_crossover:
                 b = parents[rng.integers(len(parents))]
-                a = crossover(a, b, self.space, rng, nodes_only=nodes_only)
-            child = mutate(a, self.space, rng, nodes_only=nodes_only)
+                a = crossover(a, b, self.space, rng, moves=moves)
+            child = mutate(a, self.space, rng, moves=moves)
             for move in self.hooks.moves:
                 if rng.random() < self.hooks.p_moves:
                     child = move(child, rng)

@@ -66,14 +66,16 @@ class SolverPlan(eqx.Module):
     analytic_first: jnp.ndarray  # () int32: 1 = no model call at node 0 (x0 = data mean)
     corrections: jnp.ndarray  # (N, HISTORY+1) float: additive corrections to the step's history weights
                               # (predictor slots 0..HISTORY-1, corrector's new point HISTORY); 0 = the solver
+    skip: jnp.ndarray         # (N, U) int32 0/1: unit u of the denoiser is bypassed at the evaluation of
+                              # node i (AutoDiffusion's per-step architecture); U = 0: every unit runs
 
     @property
     def num_steps(self) -> int:
         return int(self.ts.shape[0]) - 1
 
-    def validate(self, schedule=None, num_models: int | None = None) -> "SolverPlan":
+    def validate(self, schedule=None, num_models: int | None = None, unit_counts=None) -> "SolverPlan":
         """Raise ValueError naming the step and field of the first impossible choice."""
-        validate(self, schedule, num_models)
+        validate(self, schedule, num_models, unit_counts)
         return self
 
     def nfe(self) -> int:
@@ -86,11 +88,13 @@ class SolverPlan(eqx.Module):
 
 def make_plan(ts, *, prediction="data", order=1, variant="taylor", expansion="lambda", coef=1.0,
               base=0, corrector="none", model=0, guidance=1.0, analytic_first=False,
-              corrections=None) -> SolverPlan:
+              corrections=None, skip=None) -> SolverPlan:
     """Build a plan; each column may be a scalar (broadcast) or a per-step sequence of names/codes.
 
     ``corrections`` (N, HISTORY+1) are learned additive corrections to every step's weights over its
-    history (S4S / GAS style); the default zeros run the solver exactly as published."""
+    history (S4S / GAS style); the default zeros run the solver exactly as published. ``skip`` (N, U)
+    0/1 masks the denoiser's skippable units per evaluated node (``Denoiser.skip_units``); the
+    default (N, 0) runs the whole network everywhere."""
     ts = jnp.asarray(ts)
     if ts.ndim != 1 or ts.shape[0] < 2:
         raise ValueError(f"ts: need a 1-D array of at least 2 nodes, got shape {ts.shape}")
@@ -118,6 +122,7 @@ def make_plan(ts, *, prediction="data", order=1, variant="taylor", expansion="la
         analytic_first=jnp.asarray(int(bool(analytic_first)), jnp.int32),
         corrections=(jnp.zeros((n, HISTORY + 1), ts.dtype) if corrections is None
                      else jnp.asarray(corrections, ts.dtype)),
+        skip=jnp.zeros((n, 0), jnp.int32) if skip is None else jnp.asarray(np.asarray(skip), jnp.int32),
     )
 
 
@@ -132,15 +137,25 @@ class Evaluation(NamedTuple):
     guided: bool
     corrector: bool
 
+    @property
+    def row(self) -> int:
+        """The plan row whose model, guidance and skip mask this evaluation uses (see ``evaluations``)."""
+        return self.node
+
+
+def mask_row(node, num_steps: int):
+    """The per-step row (model, guidance, skip mask) used by an evaluation at ``node``: min(node, N-1)."""
+    return np.minimum(node, num_steps - 1) if isinstance(node, (int, np.integer)) else jnp.minimum(node, num_steps - 1)
+
 
 def evaluations(plan) -> tuple[Evaluation, ...]:
     """Every model evaluation of ``plan`` in execution order: THE source of NFE and cost.
 
     Step i first needs the value at node i: a model call, unless i = 0 with ``analytic_first``
     (x0 = data mean) or step i-1's UniC corrector already evaluated node i. A corrector of step i
-    then evaluates node i+1 with the model and guidance scale of step min(i+1, N-1) (the
-    executor's rule). Reads only the ``corrector``, ``model``, ``guidance`` and ``analytic_first``
-    columns, so NumPy views of a plan work too.
+    then evaluates node i+1 with the model, guidance scale and skip mask of step min(i+1, N-1) (the
+    executor's rule, :func:`mask_row`). Reads only the ``corrector``, ``model``, ``guidance`` and
+    ``analytic_first`` columns, so NumPy views of a plan work too.
     """
     corr = np.asarray(plan.corrector)
     n = corr.shape[0]
@@ -173,12 +188,15 @@ def evaluations_per_model(plan, num_models: int) -> np.ndarray:
     return np.bincount([e.model for e in evaluations(plan)], minlength=num_models)[:num_models]
 
 
-def cost(plan, model_costs, *, guidance_doubles: bool = False) -> float:
-    """Sum over the plan's evaluations of the cost of the model evaluated there.
+def cost(plan, model_costs, *, guidance_doubles: bool = False, unit_shares=None) -> float:
+    """Sum over the plan's evaluations of the cost of the model evaluated there: THE plan accounting.
 
-    ``model_costs[m]`` is denoiser m's cost per call (e.g. relative to the largest: then the unit is
-    "evaluations of the most expensive model"). With ``guidance_doubles`` a guided call counts twice
-    (a CFG evaluation runs a doubled batch; ``nfe`` counts it once).
+    ``model_costs[m]`` is denoiser m's cost per full call (e.g. relative to the largest: then the unit
+    is "evaluations of the most expensive model"). With ``guidance_doubles`` a guided call counts
+    twice (a CFG evaluation runs a doubled batch; ``nfe`` counts it once). ``unit_shares[m][u]`` is the
+    fraction of model m's call that unit u costs (``denoisers.skipping.unit_shares``, measured from
+    XLA's cost analysis): an evaluation whose skip mask row is s costs c_m (1 - sum_u s_u share_mu).
+    A plan with a non-empty skip mask needs ``unit_shares``.
     """
     c = np.asarray(model_costs, np.float64).reshape(-1)
     if c.size == 0 or np.any(~np.isfinite(c)) or np.any(c <= 0):
@@ -187,7 +205,27 @@ def cost(plan, model_costs, *, guidance_doubles: bool = False) -> float:
     if ev and max(e.model for e in ev) >= c.shape[0]:
         raise ValueError(f"model_costs: plan uses model {max(e.model for e in ev)} but only "
                          f"{c.shape[0]} costs are given")
-    return float(sum(c[e.model] * (2.0 if guidance_doubles and e.guided else 1.0) for e in ev))
+    fraction = _mask_fractions(plan, ev, unit_shares)
+    return float(sum(c[e.model] * f * (2.0 if guidance_doubles and e.guided else 1.0) for e, f in zip(ev, fraction)))
+
+
+def _mask_fractions(plan, ev, unit_shares) -> list[float]:
+    """Per evaluation, the fraction of its model's full cost that its skip mask leaves."""
+    skip = getattr(plan, "skip", None)
+    skip = None if skip is None else np.asarray(skip)
+    if skip is None or skip.ndim != 2 or skip.shape[1] == 0 or not np.any(skip):
+        return [1.0] * len(ev)
+    if unit_shares is None:
+        raise ValueError("cost: the plan skips network units; pass unit_shares (denoisers.skipping.unit_shares)")
+    n = skip.shape[0]
+    out = []
+    for e in ev:
+        share = np.asarray(unit_shares[e.model], np.float64).reshape(-1)
+        row = skip[mask_row(e.row, n)][:share.shape[0]]
+        if np.any(skip[mask_row(e.row, n)][share.shape[0]:]):
+            raise ValueError(f"cost: step {mask_row(e.row, n)} skips units model {e.model} does not have")
+        out.append(float(1.0 - np.dot(row.astype(np.float64), share)))
+    return out
 
 
 class Violation(NamedTuple):
@@ -241,7 +279,7 @@ def allowed_bases(i: int) -> tuple[int, ...]:
     return tuple(range(0, min(i, HISTORY - 1) + 1))
 
 
-def violations(plan, schedule=None, num_models: int | None = None) -> list[Violation]:
+def violations(plan, schedule=None, num_models: int | None = None, unit_counts=None) -> list[Violation]:
     """Every broken rule of a concrete plan: THE list of validity rules.
 
     :func:`validate` formats the first one; the search's repair consumes them all (each carries the
@@ -273,6 +311,7 @@ def violations(plan, schedule=None, num_models: int | None = None) -> list[Viola
         out.append(Violation(None, "corrections", f"shape {corr.shape}", f"shape ({n}, {HISTORY + 1})"))
     elif not np.all(np.isfinite(corr)):
         out.append(Violation(None, "corrections", "non-finite values", "finite values"))
+    out += _skip_violations(plan, n, cols["model"], unit_counts)
     if out:
         return out
     for i in range(n):
@@ -292,9 +331,41 @@ def violations(plan, schedule=None, num_models: int | None = None) -> list[Viola
     return out
 
 
-def validate(plan, schedule=None, num_models: int | None = None) -> None:
+def _skip_violations(plan, n: int, model, unit_counts) -> list[Violation]:
+    """The skip mask: shape (N, U) with U = 0 or (when the models' skippable unit counts
+    ``unit_counts`` are known) the largest of them, values 0/1, and no step masking a unit its model
+    does not have."""
+    skip = getattr(plan, "skip", None)
+    if skip is None:
+        return []
+    skip = np.asarray(skip)
+    if skip.ndim != 2 or skip.shape[0] != n:
+        return [Violation(None, "skip", f"shape {skip.shape}", f"shape ({n}, units)")]
+    if skip.shape[1] == 0:
+        return []
+    if not np.all((skip == 0) | (skip == 1)):
+        return [Violation(None, "skip", "values other than 0/1", "0 (unit runs) or 1 (unit skipped)")]
+    if unit_counts is None:
+        return []
+    counts = [int(u) for u in unit_counts]
+    if skip.shape[1] != max(counts):
+        return [Violation(None, "skip", f"{skip.shape[1]} units per step",
+                          f"{max(counts)} (the denoiser's skippable units) or 0",
+                          text=f"plan.skip: masks of {skip.shape[1]} units, but the denoisers have {counts} skippable "
+                               "units; a skip mask is made for one network (denoisers without skippable units accept "
+                               "only plans without masks)")]
+    out = []
+    for i in range(n):
+        m = int(model[i]) if 0 <= int(model[i]) < len(counts) else 0
+        if np.any(skip[i, counts[m]:]):
+            out.append(Violation(i, "skip", skip[i].tolist(), f"zeros beyond unit {counts[m]} (model {m} has "
+                                 f"{counts[m]} skippable units)"))
+    return out
+
+
+def validate(plan, schedule=None, num_models: int | None = None, unit_counts=None) -> None:
     """Raise ValueError naming the step, the field and the allowed values of the first broken rule."""
-    bad = violations(plan, schedule, num_models)
+    bad = violations(plan, schedule, num_models, unit_counts)
     if bad:
         raise ValueError(bad[0].message())
 

@@ -48,6 +48,8 @@ def dropped(plan) -> list[str]:
         out.append("the analytic first step")
     if np.any(np.asarray(plan.corrections) != 0):
         out.append("learned weight corrections")
+    if np.any(np.asarray(plan.skip) != 0):
+        out.append("per-step skip masks")
     return out
 
 
@@ -69,6 +71,10 @@ def run(args) -> int:
     name = args.schedule or _schedule_name(meta) or "vp_linear"
     sched = schedules.by_name(name)
     plan = load_plan(args.plan, sched)          # the same validation as `stepwise sample` (domain included)
+    if np.any(np.asarray(plan.skip) != 0):
+        raise ValueError(f"--to {args.to}: the plan skips network units per step (a searched architecture); the "
+                         "format runs the whole network every call, so the exported schedule would be another sampler; "
+                         "run it with `stepwise sample --config.plan=...` on the network it was searched for")
     if np.any(np.asarray(plan.corrections) != 0) and not args.drop_corrections:
         raise ValueError(f"--to {args.to}: the format holds time nodes only and cannot express the plan's learned "
                          "weight corrections (they would be lost); pass --drop-corrections to export the nodes anyway")

@@ -1,0 +1,288 @@
+"""Per-step architecture (AutoDiffusion): skippable network units, the plan's skip column, its cost,
+and the search over masks."""
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from stepwise import samplers, solvers
+from stepwise.denoisers import GaussianMixture
+from stepwise.denoisers.mlp import MLP
+from stepwise.denoisers.skipping import masked_flops, unit_shares
+from stepwise.denoisers.unet import FlaxDenoiser, UNet, init_params, unet_kwargs
+from stepwise.samplers import executor
+from stepwise.schedules import VPLinear
+from stepwise.search import space as S
+from stepwise.search.budget import skip_projection
+from stepwise.search.stitching import budget_hooks
+from stepwise.search.strategies import Evolution, EvolutionOptions
+
+SHAPE = (8, 8, 1)
+
+
+def _perturbed(params, scale=0.05, seed=7):
+    """Random weights with no zero-initialised layer (so every unit changes the output)."""
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    return jax.tree.unflatten(tree, [a + scale * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys)])
+
+
+def _unet(preset="small", **kw):
+    net = UNet(out_channels=1, **unet_kwargs(preset, **kw))
+    return FlaxDenoiser(net, _perturbed(init_params(net, jax.random.key(0), SHAPE)), "eps", VPLinear(), SHAPE)
+
+
+@pytest.fixture(scope="module")
+def unet():
+    return _unet()
+
+
+@pytest.fixture(scope="module")
+def attn_unet():
+    """Attention in the down, middle and up paths (2 levels, so it stays small)."""
+    return _unet("small", down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                 up_block_types=("AttnUpBlock2D", "UpBlock2D"))
+
+
+def _mlp():
+    net = MLP(out_dim=16, width=32, depth=3)
+    return FlaxDenoiser(net, _perturbed(init_params(net, jax.random.key(0), (16,))), "eps", VPLinear(), (16,))
+
+
+@pytest.mark.parametrize("which", ["unet", "attn_unet", "mlp"])
+def test_zero_mask_is_bit_exact_and_each_unit_changes_the_output(which, request):
+    model = _mlp() if which == "mlp" else request.getfixturevalue(which)
+    units = model.skip_units
+    assert len(units) >= 3
+    x = jax.random.normal(jax.random.key(1), (4,) + model.data_shape)
+    t = jnp.full((4,), 0.4)
+    call = jax.jit(lambda m, x, t: m(x, t))
+    full = call(model, x, t)
+    assert np.array_equal(np.asarray(call(model.with_skip(jnp.zeros(len(units), jnp.int32)), x, t)),
+                          np.asarray(full))                       # all units run: bit-for-bit today's output
+    for k in range(len(units)):
+        mask = np.zeros(len(units), np.int32)
+        mask[k] = 1
+        out = call(model.with_skip(jnp.asarray(mask)), x, t)
+        assert float(jnp.max(jnp.abs(out - full))) > 1e-4, units[k]
+
+
+def test_skipped_residual_block_saves_its_convolutions():
+    """FLOPs saved by skipping a width-preserving residual block, counted by hand: its two 3x3
+    convolutions (2 C^2 FLOPs per valid tap; with zero padding an 8x8 map has 22 valid rows x 22
+    valid columns of taps, XLA counts no padding) plus its time-embedding projection (2 * 128 * C),
+    within 5% (the rest is its norms and activations)."""
+    model = _unet("small", block_out_channels=(32, 32))
+    units = list(model.skip_units)
+    mask = np.zeros(len(units), np.int32)
+    mask[units.index("down_blocks_0__resnets_0")] = 1   # 8x8 input, C = 32 channels
+    saved = masked_flops(model) - masked_flops(model, mask)
+    c = 32
+    by_hand = 2 * (2 * c * c * 22 * 22) + 2 * (4 * c) * c
+    assert abs(saved - by_hand) / by_hand < 0.05, (saved, by_hand)
+    assert 0 < unit_shares(model)[units.index("down_blocks_0__resnets_0")] < 0.5
+
+
+def test_lowered_flops_match_the_compiled_call_with_the_dead_branch_removed(unet):
+    """masked_flops counts the lowered call with a NumPy mask (one branch traced); the compiled call
+    of the traced-cond network with a constant mask (XLA removes the dead branch) agrees within 1%."""
+    import equinox as eqx
+
+    units = len(unet.skip_units)
+    mask = np.zeros(units, np.int32)
+    mask[[0, 3, 5]] = 1
+    x = jnp.zeros((16,) + SHAPE)
+    t = jnp.full((16,), 0.5)
+    dyn, static = eqx.partition(unet, eqx.is_array)
+    f = jax.jit(lambda d, x, t: eqx.combine(d, static).with_skip(jnp.asarray(mask))(x, t))
+    cost = f.lower(dyn, x, t).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    compiled = float(cost["flops"]) / 16
+    assert abs(compiled - masked_flops(unet, mask)) / compiled < 0.01
+
+
+def test_plan_cost_with_masks_matches_measured_flops(unet):
+    """solvers.plan.cost with unit shares = the sum over the plan's evaluations of the measured FLOPs
+    of each evaluation's mask, relative to the full call (within 1%)."""
+    units = len(unet.skip_units)
+    shares = unit_shares(unet)
+    assert np.all(shares > 0) and shares.sum() < 1
+    rng = np.random.default_rng(0)
+    ts = np.linspace(1.0, 1e-3, 5)
+    skip = rng.integers(0, 2, (4, units))
+    plan = solvers.make_plan(ts, order=[1, 2, 2, 2], corrector=["none", "unic", "none", "reeval"], skip=skip)
+    full = masked_flops(unet)
+    measured = sum(masked_flops(unet, skip[min(e.node, 3)]) / full for e in solvers.evaluations(plan))
+    assert abs(solvers.cost(plan, [1.0], unit_shares=[shares]) - measured) / measured < 0.01
+    with pytest.raises(ValueError, match="unit_shares"):
+        solvers.cost(plan, [1.0])
+
+
+def test_one_compile_for_many_masks_and_masks_replay_as_a_fixed_network(unet):
+    sched = VPLinear()
+    ts = jnp.linspace(sched.t_max, sched.t_min, 5)
+    units = len(unet.skip_units)
+    x = jax.random.normal(jax.random.key(3), (4,) + SHAPE)
+    mask = np.zeros(units, np.int32)
+    mask[[1, 5]] = 1
+    order = [1, 2, 2, 2]
+    masked = samplers.sample(unet, sched, solvers.make_plan(ts, order=order, skip=np.tile(mask, (4, 1))), x)
+    fixed = samplers.sample(unet.with_skip(jnp.asarray(mask)), sched, solvers.make_plan(ts, order=order), x)
+    plain = samplers.sample(unet, sched, solvers.make_plan(ts, order=order), x)
+    np.testing.assert_allclose(np.asarray(masked), np.asarray(fixed), rtol=0, atol=1e-5)
+    assert float(jnp.max(jnp.abs(masked - plain))) > 1e-3
+    before = executor.trace_count()
+    rng = np.random.default_rng(1)
+    outs = [samplers.sample(unet, sched, solvers.make_plan(ts, order=order, skip=rng.integers(0, 2, (4, units))), x)
+            for _ in range(3)]
+    assert executor.trace_count() == before            # same plan length: no retrace across masks
+    assert float(jnp.max(jnp.abs(outs[0] - outs[1]))) > 1e-4
+
+
+def test_masks_are_validated(unet):
+    sched = VPLinear()
+    ts = jnp.linspace(sched.t_max, sched.t_min, 4)
+    x = jnp.zeros((2,) + SHAPE)
+    units = len(unet.skip_units)
+    with pytest.raises(ValueError, match=r"plan.skip: masks of 3 units.*\[9\] skippable"):
+        samplers.sample(unet, sched, solvers.make_plan(ts, skip=np.ones((3, 3))), x)
+    with pytest.raises(ValueError, match="plan.skip: values other than 0/1"):
+        samplers.sample(unet, sched, solvers.make_plan(ts, skip=np.full((3, units), 2)), x)
+    mix = GaussianMixture([1.0], np.zeros((1, 4)), np.ones((1, 4)), sched)
+    with pytest.raises(ValueError, match=r"plan.skip: masks of 2 units, but the denoisers have \[0\]"):
+        samplers.sample(mix, sched, solvers.make_plan(ts, skip=np.ones((3, 2))), jnp.zeros((2, 4)))
+    with pytest.raises(ValueError, match="GaussianMixture has no skippable units"):
+        mix.with_skip(jnp.ones(2))
+
+
+def test_schedule_file_records_masks_and_host_program_names_them(tmp_path, unet):
+    from stepwise.samplers.program import compile_plan
+    from stepwise.search.schedule_file import load_plan, save_plan
+
+    sched = VPLinear()
+    units = len(unet.skip_units)
+    skip = np.zeros((3, units), np.int32)
+    skip[0, [0, 2]] = 1
+    skip[2, 4] = 1
+    plan = solvers.make_plan(np.linspace(sched.t_max, sched.t_min, 4), corrector=["unic", "none", "none"], skip=skip)
+    path = save_plan(tmp_path / "s.json", plan)
+    d = json.loads(open(path).read())
+    assert d["skip_units"] == units and d["steps"][0]["skip"] == [0, 2] and d["steps"][1]["skip"] == []
+    back = load_plan(path, sched)
+    assert np.array_equal(np.asarray(back.skip), skip)
+    reqs = compile_plan(back, sched).requests
+    assert [r.skip for r in reqs] == [(0, 2), (), (4,)]   # node 1 comes from step 0's corrector: row 1
+    d["steps"][1]["skip"] = [units]
+    (tmp_path / "bad.json").write_text(json.dumps(d))
+    with pytest.raises(ValueError, match=r"step 1 skip \[9\] is invalid; allowed: a list of unit indices 0..8"):
+        load_plan(tmp_path / "bad.json", sched)
+
+
+def test_mask_moves_crossover_and_two_stage_schedule(unet):
+    sched = VPLinear()
+    space = S.SearchSpace(nfe=4, schedule=sched, unit_counts=(len(unet.skip_units),), p_skip=0.2)
+    rng = np.random.default_rng(0)
+    g = S.random_genome(space, rng)
+    assert g.cols[S.MASK].shape == (g.num_steps, 9) and not g.cols[S.MASK].any()
+    m = S.mutate(g, space, rng, moves=("masks",))
+    assert np.array_equal(m.incr, g.incr) and m.cols[S.MASK].any()
+    assert all(np.array_equal(m.cols[c], g.cols[c]) for c in S.STEP_COLUMNS)
+    n = S.mutate(g, space, rng, moves=("nodes", "decisions"))
+    assert np.array_equal(n.cols[S.MASK], g.cols[S.MASK])
+    child = S.crossover(m, g, space, rng, moves=("masks",))
+    assert all(r in (tuple(a) for a in np.concatenate([m.cols[S.MASK], g.cols[S.MASK]])) for r in map(tuple, child.cols[S.MASK]))
+    assert S.Genome.from_dict(json.loads(json.dumps(m.to_dict()))).cols[S.MASK].tolist() == m.cols[S.MASK].tolist()
+    plan = S.decode(m, space)
+    assert np.array_equal(np.asarray(plan.skip), m.cols[S.MASK])
+    assert S.plan_hash(plan) == S.genome_hash(m, space)
+    two = EvolutionOptions(generations=10, timesteps_only=1, skip_schedule="two_stage")
+    assert [two.moves_at(k) for k in (1, 3, 6)] == [("nodes",), ("nodes", "decisions"), ("masks",)]
+    with pytest.raises(ValueError, match="search.skip_schedule: 'x' is invalid; allowed: \\['joint', 'two_stage'\\]"):
+        EvolutionOptions(skip_schedule="x")
+
+
+def test_budget_projection_and_every_candidate_fits(unet):
+    """A budget below the NFE is met by skipping units (earliest steps first); every candidate a
+    budgeted strategy proposes fits it, by the one plan-accounting function."""
+    sched = VPLinear()
+    shares = [unit_shares(unet)]
+    space = S.SearchSpace(nfe=5, schedule=sched, unit_counts=(9,), p_skip=0.1)
+    g = S.random_genome(space, np.random.default_rng(0))
+    mask = skip_projection(g, [1.0], 3.5, shares)
+    assert mask is not None and mask[0].any() and not mask[-1].any()   # early steps give way first
+    view = S.PlanView(space.u_to_ts(g.u), {**g.cols, S.MASK: mask}, g.analytic_first)
+    assert 3.2 < solvers.cost(view, [1.0], unit_shares=shares) <= 3.5
+    assert skip_projection(g, [1.0], 1.0, shares) is None              # even all-skipped costs more
+    strat = Evolution(space, EvolutionOptions(population=6, children=6, timesteps_only=0),
+                      budget_hooks([1.0], 3.5, p_swap=0.0, unit_shares=shares))
+    st = strat.init(jax.random.key(0), [g])
+    seen = []
+    for _ in range(3):
+        cands, st = strat.ask(st)
+        seen += cands
+        st = strat.tell(st, cands, list(np.random.default_rng(len(seen)).random(len(cands))))
+    assert len(seen) >= 10
+    assert all(solvers.cost(S.view(c, space), [1.0], unit_shares=shares) <= 3.5 * (1 + 1e-9) for c in seen)
+
+
+def test_budgeted_mask_search_compares_against_full_network_baselines_within_budget(tmp_path, unet):
+    from stepwise.cli.options import run_search_section, section
+
+    settings = dict(objective="teacher_rmse", generations=2, search_samples=32, batch_size=32, population=4,
+                    top_k=2, children=3, screen=8, predictor_warmup=4, predictor_train_steps=5, predictor_hidden=8,
+                    timesteps_only_generations=0, final_samples=256, final_top_baselines=2, skip=True,
+                    budget=3.0, p_skip=0.2)
+    summ = run_search_section(section("search", settings), unet, VPLinear(), 4, tmp_path / "s", log=lambda m: None)
+    assert summ["cost"] <= 3.0 and summ["budget"] == 3.0 and summ["nfe"] == 4
+    assert all(r["nfe"] == 3 for r in summ["final_table"][1:])      # baselines: the full network at NFE 3
+    d = json.loads((tmp_path / "s" / "schedule.json").read_text())
+    assert d["skip_units"] == 9 and d["skip_unit_names"] == list(unet.skip_units)
+    assert d["cost"]["plan_cost"] == summ["cost"]
+    with pytest.raises(ValueError, match="search.budget: 3.0 is below nfe=4"):
+        run_search_section(section("search", {**settings, "skip": False, "p_skip": 0.05}), unet, VPLinear(), 4,
+                           tmp_path / "t", log=lambda m: None)
+    with pytest.raises(ValueError, match="search.p_skip: only used with search.skip=True"):
+        run_search_section(section("search", {**settings, "skip": False, "budget": 0.0}), unet, VPLinear(), 4,
+                           tmp_path / "u", log=lambda m: None)
+    mix = GaussianMixture([1.0], np.zeros((1, 4)), np.ones((1, 4)), VPLinear())
+    with pytest.raises(ValueError, match=r"search.skip: the model \(GaussianMixture\) has no skippable units"):
+        run_search_section(section("search", settings), mix, VPLinear(), 4, tmp_path / "v", log=lambda m: None)
+
+
+@pytest.mark.slow
+def test_cli_search_with_skip_on_a_trained_checkpoint_and_sample_replays_it(tmp_path):
+    """`stepwise train` a tiny UNet, `stepwise search --config.search.skip=True --config.search.budget=...`
+    on it, then `stepwise sample --config.plan=<schedule.json>` replays the masks (the plan it stores
+    has the file's masks)."""
+    run = lambda *a: subprocess.run([sys.executable, "-m", "stepwise", *a], capture_output=True, text=True,
+                                    cwd=str(tmp_path))
+    train = run("train", "--workdir", "ck", "--config.train.image_size=8", "--config.train.steps=3",
+                "--config.train.batch_size=8", "--config.train.measure_cost=False", "--config.train.log_every=1",
+                "--config.train.checkpoint_every=3", "--config.train.warmup_steps=1", "--config.train.eval_examples=8")
+    assert train.returncode == 0, train.stderr
+    model = ["--config.model.kind=checkpoint", "--config.model.checkpoint=ck"]
+    search = run("search", "--workdir", "s", *model, "--config.nfe=4", "--config.search.skip=True",
+                 "--config.search.budget=3", "--config.search.objective=teacher_rmse", "--config.search.generations=1",
+                 "--config.search.search_samples=16", "--config.search.batch_size=16", "--config.search.population=4",
+                 "--config.search.children=2", "--config.search.strategy=evolution",
+                 "--config.search.final_samples=128", "--config.search.final_top_baselines=1")
+    assert search.returncode == 0, search.stderr
+    summary = json.loads((tmp_path / "s" / "search.json").read_text())
+    assert summary["cost"] <= 3.0
+    sample = run("sample", "--workdir", "smp", *model, "--config.plan=s/schedule.json", "--config.num_samples=8",
+                 "--config.batch_size=8")
+    assert sample.returncode == 0, sample.stderr
+    from stepwise.cli.runtime import load_model_path
+    from stepwise.search.schedule_file import load_plan
+
+    den = load_model_path(str(tmp_path / "ck"))
+    plan = load_plan(tmp_path / "s" / "schedule.json", den.schedule)
+    assert np.asarray(plan.skip).any()
+    with np.load(tmp_path / "smp" / "samples.npz") as f:
+        got = f["samples"] if "samples" in f else f[list(f.keys())[0]]
+        assert np.array_equal(f["plan_skip"], np.asarray(plan.skip))
+    assert got.shape[0] == 8 and np.all(np.isfinite(got))
