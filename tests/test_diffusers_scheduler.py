@@ -189,6 +189,10 @@ def test_refusals(tmp_path, bridged):
     out.write_text(json.dumps({**json.loads((tmp_path / "a.json").read_text()), "ts": [5.0, 0.5, 0.2, 0.1, 0.001]}))
     with pytest.raises(ValueError, match="ts"):
         StepwiseScheduler.from_schedule_file(out)   # outside the discrete schedule's domain
+    ddim = solvers.build_preset("ddim", 4, sched, "logsnr")
+    save_plan(tmp_path / "k.json", ddim.replace(skip=np.eye(4, 6, dtype=np.int32)))
+    with pytest.raises(ValueError, match="skips network units per step"):
+        StepwiseScheduler.from_schedule_file(tmp_path / "k.json")
 
 
 def test_export_writes_a_loadable_scheduler(tmp_path, unet, bridged):

@@ -40,3 +40,22 @@ def test_frechet_to_reference_matches_scipy_in_float32():
     got = float(evaluation.frechet_to_reference(jnp.asarray(a, jnp.float32), ref))
     want = evaluation.frechet_between(a, b)
     assert got == pytest.approx(want, rel=1e-4)
+
+
+def test_a_candidate_whose_frechet_distance_fails_gets_the_worst_score_and_a_reason(monkeypatch):
+    """A candidate whose Fréchet distance cannot be computed (e.g. samples on a subspace: sqrtm of a
+    singular product) is a failed candidate, logged with the error, not a crashed search."""
+    import stepwise.search.evaluator as ev
+    from stepwise.evaluation.stats import FrechetDistanceError
+
+    sched = schedules.VPLinear()
+    model = denoisers.digits_gmm(components=2, schedule=sched)
+    logged = []
+    e = Evaluator(model, sched, objective="teacher_frechet", num_samples=32, log=logged.append)
+
+    def singular(*a, **k):
+        raise FrechetDistanceError("sqrtm(sigma1 sigma2) has imaginary component 0.1")
+
+    monkeypatch.setattr(ev, "sample_frechet", singular)
+    assert e.score([solvers.build_preset("ddim", 4, sched, "logsnr")]) == [BAD_SCORE]
+    assert "Fréchet distance not computable" in list(e.diverged.values())[0] and "imaginary" in logged[-1]

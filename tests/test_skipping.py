@@ -176,6 +176,9 @@ def test_schedule_file_records_masks_and_host_program_names_them(tmp_path, unet)
     assert np.array_equal(np.asarray(back.skip), skip)
     reqs = compile_plan(back, sched).requests
     assert [r.skip for r in reqs] == [(0, 2), (), (4,)]   # node 1 comes from step 0's corrector: row 1
+    export = subprocess.run([sys.executable, "-m", "stepwise", "export", str(path), "--to", "k-diffusion"],
+                            capture_output=True, text=True)
+    assert export.returncode == 2 and "skips network units per step" in export.stderr   # nodes-only formats refuse
     d["steps"][1]["skip"] = [units]
     (tmp_path / "bad.json").write_text(json.dumps(d))
     with pytest.raises(ValueError, match=r"step 1 skip \[9\] is invalid; allowed: a list of unit indices 0..8"):
@@ -286,3 +289,21 @@ def test_cli_search_with_skip_on_a_trained_checkpoint_and_sample_replays_it(tmp_
         got = f["samples"] if "samples" in f else f[list(f.keys())[0]]
         assert np.array_equal(f["plan_skip"], np.asarray(plan.skip))
     assert got.shape[0] == 8 and np.all(np.isfinite(got))
+
+
+def test_mask_search_is_deterministic_and_resumes(tmp_path):
+    """Two budgeted mask searches with one seed give the same plan; a rerun in the same run
+    directory resumes from its last generation and gives that plan again."""
+    from stepwise.cli.options import run_search_section, section
+
+    model = _mlp()
+    settings = dict(objective="teacher_rmse", generations=2, search_samples=16, batch_size=16, population=4,
+                    top_k=2, children=3, screen=8, predictor_warmup=4, predictor_train_steps=5, predictor_hidden=8,
+                    timesteps_only_generations=0, final_samples=128, final_top_baselines=1, skip=True,
+                    budget=2.5, p_skip=0.3)
+    run = lambda wd: run_search_section(section("search", settings), model, VPLinear(), 3, wd, log=lambda m: None)
+    a, b = run(tmp_path / "a"), run(tmp_path / "b")
+    assert a["steps"] == b["steps"] and a["cost"] == b["cost"] <= 2.5
+    assert any(st.get("skip") for st in a["steps"])            # a 3-evaluation plan under 2.5 must skip units
+    again = run(tmp_path / "a")
+    assert again["resumed_from"] == 3 and again["steps"] == a["steps"]

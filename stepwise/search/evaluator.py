@@ -31,6 +31,7 @@ import numpy as np
 from stepwise import samplers, schedules, solvers
 from stepwise.denoisers import DenoiserSet
 from stepwise.evaluation import frechet_reference, frechet_to_reference, sample_frechet
+from stepwise.evaluation.stats import FrechetDistanceError
 from stepwise.evaluation.device import rmse
 from stepwise.search.space import plan_hash
 
@@ -120,15 +121,21 @@ class Evaluator:
             log(f"teacher: reference solve of {num_samples} noises in {self.teacher_time:.1f}s")
 
     def score_samples(self, x: np.ndarray) -> float:
+        return self.checked_score(x)[0]
+
+    def checked_score(self, x: np.ndarray) -> tuple[float, str | None]:
+        """(score, None), or (BAD_SCORE, why) for samples that cannot be scored."""
         if not np.all(np.isfinite(x)):
-            return BAD_SCORE
+            return BAD_SCORE, "non-finite samples"
         if self.objective == "teacher_rmse":
             s = float(np.sqrt(np.mean((x.reshape(self.teacher.shape) - self.teacher) ** 2)))
-        elif self.objective == "teacher_frechet":
-            s = sample_frechet(x, self.teacher_mean, self.teacher_cov)
         else:
-            s = sample_frechet(x, self.mean, self.cov)
-        return s if np.isfinite(s) else BAD_SCORE
+            try:
+                s = sample_frechet(x, *((self.teacher_mean, self.teacher_cov) if self.objective == "teacher_frechet"
+                                        else (self.mean, self.cov)))
+            except FrechetDistanceError as e:   # e.g. samples collapsed onto a subspace: a failed candidate
+                return BAD_SCORE, f"Fréchet distance not computable ({e})"
+        return (s, None) if np.isfinite(s) else (BAD_SCORE, "non-finite score")
 
     def _device_target(self):
         if self._target is None:
@@ -193,10 +200,12 @@ class Evaluator:
             t0 = time.perf_counter()
             outs = self._sample_many(list(todo.values()))
             for k, x in zip(todo, outs):
-                self.cache[k] = BAD_SCORE if x is None else self.score_samples(x)
-                if x is not None and self.cache[k] == BAD_SCORE and k not in self.diverged:
-                    self._diverged(k, "non-finite samples or score" if not np.all(np.isfinite(x))
-                                   else "non-finite score")
+                if x is None:
+                    self.cache[k] = BAD_SCORE
+                    continue
+                self.cache[k], why = self.checked_score(x)
+                if why is not None and k not in self.diverged:
+                    self._diverged(k, why)
             self.evaluations += len(todo)
             self.sample_time += time.perf_counter() - t0
         return [float(self.cache[k]) for k in keys]

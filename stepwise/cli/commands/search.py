@@ -36,6 +36,9 @@ def run(args) -> int:
         raise SystemExit(f"error: config.nfe must be an integer >= 1, got {cfg.nfe!r}")
     sched = runtime.build_schedule(cfg)
     check_search_section(cfg.search, cfg.nfe, sched)   # bad options fail before a run directory exists
+    if cfg.search.skip and cfg.model.kind != "checkpoint":
+        raise ValueError(f"search.skip: model.kind {cfg.model.kind!r} has no skippable units; allowed: model.kind="
+                         "'checkpoint' (a Flax UNet or MLP trained by `stepwise train`)")
     workdir = runtime.make_workdir("search", args.workdir or cfg.workdir or None)
     runtime.save_config(workdir, cfg)
     model = runtime.build_model(cfg, sched)

@@ -1,0 +1,191 @@
+"""Benchmark: per-step architecture search (AutoDiffusion-style skip masks) under a compute budget.
+
+On a trained Flax UNet checkpoint, for a budget of B full-model evaluations and ``--seeds`` search
+seeds (seed s: its own search noise, proposals and predictor; the arms of one seed share that noise):
+
+* (a) the full network with the best baseline at NFE B: every preset x discretization x order x
+  {analytic first step off, on}, the ``--top-baselines`` best by search score evaluated on the
+  final noise and the best chosen there (the same compute, every free option);
+* (c) nodes + solver search at NFE B, full network (what stepwise searched before masks);
+* (d) AutoDiffusion's two-stage schedule at NFE M > B: nodes and solver decisions with the full
+  network first, then per-step skip masks only, every candidate projected onto the budget;
+* (e) the joint search of nodes, solver decisions and masks at NFE M under the same budget;
+
+then ONE final evaluation on fresh noise (``--final-seed``) of every plan: the paired Fréchet
+distance to the reference solve of the same noise, with 95% paired-bootstrap intervals, each
+searched plan against the best baseline (a). The searched plans are also compared with the best
+full-network baseline at NFE 2B (the "half the cost" target). Plan costs come from the one plan
+accounting (``solvers.cost`` with unit shares measured from XLA's cost analysis).
+
+    python benchmarks/skip_search.py --checkpoint runs/digits_unet_small --budget 5 --masked-nfe 7 \\
+        --seeds 0 1 2 --out runs/bench-skip
+
+Finished searches are kept in ``<out>/searches.json`` (written atomically) and reused on a rerun.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from stepwise import solvers
+from stepwise.cli.options import search_evaluator, search_space, search_strategy, section, skip_setup
+from stepwise.cli.runtime import load_model_path
+from stepwise.io import savez_atomic, write_json_atomic
+from stepwise.search.evaluator import baseline_plans, reference_endpoints
+from stepwise.search.run import final_evaluation, final_noise, initial_genomes, search_loop
+from stepwise.search.schedule_file import plan_from_dict, plan_to_dict
+from stepwise.search.space import decode
+
+ARMS = {"c_nodes_solver": dict(skip=False), "d_two_stage_masks": dict(skip=True, skip_schedule="two_stage"),
+        "e_joint_masks": dict(skip=True, skip_schedule="joint")}
+
+
+def search_arm(model, sched, evaluator, arm: str, seed: int, nfe: int, budget: float, settings: dict, workdir: Path):
+    """One resumable search; returns (best plan, its search score, evaluations, wall seconds)."""
+    opts = {**settings, **ARMS[arm], "seed": seed}
+    if opts["skip"]:
+        opts["budget"] = budget
+    s = section("search", opts)
+    units, hooks, shares = skip_setup(s, model)
+    space = search_space(s, nfe, sched, unit_counts=units)
+    strategy = search_strategy(s, space, hooks)
+    _, initial = initial_genomes(nfe, space, seed)
+    st, info = search_loop(strategy, evaluator, initial, seed, str(workdir / "checkpoints"), log=lambda m: None)
+    g, score = st.best
+    return decode(g, space), score, len(st.archive), info["search_wall_s"], shares
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--budget", type=int, default=5)
+    ap.add_argument("--masked-nfe", type=int, default=7)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--generations", type=int, default=6)
+    ap.add_argument("--children", type=int, default=8)
+    ap.add_argument("--search-samples", type=int, default=128)
+    ap.add_argument("--final-samples", type=int, default=1000)
+    ap.add_argument("--final-seed", type=int, default=20261201)
+    ap.add_argument("--top-baselines", type=int, default=12,
+                    help="baselines in the final evaluation: the best k by search score (seed-0 search noise)")
+    ap.add_argument("--out", default="runs/bench-skip")
+    ap.add_argument("--timing-only", action="store_true", help="only the wall-time cross-check of mask costs")
+    a = ap.parse_args(argv)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = load_model_path(a.checkpoint)
+    sched = model.schedule
+    if a.timing_only:
+        shares = skip_setup(section("search", {"skip": True}), model)[2][0]
+        rows = timing(model, shares)
+        write_json_atomic(out / "timing.json", rows)
+        for r in rows:
+            print(r)
+        return 0
+    settings = dict(strategy="predictor", objective="teacher_rmse", generations=a.generations,
+                    children=a.children, search_samples=a.search_samples, batch_size=a.search_samples,
+                    timesteps_only_generations=1, p_skip=0.1)
+    store = out / "searches.json"
+    done = json.loads(store.read_text()) if store.exists() else {}
+    shares, first = None, None
+    for seed in a.seeds:
+        evaluator = search_evaluator(section("search", {**settings, "seed": seed}), model, sched, log=None)
+        first = first or evaluator
+        for arm in ARMS:
+            key = f"{arm}/seed{seed}"
+            if key in done:
+                continue
+            nfe = a.budget if arm == "c_nodes_solver" else a.masked_nfe
+            t0 = time.perf_counter()
+            plan, score, evals, wall, sh = search_arm(model, sched, evaluator, arm, seed, nfe, float(a.budget),
+                                                      settings, out / key.replace("/", "-"))
+            shares = sh if sh is not None else shares
+            done[key] = {"plan": plan_to_dict(plan), "search_score": score, "evaluations": evals,
+                         "search_wall_s": round(wall, 1), "wall_s": round(time.perf_counter() - t0, 1)}
+            write_json_atomic(store, done)
+            print(f"{key}: nfe {nfe}, search score {score:.5g}, {evals} evaluations, {wall:.0f} s", flush=True)
+    if shares is None:
+        shares = skip_setup(section("search", {"skip": True}), model)[2]
+
+    x_T = final_noise(model, sched, a.final_samples, a.final_seed)
+    t0 = time.perf_counter()
+    cached = out / f"final_ref_{a.final_samples}_{a.final_seed}.npz"
+    if cached.exists():
+        ref = np.load(cached)["ref"]
+    else:
+        ref = reference_endpoints(model, sched, x_T, 500)
+        savez_atomic(cached, ref=ref)
+    ref_wall = time.perf_counter() - t0
+    searched = {k: plan_from_dict(v["plan"], sched) for k, v in done.items()}
+    results = {"budget": a.budget, "masked_nfe": a.masked_nfe, "seeds": a.seeds, "final_samples": a.final_samples,
+               "final_seed": a.final_seed, "reference_wall_s": round(ref_wall, 1), "checkpoint": a.checkpoint,
+               "unit_shares": [float(s) for s in shares[0]], "searches": done, "comparisons": {}}
+    for target in (a.budget, 2 * a.budget):
+        every = baseline_plans(target, sched)
+        scores = first.score([p for _, p in every])
+        base = dict(sorted(zip(every, scores), key=lambda kv: kv[1])[k][0] for k in range(min(a.top_baselines, len(every))))
+        results[f"baselines_nfe{target}"] = {"total": len(every), "final": len(base)}
+        rows, info = final_evaluation(model, sched, {**searched, **base}, num_samples=a.final_samples,
+                                      seed=a.final_seed, batch_size=500, final_data=(x_T, ref),
+                                      focus=tuple(searched))
+        costs = {r["solver"]: solvers.cost(({**searched, **base})[r["solver"]], [1.0], unit_shares=shares)
+                 for r in rows}
+        results["comparisons"][f"vs_best_full_nfe{target}"] = {
+            k: v["frechet_to_reference"] for k, v in info["comparisons"].items()}
+        results[f"rows_nfe{target}"] = [{**r, "cost": round(costs[r["solver"]], 4)} for r in rows]
+    write_json_atomic(out / "results.json", results)
+    print_tables(results)
+    return 0
+
+
+def timing(model, shares, batch: int = 256, repeats: int = 7, seed: int = 0) -> list[dict]:
+    """Wall-time cross-check of the FLOP accounting: one jitted call with a TRACED mask (the sampler's
+    case: nn.cond picks the branch at run time) for the full network and for random masks, calls
+    interleaved, best of ``repeats``; wall fraction vs the FLOP fraction 1 - sum of skipped shares."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    x = jax.random.normal(jax.random.key(seed), (batch,) + tuple(model.data_shape))
+    t = jnp.full((batch,), 0.5)
+    call = eqx.filter_jit(lambda m, mask, x, t: m.with_skip(mask)(x, t))
+    units = len(model.skip_units)
+    rng = np.random.default_rng(seed)
+    masks = [np.zeros(units, np.int32)] + [(rng.random(units) < p).astype(np.int32) for p in (0.25, 0.5, 0.75)]
+    best = [float("inf")] * len(masks)
+    for m in masks:
+        call(model, jnp.asarray(m), x, t).block_until_ready()
+    for _ in range(repeats):
+        for k, m in enumerate(masks):
+            t0 = time.perf_counter()
+            call(model, jnp.asarray(m), x, t).block_until_ready()
+            best[k] = min(best[k], time.perf_counter() - t0)
+    return [{"skipped_units": int(m.sum()), "flop_fraction": round(1 - float(np.dot(m, shares)), 4),
+             "wall_fraction": round(best[k] / best[0], 4)} for k, m in enumerate(masks)]
+
+
+def _iv(d: dict) -> str:
+    return f"{d['value']:.4g} [{d['low']:.4g}, {d['high']:.4g}]"
+
+
+def print_tables(results: dict) -> None:
+    b = results["budget"]
+    print(f"budget {b} full-model evaluations; final n={results['final_samples']} (seed {results['final_seed']}); "
+          f"paired Fréchet distance to the reference solve, 95% paired-bootstrap intervals")
+    rows = {r["solver"]: r for r in results[f"rows_nfe{b}"]}
+    for target in (b, 2 * b):
+        comps = results["comparisons"][f"vs_best_full_nfe{target}"]
+        print(f"\n| plan | NFE | cost | paired FD | best full-network NFE {target} baseline | its FD | ratio (baseline / plan) |")
+        print("|---|---|---|---|---|---|---|")
+        for k, c in sorted(comps.items()):
+            r = rows[k]
+            print(f"| {k} | {r['nfe']} | {r['cost']:.3f} | {_iv(c['plan'])} | {c['baseline_name']} | "
+                  f"{_iv(c['baseline'])} | {c['ratio_text']} |")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
