@@ -89,7 +89,7 @@ CLI_CASES = [
     (["search", "--config.search.skip=True"], r"search.skip: model.kind 'digits_gmm' has no skippable units; allowed"),
     (["search", "--config.search.budget=-1"], r"search.budget: -1.0 is invalid; allowed: 0 \(none\) or a cost"),
     (["search", "--config.search.budget=3"], r"search.budget: 3.0 is below nfe=\d+; only plans that skip"),
-    (["search", "--config.search.skip_schedule=nope"], r"search.skip_schedule: only used with search.skip=True"),
+    (["search", "--config.search.skip_schedule=nope"], r"search.skip_schedule: 'nope' is invalid; allowed: \['joint', 'two_stage'\]"),
     (["stitch", "--config.stitch.pair=nope"], r"config.stitch.pair='nope'; allowed"),
     (["stitch", "--config.stitch.cost=nope"], r"config.stitch.cost='nope'; allowed"),
     (["stitch", "--config.stitch.tolerance=-1"], r"config.stitch.tolerance=-1.0 is invalid"),
