@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     shares, first = None, None
     for seed in a.seeds:
         evaluator = search_evaluator(section("search", {**settings, "seed": seed}), model, sched, log=None)
-        first = first or evaluator
+        first = evaluator if first is None else first
         for arm in ARMS:
             key = f"{arm}/seed{seed}"
             if key in done:

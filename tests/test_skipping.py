@@ -12,7 +12,7 @@ import pytest
 from stepwise import samplers, solvers
 from stepwise.denoisers import GaussianMixture
 from stepwise.denoisers.mlp import MLP
-from stepwise.denoisers.skipping import masked_flops, unit_shares
+from stepwise.denoisers.skipping import call_flops, unit_shares
 from stepwise.denoisers.unet import FlaxDenoiser, UNet, init_params, unet_kwargs
 from stepwise.samplers import executor
 from stepwise.schedules import VPLinear
@@ -80,7 +80,7 @@ def test_skipped_residual_block_saves_its_convolutions():
     units = list(model.skip_units)
     mask = np.zeros(len(units), np.int32)
     mask[units.index("down_blocks_0__resnets_0")] = 1   # 8x8 input, C = 32 channels
-    saved = masked_flops(model) - masked_flops(model, mask)
+    saved = call_flops(model) - call_flops(model, mask)
     c = 32
     by_hand = 2 * (2 * c * c * 22 * 22) + 2 * (4 * c) * c
     assert abs(saved - by_hand) / by_hand < 0.05, (saved, by_hand)
@@ -88,8 +88,9 @@ def test_skipped_residual_block_saves_its_convolutions():
 
 
 def test_lowered_flops_match_the_compiled_call_with_the_dead_branch_removed(unet):
-    """masked_flops counts the lowered call with a NumPy mask (one branch traced); the compiled call
-    of the traced-cond network with a constant mask (XLA removes the dead branch) agrees within 1%."""
+    """call_flops counts the lowered call with a NumPy mask (one branch traced); the compiled call
+    of the traced-cond network with a constant mask (XLA removes the dead branch) agrees within 1%,
+    and so does call_flops(compiled=True) (unet.forward_flops' path)."""
     import equinox as eqx
 
     units = len(unet.skip_units)
@@ -102,7 +103,8 @@ def test_lowered_flops_match_the_compiled_call_with_the_dead_branch_removed(unet
     cost = f.lower(dyn, x, t).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     compiled = float(cost["flops"]) / 16
-    assert abs(compiled - masked_flops(unet, mask)) / compiled < 0.01
+    assert abs(compiled - call_flops(unet, mask)) / compiled < 0.01
+    assert abs(compiled - call_flops(unet, mask, compiled=True)) / compiled < 0.01
 
 
 def test_plan_cost_with_masks_matches_measured_flops(unet):
@@ -115,8 +117,8 @@ def test_plan_cost_with_masks_matches_measured_flops(unet):
     ts = np.linspace(1.0, 1e-3, 5)
     skip = rng.integers(0, 2, (4, units))
     plan = solvers.make_plan(ts, order=[1, 2, 2, 2], corrector=["none", "unic", "none", "reeval"], skip=skip)
-    full = masked_flops(unet)
-    measured = sum(masked_flops(unet, skip[min(e.node, 3)]) / full for e in solvers.evaluations(plan))
+    full = call_flops(unet)
+    measured = sum(call_flops(unet, skip[min(e.node, 3)]) / full for e in solvers.evaluations(plan))
     assert abs(solvers.cost(plan, [1.0], unit_shares=[shares]) - measured) / measured < 0.01
     with pytest.raises(ValueError, match="unit_shares"):
         solvers.cost(plan, [1.0])
@@ -141,6 +143,34 @@ def test_one_compile_for_many_masks_and_masks_replay_as_a_fixed_network(unet):
             for _ in range(3)]
     assert executor.trace_count() == before            # same plan length: no retrace across masks
     assert float(jnp.max(jnp.abs(outs[0] - outs[1]))) > 1e-4
+
+
+def test_per_row_masks_in_the_compiled_sampler_equal_the_host_program(unet):
+    """Every row's own mask, correctors included (a UniC corrector's evaluation of node i+1 and a
+    re-evaluation use row min(i+1, N-1)): the compiled sampler equals the host program
+    (samplers.program) run with the masked network of each request."""
+    from stepwise.denoisers import x0_eps
+    from stepwise.samplers.program import compile_plan, run_program
+
+    sched = VPLinear()
+    units = len(unet.skip_units)
+    skip = np.random.default_rng(4).integers(0, 2, (4, units))
+    plan = solvers.make_plan(np.linspace(sched.t_max, sched.t_min, 5), order=[1, 2, 2, 1],
+                             corrector=["unic", "none", "reeval", "unic"], skip=skip)
+    x = jax.random.normal(jax.random.key(5), (4,) + SHAPE)
+    call = jax.jit(lambda m, x, t: x0_eps(m, x, t))
+
+    def evaluate(req, xx):
+        mask = np.zeros(units, np.int32)
+        mask[list(req.skip)] = 1
+        return tuple(np.asarray(v) for v in call(unet.with_skip(jnp.asarray(mask)), jnp.asarray(xx), req.t))
+
+    host = run_program(compile_plan(plan, sched), np.asarray(x), evaluate)
+    got = np.asarray(samplers.sample(unet, sched, plan, x))
+    np.testing.assert_allclose(got, host, rtol=0, atol=1e-6 * float(np.abs(host).max()))   # float32 rounding
+    shifted = solvers.make_plan(plan.ts, order=[1, 2, 2, 1], corrector=["unic", "none", "reeval", "unic"],
+                                skip=np.roll(skip, 1, axis=0))
+    assert float(np.abs(np.asarray(samplers.sample(unet, sched, shifted, x)) - host).max()) > 1e-3
 
 
 def test_masks_are_validated(unet):

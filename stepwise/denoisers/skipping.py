@@ -1,13 +1,13 @@
 """What a per-step architecture costs: FLOPs of a denoiser call under a skip mask (AutoDiffusion).
 
-A network with skippable units (``Denoiser.skip_units``: the Flax UNet's attention blocks and its
-width-preserving residual blocks, the MLP's residual blocks) takes a 0/1 mask per call; a unit with
-mask 1 is bypassed through a conditional, so it is not computed (Li et al. 2023, "AutoDiffusion:
-Training-Free Optimization of Time Steps and Architectures for Automated Diffusion Model
-Acceleration"). The cost of a mask is MEASURED, not assumed: :func:`masked_flops` compiles one call
-with the mask as a constant (XLA removes the dead branch of each conditional) and reads XLA's cost
-analysis; :func:`unit_shares` is each unit's fraction of the full call, the input of the plan
-accounting ``solvers.plan.cost(..., unit_shares=...)``.
+A network with skippable units (``Denoiser.skip_units``: the Flax UNet's residual blocks, skipped
+to their shortcut, and its self-attention blocks, skipped to the identity; the MLP's residual blocks)
+takes a 0/1 mask per call; a unit with mask 1 is bypassed through a conditional (:func:`bypassable`),
+so it is not computed (Li et al. 2023, "AutoDiffusion: Training-Free Optimization of Time Steps and
+Architectures for Automated Diffusion Model Acceleration"). The cost of a mask is MEASURED, not
+assumed: :func:`call_flops` reads XLA's cost analysis of one call with the mask as a constant (only
+the taken branch of each unit is traced); :func:`unit_shares` is each unit's fraction of the full
+call, the input of the plan accounting ``solvers.plan.cost(..., unit_shares=...)``.
 """
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def masked_flops(model, mask=None, batch: int = 16) -> float:
+def call_flops(model, mask=None, batch: int = 16, compiled: bool = False) -> float:
     """FLOPs per sample of one call of ``model`` with ``mask`` (None: every unit runs), from XLA's
-    cost analysis of the call lowered with the mask as a constant (a NumPy mask: only the taken
-    branch of each unit is traced; ``tests/test_skipping.py`` checks this against the compiled call
-    with a traced mask's dead branches removed)."""
+    cost analysis: of the lowered call (default; a NumPy mask traces only the taken branch of each
+    unit, and no compile is needed) or of the compiled, optimised one (``compiled``; what
+    ``unet.forward_flops`` reports). The two agree within 1% (``tests/test_skipping.py``)."""
     units = len(model.skip_units)
     const = None if mask is None else np.asarray(mask, np.int32).reshape(-1)
     if const is not None and const.shape != (units,):
@@ -35,7 +35,8 @@ def masked_flops(model, mask=None, batch: int = 16) -> float:
         m = eqx.combine(d, static)
         return (m if const is None else m.with_skip(const))(x, t)
 
-    cost = jax.jit(call).lower(dyn, x, t).cost_analysis()
+    lowered = jax.jit(call).lower(dyn, x, t)
+    cost = (lowered.compile() if compiled else lowered).cost_analysis()
     if isinstance(cost, (list, tuple)):
         cost = cost[0]
     return float(cost.get("flops", 0.0)) / batch
@@ -43,14 +44,14 @@ def masked_flops(model, mask=None, batch: int = 16) -> float:
 
 def unit_shares(model, batch: int = 16) -> np.ndarray:
     """(U,) fraction of a full call of ``model`` that each skippable unit costs:
-    (F(all units) - F(all but unit u)) / F(all units), each F measured by :func:`masked_flops`."""
+    (F(all units) - F(all but unit u)) / F(all units), each F measured by :func:`call_flops` (lowered)."""
     units = len(model.skip_units)
-    full = masked_flops(model, None, batch)
+    full = call_flops(model, None, batch)
     out = np.zeros(units, np.float64)
     for u in range(units):
         mask = np.zeros(units, np.int32)
         mask[u] = 1
-        out[u] = (full - masked_flops(model, mask, batch)) / full
+        out[u] = (full - call_flops(model, mask, batch)) / full
     return out
 
 

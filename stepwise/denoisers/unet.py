@@ -33,7 +33,7 @@ import numpy as np
 from stepwise.denoisers.base import Denoiser, check_prediction
 from stepwise.denoisers.embeddings import preset_kwargs, timestep_embedding
 from stepwise.denoisers.mlp import MLP
-from stepwise.denoisers.skipping import bypassable, unit_flags
+from stepwise.denoisers.skipping import bypassable, call_flops, unit_flags
 
 DOWN_TYPES = ("DownBlock2D", "AttnDownBlock2D")
 UP_TYPES = ("UpBlock2D", "AttnUpBlock2D")
@@ -429,12 +429,6 @@ def forward_seconds(model, batch: int = 256, repeats: int = 3) -> float:
 
 
 def forward_flops(model: FlaxDenoiser, batch: int = 256) -> float:
-    """FLOPs of one forward pass per sample, from XLA's cost analysis of the compiled call at ``batch``."""
-    x = jnp.zeros((batch,) + model.data_shape, jnp.float32)
-    t = jnp.full((batch,), 0.5, jnp.float32)
-    dyn, static = eqx.partition(model, eqx.is_array)
-    compiled = jax.jit(lambda d, x, t: eqx.combine(d, static)(x, t)).lower(dyn, x, t).compile()
-    cost = compiled.cost_analysis()
-    if isinstance(cost, (list, tuple)):
-        cost = cost[0]
-    return float(cost.get("flops", 0.0)) / batch
+    """FLOPs of one forward pass per sample, from XLA's cost analysis of the compiled call at ``batch``
+    (``denoisers.skipping.call_flops``)."""
+    return call_flops(model, batch=batch, compiled=True)

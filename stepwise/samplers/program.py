@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from stepwise.samplers.executor import step_update
-from stepwise.solvers.plan import HISTORY, NO_CORRECTOR, UNIC, SolverPlan, evaluations, validate
+from stepwise.solvers.plan import HISTORY, NO_CORRECTOR, UNIC, SolverPlan, evaluations, mask_row, validate
 
 
 class Request(NamedTuple):
@@ -85,7 +85,7 @@ def compile_plan(plan: SolverPlan, schedule, num_models: int = 1) -> Program:
     afs = bool(int(plan.analytic_first))
 
     def request(node: int, model: int, guidance_at: int, corrector: bool) -> Request:
-        row = min(guidance_at, n - 1)      # solvers.plan.mask_row: the row of the evaluated node
+        row = int(mask_row(guidance_at, n))
         return Request(node, float(ts[node]), float(alpha[node]), float(sigma[node]), int(model),
                        float(col["guidance"][row]), afs and node == 0 and not corrector,
                        corrector, tuple(int(u) for u in np.flatnonzero(col["skip"][row])))

@@ -22,6 +22,7 @@ from stepwise.search import learned, protocol
 from stepwise.evaluation import html_report, markdown_report, plot_distance_vs_nfe, plot_lines, sample_frechet
 from stepwise.io import write_json_atomic, write_text_atomic
 from stepwise.search.evaluator import Evaluator, baseline_plans, has_moments, reference_endpoints, run_plan
+from stepwise.search.budget import within_budget
 from stepwise.search.schedule_file import save_plan
 from stepwise.search.space import describe_plan, decode, encode, repair
 from stepwise.search.state import restore_state, save_state
@@ -125,9 +126,10 @@ def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: in
             return protocol.exact_frechet(x, mean, cov, idx)
 
         info["comparisons"] = {}
+        base_reps = {k: reps(k, xb) for k, (_, _, xb) in best.items()}   # once, shared by every focus plan
         for f in (f for f in focus if f in plans):
-            comps = {k: protocol.compare(k, reps(k, kept[f]), name, reps(k, xb), num_samples)
-                     for k, (name, _, xb) in best.items()}
+            comps = {k: protocol.compare(k, reps(k, kept[f]), name, base_reps[k], num_samples)
+                     for k, (name, _, _) in best.items()}
             info["comparisons"][f] = {k: c.to_dict() for k, c in comps.items()}
             if log:
                 for c in comps.values():
@@ -304,10 +306,10 @@ def run_search(model, schedule, workdir, *, strategy: Evolution, evaluator: Eval
     nfe = space.nfe
     check_measurable(model, final.reference or final_data is not None)  # before any search work
     baselines, initial = initial_genomes(nfe, space, seed)
-    if budget is not None and int(np.floor(budget + 1e-9)) != nfe:
-        if budget < 1:
-            raise ValueError(f"search.budget: {budget} is below one full-model evaluation; no baseline fits it")
-        baselines = initial_genomes(int(np.floor(budget + 1e-9)), space, seed)[0]
+    if budget is not None and int(np.floor(budget + 1e-9)) != nfe:   # the full-network presets that fit
+        baselines = baseline_plans(int(np.floor(budget + 1e-9)), schedule)
+        if not baselines:
+            raise ValueError(f"search.budget: {budget}: no preset reaches exactly nfe={int(np.floor(budget + 1e-9))}")
     setup_s = time.perf_counter() - t_start
     st, loop_info = search_loop(strategy, evaluator, initial, seed, str(workdir / "checkpoints"), log)
     search_wall, resumed_from = loop_info["search_wall_s"], loop_info["resumed_from"]
@@ -317,7 +319,7 @@ def run_search(model, schedule, workdir, *, strategy: Evolution, evaluator: Eval
     best_plan.validate(schedule, unit_counts=space.unit_counts or None)
     assert best_plan.nfe() == nfe
     plan_cost = solvers.cost(best_plan, [1.0], unit_shares=unit_shares)
-    if budget is not None and plan_cost > budget * (1 + 1e-9):
+    if budget is not None and not within_budget(best_plan, budget, "cost", [1.0], unit_shares=unit_shares):
         raise RuntimeError(f"search returned a plan of cost {plan_cost:.4g} over the budget {budget}")
 
     t0 = time.perf_counter()

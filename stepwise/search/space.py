@@ -548,12 +548,13 @@ def crossover(a: Genome, b: Genome, space: SearchSpace, rng: np.random.Generator
         incr = np.diff(u)
     cols = {k: v.copy() for k, v in a.cols.items()}
     af = a.analytic_first
-    idx = np.minimum(np.round(np.arange(n) * b.num_steps / n).astype(int), b.num_steps - 1)
-    take = rng.random(n) < 0.5
-    for k in cols:
-        if k in b.cols and ("masks" if k == MASK else "decisions") in moves:
-            rows = take.reshape((-1,) + (1,) * (cols[k].ndim - 1))
-            cols[k] = np.where(rows, b.cols[k][idx], cols[k])
+    if moves & {"decisions", "masks"}:   # (a nodes-only crossover draws nothing more, as it always did)
+        idx = np.minimum(np.round(np.arange(n) * b.num_steps / n).astype(int), b.num_steps - 1)
+        take = rng.random(n) < 0.5
+        for k in cols:
+            if k in b.cols and ("masks" if k == MASK else "decisions") in moves:
+                rows = take.reshape((-1,) + (1,) * (cols[k].ndim - 1))
+                cols[k] = np.where(rows, b.cols[k][idx], cols[k])
     if "decisions" in moves:
         af = b.analytic_first if rng.random() < 0.5 else a.analytic_first
     child = repair(Genome(incr, cols, af), space, rng)

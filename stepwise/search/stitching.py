@@ -25,7 +25,7 @@ import numpy as np
 from stepwise.denoisers import DenoiserSet
 from stepwise.evaluation import pareto_front
 from stepwise.io import write_text_atomic
-from stepwise.search.budget import cheapest_first_projection, skip_projection
+from stepwise.search.budget import cheapest_first_projection, skip_projection, within_budget
 from stepwise.search.evaluator import Evaluator
 from stepwise.search.schedule_file import save_plan
 from stepwise.search.space import MASK, Genome, SearchSpace, decode, encode, repair
@@ -53,18 +53,14 @@ def budget_hooks(costs, budget: float, p_swap: float = 0.5, unit_shares=None) ->
 
     def project(g: Genome) -> Genome | None:
         cols = {k: v.copy() for k, v in g.cols.items()}
-        if len(costs) > 1:
-            col = cheapest_first_projection(g, costs, budget, unit_shares=unit_shares)
-            if col is None and not masked:
-                return None
-            if col is not None:
-                cols["model"] = col.astype(g.cols["model"].dtype)
+        col = cheapest_first_projection(g, costs, budget, unit_shares=unit_shares) if len(costs) > 1 else None
+        if col is not None:
+            cols["model"] = col.astype(g.cols["model"].dtype)
         if masked and MASK in cols:
-            mask = skip_projection(Genome(g.incr, cols, g.analytic_first), costs, budget, unit_shares)
-            if mask is None:
+            cols[MASK] = skip_projection(Genome(g.incr, cols, g.analytic_first), costs, budget, unit_shares)
+            if cols[MASK] is None:
                 return None
-            cols[MASK] = mask
-        elif P.cost(Genome(g.incr, cols, g.analytic_first), costs) > budget * (1 + 1e-9):
+        elif not within_budget(Genome(g.incr, cols, g.analytic_first), budget, "cost", costs):
             return None
         return Genome(g.incr.copy(), cols, g.analytic_first)
 
@@ -108,10 +104,6 @@ def stitch_evaluator(models: DenoiserSet, schedule, *, reference=None, moments=N
 
 
 # ----------------------------------------------------------------------------- the front
-def _fits(plan, costs, budget) -> bool:
-    return P.cost(plan, costs) <= budget * (1 + 1e-9)
-
-
 def joint_front(models: DenoiserSet, space: SearchSpace, base_plan, budgets: Sequence[float],
                 evaluator: Evaluator, *, costs=None, options: EvolutionOptions = EvolutionOptions(generations=6),
                 seed: int = 0, workdir=None, log: Callable[[str], None] | None = print) -> list[dict]:
@@ -146,7 +138,7 @@ def joint_front(models: DenoiserSet, space: SearchSpace, base_plan, budgets: Seq
                     log(f"  budget {budget:.4g}: reused {path.name} (score {d['score']:.6g})")
                 continue
         rng0 = numpy_rng(jax.random.key(seed + 7919 * (bi + 1)))
-        seeds = [p for p in stitched if _fits(p, costs, budget)][:2]  # most expensive first
+        seeds = [p for p in stitched if within_budget(p, budget, "cost", costs)][:2]  # most expensive first
         initial = []
         for p in seeds:
             g = encode(p, space)
@@ -158,7 +150,7 @@ def joint_front(models: DenoiserSet, space: SearchSpace, base_plan, budgets: Seq
         st = run_generations(strat, strat.init(jax.random.key(seed + bi), initial), score, options.generations)
         g, best = st.best
         plan = decode(g, space)
-        if not _fits(plan, costs, budget):
+        if not within_budget(plan, budget, "cost", costs):
             raise RuntimeError(f"budgeted search returned a plan over budget {budget}")
         row = {"budget": budget, "cost": P.cost(plan, costs), "score": float(best), "genome": g,
                "plan": plan, "evaluations": evaluator.evaluations - evals_before}

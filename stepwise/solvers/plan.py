@@ -137,11 +137,6 @@ class Evaluation(NamedTuple):
     guided: bool
     corrector: bool
 
-    @property
-    def row(self) -> int:
-        """The plan row whose model, guidance and skip mask this evaluation uses (see ``evaluations``)."""
-        return self.node
-
 
 def mask_row(node, num_steps: int):
     """The per-step row (model, guidance, skip mask) used by an evaluation at ``node``: min(node, N-1)."""
@@ -221,10 +216,10 @@ def _mask_fractions(plan, ev, unit_shares) -> list[float]:
     out = []
     for e in ev:
         share = np.asarray(unit_shares[e.model], np.float64).reshape(-1)
-        row = skip[mask_row(e.row, n)][:share.shape[0]]
-        if np.any(skip[mask_row(e.row, n)][share.shape[0]:]):
-            raise ValueError(f"cost: step {mask_row(e.row, n)} skips units model {e.model} does not have")
-        out.append(float(1.0 - np.dot(row.astype(np.float64), share)))
+        r = mask_row(e.node, n)
+        if np.any(skip[r, share.shape[0]:]):
+            raise ValueError(f"cost: step {r} skips units model {e.model} does not have")
+        out.append(float(1.0 - np.dot(skip[r, :share.shape[0]].astype(np.float64), share)))
     return out
 
 
