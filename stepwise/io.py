@@ -136,3 +136,55 @@ def lock_directory(directory: str | os.PathLike) -> None:
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
     _LOCKS[directory] = fd
+
+
+# ----------------------------------------------------------------------------- step checkpoints (orbax)
+def _checkpoints(directory: str | os.PathLike, keep: int):
+    import orbax.checkpoint as ocp
+
+    return ocp.CheckpointManager(os.path.abspath(os.fspath(directory)),
+                                 options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+
+def save_step(directory: str | os.PathLike, step: int, arrays, meta: dict, keep: int = 2) -> None:
+    """Checkpoint ``step`` of a resumable job: ``arrays`` (a PyTree, orbax ``StandardSave``) and
+    ``meta`` (JSON; Python writes floats with repr, so they round-trip exactly); blocks until it is
+    on disk. Orbax writes a step to a temporary directory and renames it, so a job killed while
+    saving leaves the previous step intact."""
+    import orbax.checkpoint as ocp
+
+    mgr = _checkpoints(directory, keep)
+    mgr.save(int(step), args=ocp.args.Composite(arrays=ocp.args.StandardSave(arrays),
+                                                meta=ocp.args.JsonSave(meta)))
+    mgr.wait_until_finished()
+    mgr.close()
+
+
+def latest_step(directory: str | os.PathLike) -> int | None:
+    """The newest checkpointed step under ``directory`` (None when there is none)."""
+    if not os.path.isdir(directory):
+        return None
+    mgr = _checkpoints(directory, 2)
+    step = mgr.latest_step()
+    mgr.close()
+    return step
+
+
+def restore_step(directory: str | os.PathLike, template) -> tuple[int, object, dict] | None:
+    """(step, arrays, meta) of the newest checkpoint, arrays shaped like ``template`` (a PyTree of
+    arrays of the saved structure); None when ``directory`` holds none."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    if not os.path.isdir(directory):
+        return None
+    mgr = _checkpoints(directory, 2)
+    step = mgr.latest_step()
+    if step is None:
+        mgr.close()
+        return None
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+    out = mgr.restore(step, args=ocp.args.Composite(arrays=ocp.args.StandardRestore(abstract),
+                                                     meta=ocp.args.JsonRestore()))
+    mgr.close()
+    return int(step), out["arrays"], out["meta"]

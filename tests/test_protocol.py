@@ -114,7 +114,9 @@ def test_search_with_reference_reports_paired_and_excess_with_intervals(tmp_path
         assert c["baseline_name"] in {r["solver"] for r in summ["final_table"]}
         assert "x [" in c["ratio_text"] or c["ratio_text"].startswith("below the noise floor")
     assert any(r["solver"].endswith("+afs") for r in summ["final_table"])
-    assert summ["baselines_total"] == len(baseline_plans(4, sched))
+    gits = [r for r in summ["final_table"] if "/gits" in r["solver"]]     # tuned-node (DP) baselines
+    assert 1 <= len(gits) <= 8 and all(r["nfe"] == 4 for r in gits)
+    assert summ["baselines_total"] == len(baseline_plans(4, sched)) + len(gits)
     # seeds recorded and disjoint: the final noise differs from the search noise
     final_seed, search_seed = summ["final"]["seed"], summ["seed"]
     assert final_seed != search_seed

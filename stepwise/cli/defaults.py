@@ -83,7 +83,7 @@ def train_defaults() -> ml_collections.ConfigDict:
 
 def search_defaults() -> ml_collections.ConfigDict:
     s = ml_collections.ConfigDict()
-    s.strategy = "predictor"          # predictor (S³-style screening) | evolution | gradient | dp (learned nodes)
+    s.strategy = "predictor"          # predictor (S³-style screening) | evolution | hybrid (memetic) | gradient | dp
     s.objective = "teacher_frechet"   # teacher_frechet | teacher_rmse (paired with a reference solve) | frechet
     s.seed = 0                        # search noise, proposals, predictor init
     s.generations = 12                # generations after the initial population
@@ -131,11 +131,18 @@ def search_defaults() -> ml_collections.ConfigDict:
     s.gradient_lr = 0.05
     s.gradient_samples = 256          # training noises; as many validation noises from seed + 1
     s.gradient_learn = "nodes"        # nodes | nodes+corrections (additive corrections of the solver weights)
+    s.gradient_loss = "objective"     # objective (the search objective's distance) | rmse (paired) | frechet
     s.dp_grid = 64                    # candidate nodes of the dynamic program (GITS-style)
+    # hybrid (strategy=hybrid): the base strategy picks discrete columns, elites get gradient steps on
+    # their nodes each generation; the final plan gets the full gradient refinement above (gradient_*)
+    s.hybrid_base = "predictor"       # predictor | evolution
+    s.hybrid_top = 2                  # elites refined per generation (each genome once)
+    s.hybrid_steps = 10               # gradient steps per refinement
     # final comparison on fresh noise
     s.final_samples = 5000            # fresh noises of the final comparison (> search_samples)
     s.final_top_baselines = 0         # 0: every baseline; k: only the k best by search score
     s.final_seed_offset = 10007
+    s.final_tuned_baselines = 8       # the k best baselines by search score also run with GITS (DP) nodes; 0: none
     s.final_reference = True          # reference-solve the final noise (excess distance, RMSE)
     return s
 

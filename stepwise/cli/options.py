@@ -14,13 +14,17 @@ from stepwise.cli import defaults
 from stepwise.search.evaluator import OBJECTIVES, Evaluator
 from stepwise.search.run import FinalOptions
 from stepwise.search.space import CATEGORICAL_TABLES, NODE_SPACES, SearchSpace
-from stepwise.search.strategies import (STRATEGIES, EvolutionOptions, Hooks, PredictorOptions, make_strategy)
+from stepwise.search.strategies import (STRATEGIES, EvolutionOptions, Hooks, Memetic, PredictorOptions,
+                                       make_strategy)
 from stepwise.solvers.plan import HISTORY, MAX_ORDER
 
 PREDICTOR_FIELDS = {"screen": "screen", "explore": "explore", "predictor_warmup": "warmup",
                     "predictor_hidden": "hidden", "predictor_lr": "lr", "predictor_train_steps": "train_steps"}
 LEARNED = ("gradient", "dp")
-GRADIENT_FIELDS = ("gradient_steps", "gradient_lr", "gradient_samples", "gradient_learn")
+HYBRID = "hybrid"
+GRADIENT_FIELDS = ("gradient_steps", "gradient_lr", "gradient_samples", "gradient_learn", "gradient_loss")
+OBJECTIVE_LOSS = {"teacher_rmse": "rmse", "teacher_frechet": "frechet", "frechet": "frechet"}
+HYBRID_FIELDS = ("hybrid_base", "hybrid_top", "hybrid_steps")
 DP_FIELDS = ("dp_grid",)
 EVOLUTION_FIELDS = ("generations", "population", "top_k", "children", "timesteps_only_generations")
 
@@ -149,20 +153,63 @@ def predictor_options(s) -> PredictorOptions | None:
     """Predictor options for strategy 'predictor'; None for 'evolution', where a predictor field set
     away from its default is an error (it would be ignored)."""
     strategy = _get(s, "strategy")
-    if strategy not in STRATEGIES + LEARNED:
-        raise ValueError(f"search.strategy: unknown {strategy!r}; allowed: {list(STRATEGIES + LEARNED)}")
-    if strategy != "predictor":
-        _unused(s, strategy, PREDICTOR_FIELDS, "'predictor'")
+    if strategy not in STRATEGIES + (HYBRID,) + LEARNED:
+        raise ValueError(f"search.strategy: unknown {strategy!r}; allowed: {list(STRATEGIES + (HYBRID,) + LEARNED)}")
+    if base_strategy(s) != "predictor":
+        _unused(s, strategy, PREDICTOR_FIELDS, "'predictor' (or 'hybrid' with hybrid_base='predictor')")
         return None
     kw = {PREDICTOR_FIELDS[k]: _get(s, k) for k in PREDICTOR_FIELDS}
     return PredictorOptions(**{k: (float(v) if k == "lr" else int(v)) for k, v in kw.items()})
 
 
-def search_strategy(s, space: SearchSpace, hooks: Hooks = Hooks()):
-    _unused(s, _get(s, "strategy"), GRADIENT_FIELDS, "'gradient'")
-    _unused(s, _get(s, "strategy"), DP_FIELDS, "'dp'")
-    return make_strategy(_get(s, "strategy"), space, evolution_options(s), predictor_options(s), hooks,
+def base_strategy(s) -> str:
+    """The ask/tell strategy of a section: ``strategy`` itself, or ``hybrid_base`` for 'hybrid'."""
+    if _get(s, "strategy") != HYBRID:
+        return _get(s, "strategy")
+    if _get(s, "hybrid_base") not in STRATEGIES:
+        raise ValueError(f"search.hybrid_base: {_get(s, 'hybrid_base')!r} is invalid; allowed: {list(STRATEGIES)}")
+    return _get(s, "hybrid_base")
+
+
+def search_strategy(s, space: SearchSpace, hooks: Hooks = Hooks(), refine=None):
+    """The strategy of a ``search`` section; for 'hybrid' the base strategy wrapped in
+    :class:`Memetic` with ``refine`` (genome -> genome; the identity when only checking options)."""
+    strategy = _get(s, "strategy")
+    if strategy != HYBRID:
+        _unused(s, strategy, GRADIENT_FIELDS, "'gradient' or 'hybrid'")
+        _unused(s, strategy, HYBRID_FIELDS, "'hybrid'")
+    _unused(s, strategy, DP_FIELDS, "'dp'")
+    base = make_strategy(base_strategy(s), space, evolution_options(s), predictor_options(s), hooks,
                          seed=int(_get(s, "seed")))
+    if strategy != HYBRID:
+        return base
+    steps = _get(s, "hybrid_steps")
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"search.hybrid_steps: {steps!r} is invalid; allowed: an integer >= 1")
+    gradient_options(s, steps=steps)   # checks the refinement's options
+    return Memetic(base, refine or (lambda g: g), top=int(_get(s, "hybrid_top")))
+
+
+def gradient_options(s, steps: int | None = None) -> "GradientOptions":
+    """``GradientOptions`` of a section (``steps`` overrides ``gradient_steps``, e.g. the memetic
+    refinement's ``hybrid_steps``); as many validation noises as training noises."""
+    from stepwise.search.learned import GradientOptions
+
+    n = int(_get(s, "gradient_samples"))
+    steps = int(_get(s, "gradient_steps") if steps is None else steps)
+    return GradientOptions(steps=steps, lr=float(_get(s, "gradient_lr")), train_samples=n, val_samples=n,
+                           val_every=min(10, max(steps, 1)),
+                           node_space=_get(s, "node_space"), seed=int(_get(s, "seed")),
+                           learn=_get(s, "gradient_learn"), loss=gradient_loss(s))
+
+
+def gradient_loss(s) -> str:
+    """``gradient_loss``, with 'objective' resolved to the search objective's own distance
+    (teacher_rmse -> rmse; teacher_frechet and frechet -> frechet to the teacher's Gaussian fit)."""
+    loss = _get(s, "gradient_loss")
+    if loss not in ("objective", "rmse", "frechet"):
+        raise ValueError(f"search.gradient_loss: {loss!r} is invalid; allowed: ['objective', 'rmse', 'frechet']")
+    return OBJECTIVE_LOSS.get(_get(s, "objective"), "rmse") if loss == "objective" else loss
 
 
 def search_evaluator(s, model, schedule, log: Callable[[str], None] | None = print, denoisers=None) -> Evaluator:
@@ -175,7 +222,8 @@ def search_evaluator(s, model, schedule, log: Callable[[str], None] | None = pri
 
 def final_options(s) -> FinalOptions:
     return FinalOptions(samples=int(_get(s, "final_samples")), top_baselines=int(_get(s, "final_top_baselines")),
-                        seed_offset=int(_get(s, "final_seed_offset")), reference=bool(_get(s, "final_reference")))
+                        seed_offset=int(_get(s, "final_seed_offset")), reference=bool(_get(s, "final_reference")),
+                        tuned_baselines=int(_get(s, "final_tuned_baselines")))
 
 
 def check_search_section(s, nfe: int, schedule) -> None:
@@ -184,13 +232,14 @@ def check_search_section(s, nfe: int, schedule) -> None:
     predictor_options(s)
     final_options(s)
     if strategy_name in LEARNED:
-        _unused(s, strategy_name, EVOLUTION_FIELDS, "'evolution' or 'predictor'")
+        _unused(s, strategy_name, EVOLUTION_FIELDS, "'evolution', 'predictor' or 'hybrid'")
+        _unused(s, strategy_name, HYBRID_FIELDS, "'hybrid'")
         _unused(s, strategy_name, DP_FIELDS if strategy_name == "gradient" else GRADIENT_FIELDS,
                 "'dp'" if strategy_name == "gradient" else "'gradient'")
     else:
         search_strategy(s, search_space(s, nfe, schedule))
     check_skip_options(s, nfe)
-    if bool(_get(s, "skip")) and strategy_name in LEARNED:
+    if bool(_get(s, "skip")) and strategy_name in LEARNED + (HYBRID,):
         raise ValueError(f"search.skip: strategy {strategy_name!r} learns continuous columns only; allowed: "
                          "strategy 'evolution' or 'predictor' with skip masks")
     if _get(s, "objective") not in OBJECTIVES:
@@ -203,18 +252,13 @@ def check_search_section(s, nfe: int, schedule) -> None:
 def run_search_section(s, model, schedule, nfe: int, workdir, **kw) -> dict:
     """``search.run.run_search`` (or ``run_learned`` for strategy gradient | dp) with every object
     built from the ``search`` section ``s``; options are checked before the teacher solve starts."""
-    from stepwise.search.learned import GradientOptions
     from stepwise.search.run import check_measurable, run_learned, run_search
 
     strategy_name = _get(s, "strategy")
     check_search_section(s, nfe, schedule)
     if strategy_name in LEARNED:
         final = final_options(s)
-        gradient = GradientOptions(steps=int(_get(s, "gradient_steps")), lr=float(_get(s, "gradient_lr")),
-                                   train_samples=int(_get(s, "gradient_samples")),
-                                   val_samples=int(_get(s, "gradient_samples")),
-                                   node_space=_get(s, "node_space"), seed=int(_get(s, "seed")),
-                                   learn=_get(s, "gradient_learn"))
+        gradient = gradient_options(s)
         check_measurable(model, final.reference)
         evaluator = search_evaluator(s, model, schedule, log=kw.get("log", print))
         return run_learned(model, schedule, workdir, nfe=nfe, method=strategy_name, evaluator=evaluator,
@@ -224,11 +268,35 @@ def run_search_section(s, model, schedule, nfe: int, workdir, **kw) -> dict:
     check_measurable(model, final.reference or kw.get("final_data") is not None)
     units, hooks, shares = skip_setup(s, model)
     space = search_space(s, nfe, schedule, unit_counts=units)
-    strategy = search_strategy(s, space, hooks)
+    refine = finish = None
+    if strategy_name == HYBRID:
+        refine, finish = hybrid_refinements(s, model, schedule, space, workdir, log=kw.get("log", print))
+    strategy = search_strategy(s, space, hooks, refine=refine)
     evaluator = search_evaluator(s, model, schedule, log=kw.get("log", print))
     budget = float(_get(s, "budget")) or None
     return run_search(model, schedule, workdir, strategy=strategy, evaluator=evaluator,
-                      seed=int(_get(s, "seed")), final=final, budget=budget, unit_shares=shares, **kw)
+                      seed=int(_get(s, "seed")), final=final, budget=budget, unit_shares=shares,
+                      finish=finish, **kw)
+
+
+def hybrid_refinements(s, model, schedule, space: SearchSpace, workdir, log=print):
+    """(per-generation refine: genome -> genome with ``hybrid_steps`` gradient steps on its nodes,
+    final refine: plan -> (plan, info) with ``gradient_steps`` steps, checkpointed under
+    ``workdir/gradient`` so a killed run resumes); both share one teacher solve."""
+    import os
+
+    from stepwise.search import learned
+
+    final_opts = gradient_options(s)
+    teacher = learned.teacher_data(model, schedule, final_opts)
+    refine = learned.node_refiner(model, schedule, space, gradient_options(s, steps=int(_get(s, "hybrid_steps"))),
+                                  teacher=teacher)
+    ckdir = os.path.join(os.path.abspath(os.fspath(workdir)), "gradient")
+
+    def finish(plan):
+        return learned.learn_nodes(model, schedule, plan, final_opts, log=log, teacher=teacher, checkpoint_dir=ckdir)
+
+    return refine, finish
 
 
 def train_options(t) -> "TrainOptions":

@@ -41,13 +41,14 @@ def gaussian_fit(x):
     return mu, d.T @ d / (x.shape[0] - 1)
 
 
-def frechet_to_reference(x, ref: FrechetReference):
-    """Fréchet distance of the Gaussian fit of samples x (n, ...) to ``ref``; NaN/inf propagate."""
+def frechet_to_reference(x, ref: FrechetReference, floor: float = 0.0):
+    """Fréchet distance of the Gaussian fit of samples x (n, ...) to ``ref``; NaN/inf propagate.
+    ``floor`` > 0 floors the eigenvalues before the square root, so gradients stay finite (a loss)."""
     x = x.astype(ref.sqrt_cov.dtype)
     mu, cov = gaussian_fit(x)
     middle = ref.sqrt_cov @ cov @ ref.sqrt_cov
     eig = jnp.linalg.eigvalsh((middle + middle.T) / 2)
-    return jnp.sum((mu - ref.mean) ** 2) + jnp.trace(cov) + ref.trace - 2.0 * jnp.sum(jnp.sqrt(jnp.clip(eig, 0.0)))
+    return jnp.sum((mu - ref.mean) ** 2) + jnp.trace(cov) + ref.trace - 2.0 * jnp.sum(jnp.sqrt(jnp.clip(eig, floor)))
 
 
 def rmse(x, y):

@@ -10,8 +10,9 @@ Nodes are parameterised so that ANY parameter vector theta in R^N decodes to a v
 t_k = t_of_lambda(lambda_k) (``node_space="logsnr"``) or t_k = t_max + u_k (t_min - t_max)
 (``"time"``), with the end points pinned: strictly decreasing, inside the schedule's domain, and
 every increment at least the floor g. The loss is the paired RMSE of the plan's endpoints to the
-teacher (the reference ODE solve) on training noises; the parameters kept are the best on
-validation noises drawn from a disjoint seed (early stopping).
+teacher (the reference ODE solve) on training noises (``loss="rmse"``), or the Fréchet distance of
+their Gaussian fit to the teacher's (``"frechet"``: the search's ``teacher_frechet`` objective);
+the parameters kept are the best on validation noises drawn from a disjoint seed (early stopping).
 
 **Dynamic-programming nodes** (GITS, Chen et al. ICML'24). From the teacher's trajectory on a fine
 grid of M candidate nodes, the cost of one solver step from candidate i to candidate j is the RMSE
@@ -23,7 +24,8 @@ every comparison should include.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+import json
+from typing import Callable, NamedTuple
 
 import equinox as eqx
 import jax
@@ -31,11 +33,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from stepwise import samplers
+from stepwise import samplers, solvers
+from stepwise.evaluation.device import frechet_reference, frechet_to_reference, gaussian_fit
+from stepwise.io import restore_step, save_step
+from stepwise.search.space import Genome, decode, plan_hash, with_nodes
 from stepwise.solvers.plan import SolverPlan, stack_plans
 
 NODE_SPACES = ("logsnr", "time")
 LEARN = ("nodes", "nodes+corrections")
+LOSS_NAMES = ("rmse", "frechet")
 
 
 # ----------------------------------------------------------------------------- node parameterisation
@@ -88,10 +94,13 @@ class GradientOptions:
     min_gap: float = 1e-3
     seed: int = 0
     learn: str = "nodes"             # nodes | nodes+corrections (S4S / GAS: additive weight corrections too)
+    loss: str = "rmse"               # rmse (paired, LD3) | frechet (Gaussian fit to the teacher's: teacher_frechet)
 
     def __post_init__(self):
         if self.learn not in LEARN:
             raise ValueError(f"search.gradient_learn: {self.learn!r} is invalid; allowed: {list(LEARN)}")
+        if self.loss not in LOSS_NAMES:
+            raise ValueError(f"search.gradient_loss: {self.loss!r} is invalid; allowed: {list(LOSS_NAMES)}")
         for f, lo in (("steps", 1), ("train_samples", 2), ("val_samples", 2), ("val_every", 1)):
             v = getattr(self, f)
             if not isinstance(v, (int, np.integer)) or v < lo:
@@ -107,61 +116,157 @@ def _noise(model, schedule, n: int, seed: int):
     return jax.random.normal(jax.random.key(seed), shape) * schedule.prior_std()
 
 
+class Teacher(NamedTuple):
+    """Training and validation noises and the teacher's (reference solve's) endpoints of each."""
+
+    x_train: jax.Array
+    train: jax.Array
+    x_val: jax.Array
+    val: jax.Array
+
+
+def teacher_data(model, schedule, options: GradientOptions) -> Teacher:
+    """``options.train_samples`` noises from seed ``options.seed`` and ``options.val_samples`` from
+    ``seed + 1`` (disjoint), each with its reference solve; computed once, shared by every refinement."""
+    o = options
+    x_tr, x_va = _noise(model, schedule, o.train_samples, o.seed), _noise(model, schedule, o.val_samples, o.seed + 1)
+    return Teacher(x_tr, samplers.reference_solve(model, schedule, x_tr),
+                   x_va, samplers.reference_solve(model, schedule, x_va))
+
+
 def endpoint_rmse(model, schedule, plan: SolverPlan, x_T, teacher):
     """Paired RMSE of the plan's endpoints from ``x_T`` to the teacher's endpoints (differentiable)."""
     x = samplers.sample(model, schedule, plan, x_T, devices=[])
     return jnp.sqrt(jnp.mean((x - teacher) ** 2))
 
 
+def decode_params(theta: dict, plan: SolverPlan, schedule, node_space: str, min_gap: float) -> SolverPlan:
+    """``plan`` with the nodes (and corrections, if ``theta`` has them) that ``theta`` encodes."""
+    kw = {"ts": nodes_from_params(theta["nodes"], schedule, node_space, min_gap)}
+    if "corrections" in theta:
+        kw["corrections"] = theta["corrections"]
+    return plan.replace(**kw)
+
+
+def endpoint_frechet(model, schedule, plan: SolverPlan, x_T, ref):
+    """Fréchet distance of the Gaussian fit of the plan's endpoints from ``x_T`` to the teacher's
+    (``ref``: ``evaluation.device.frechet_reference`` of the teacher endpoints; the search's
+    ``teacher_frechet`` objective), differentiable through ``eigvalsh`` (eigenvalues floored at 1e-12
+    so the square root's derivative stays finite)."""
+    return frechet_to_reference(samplers.sample(model, schedule, plan, x_T, devices=[]), ref, floor=1e-12)
+
+
+LOSSES = {"rmse": endpoint_rmse, "frechet": endpoint_frechet}
+
+
+def _targets(data: "Teacher", loss: str):
+    """(training target, validation target) of a loss: teacher endpoints (rmse) or their Gaussian fits."""
+    if loss == "rmse":
+        return data.train, data.val
+    fit = lambda y: frechet_reference(*map(np.asarray, gaussian_fit(jnp.asarray(y))))  # noqa: E731
+    return fit(data.train), fit(data.val)
+
+
+def _loss(theta, plan, model, schedule, x, target, node_space, min_gap, loss):
+    return LOSSES[loss](model, schedule, decode_params(theta, plan, schedule, node_space, min_gap), x, target)
+
+
+@eqx.filter_jit
+def _adam_step(theta, opt_state, plan, model, schedule, x, t, node_space, min_gap, loss, lr):
+    """One Adam update of ``theta`` on the training loss. The plan is an argument (not a closure), so
+    one compile serves every plan of the same structure (the memetic search refines many)."""
+    value, grad = jax.value_and_grad(_loss)(theta, plan, model, schedule, x, t, node_space, min_gap, loss)
+    updates, opt_state = optax.adam(lr).update(grad, opt_state, theta)
+    return optax.apply_updates(theta, updates), opt_state, value
+
+
+_validation = eqx.filter_jit(_loss)
+
+
+def _fingerprint(plan: SolverPlan, options: GradientOptions) -> dict:
+    """What a gradient checkpoint must match to be resumed: the start plan and the options."""
+    return {"plan": plan_hash(plan), "options": dataclasses.asdict(options)}
+
+
 def learn_nodes(model, schedule, plan: SolverPlan, options: GradientOptions = GradientOptions(),
-                log: Callable[[str], None] | None = None) -> tuple[SolverPlan, dict]:
+                log: Callable[[str], None] | None = None, *, teacher: Teacher | None = None,
+                checkpoint_dir: str | None = None) -> tuple[SolverPlan, dict]:
     """``plan`` with its time nodes (and, with ``learn="nodes+corrections"``, its weight corrections)
     learned by gradient descent; every other column is kept.
 
-    Returns (the plan with the best validation RMSE, a history of (step, train, validation) RMSE).
+    Returns (the plan with the best validation loss, a history of (step, train, validation) loss).
     The initial plan is the step-0 candidate, so the result is never worse on validation noise.
+    ``teacher`` reuses noises and reference solves (:func:`teacher_data`). With ``checkpoint_dir``
+    the state (parameters, Adam state, best so far, history) is saved with orbax at every validation
+    step and a rerun continues from the newest one: a killed run resumes to the same result bit for
+    bit (a checkpoint of another start plan or other options is refused, naming the directory).
     """
     o = options
-    x_tr, x_va = _noise(model, schedule, o.train_samples, o.seed), _noise(model, schedule, o.val_samples, o.seed + 1)
-    t_tr = samplers.reference_solve(model, schedule, x_tr)
-    t_va = samplers.reference_solve(model, schedule, x_va)
+    data = teacher if teacher is not None else teacher_data(model, schedule, o)
     theta = {"nodes": params_from_nodes(plan.ts, schedule, o.node_space, o.min_gap).astype(plan.ts.dtype)}
     if o.learn == "nodes+corrections":
         theta["corrections"] = jnp.asarray(plan.corrections)
-
-    def decode(th):
-        kw = {"ts": nodes_from_params(th["nodes"], schedule, o.node_space, o.min_gap)}
-        if "corrections" in th:
-            kw["corrections"] = th["corrections"]
-        return plan.replace(**kw)
-
-    def loss(th, x, t):
-        return endpoint_rmse(model, schedule, decode(th), x, t)
-
-    opt = optax.adam(o.lr)
-    step = eqx.filter_jit(lambda th, s: _adam_step(loss, opt, th, s, x_tr, t_tr))
-    val = eqx.filter_jit(lambda th: loss(th, x_va, t_va))
-    state = opt.init(theta)
-    best_theta, best_val = theta, float(val(theta))
-    history = [{"step": 0, "train": float(loss(theta, x_tr, t_tr)), "validation": best_val}]
-    for k in range(1, o.steps + 1):
+    static = (o.node_space, float(o.min_gap), o.loss)
+    train_target, val_target = _targets(data, o.loss)
+    step = lambda th, st: _adam_step(th, st, plan, model, schedule, data.x_train, train_target, *static, float(o.lr))
+    val = lambda th: float(_validation(th, plan, model, schedule, data.x_val, val_target, *static))
+    state = optax.adam(o.lr).init(theta)
+    best_theta, best_val, start = theta, None, 1
+    resumed = _restore(checkpoint_dir, plan, o, theta, state) if checkpoint_dir else None
+    if resumed is not None:
+        theta, state, best_theta, best_val, history, start = resumed
+        if log:
+            log(f"  gradient: resumed at step {start - 1} from {checkpoint_dir}")
+    else:
+        best_val = val(theta)
+        history = [{"step": 0, "train": float(_validation(theta, plan, model, schedule, data.x_train, train_target,
+                                                           *static)), "validation": best_val}]
+    for k in range(start, o.steps + 1):
         theta, state, tr = step(theta, state)
         if k % o.val_every == 0 or k == o.steps:
-            v = float(val(theta))
+            v = val(theta)
             history.append({"step": k, "train": float(tr), "validation": v})
             if v < best_val:
                 best_theta, best_val = theta, v
             if log:
                 log(f"  gradient step {k:4d}: train RMSE {float(tr):.6g}  validation {v:.6g}")
-    learned = decode(best_theta)
+            if checkpoint_dir:
+                save_step(checkpoint_dir, k, {"theta": theta, "opt": state, "best": best_theta},
+                          {"fingerprint": _fingerprint(plan, o), "best_validation": best_val, "history": history})
+    learned = decode_params(best_theta, plan, schedule, *static[:2])
     return learned, {"history": history, "best_validation": best_val,
                      "seeds": {"train": o.seed, "validation": o.seed + 1}}
 
 
-def _adam_step(loss, opt, theta, state, x, t):
-    value, grad = jax.value_and_grad(loss)(theta, x, t)
-    updates, state = opt.update(grad, state, theta)
-    return optax.apply_updates(theta, updates), state, value
+def node_refiner(model, schedule, space, options: GradientOptions, teacher: Teacher | None = None
+                 ) -> Callable[[Genome], Genome]:
+    """genome -> the genome with its time nodes refined by ``options.steps`` gradient steps
+    (:func:`learn_nodes` in the space's node coordinate and gap floor, so the refined nodes are
+    exactly a genome of the space); every discrete decision is kept. Deterministic: the teacher's
+    noises are fixed (``teacher``, or :func:`teacher_data` once). The local search of
+    :class:`search.strategies.Memetic`."""
+    o = dataclasses.replace(options, node_space=space.node_space, min_gap=float(space.min_gap), learn="nodes")
+    data = teacher if teacher is not None else teacher_data(model, schedule, o)
+
+    def refine(g: Genome) -> Genome:
+        plan, _ = learn_nodes(model, schedule, decode(g, space), o, teacher=data)
+        return with_nodes(g, np.asarray(plan.ts, np.float64), space)
+
+    return refine
+
+
+def _restore(directory, plan, options, theta, state):
+    """(theta, Adam state, best theta, best validation, history, next step) from the newest
+    checkpoint in ``directory``, or None when it holds none."""
+    out = restore_step(directory, {"theta": theta, "opt": state, "best": theta})
+    if out is None:
+        return None
+    step, arrays, meta = out
+    if meta.get("fingerprint") != json.loads(json.dumps(_fingerprint(plan, options))):
+        raise ValueError(f"gradient checkpoint {directory}: it belongs to another start plan or other gradient "
+                         "options; allowed: the same search settings, or a new run directory")
+    return (arrays["theta"], arrays["opt"], arrays["best"], float(meta["best_validation"]),
+            list(meta["history"]), step + 1)
 
 
 # ----------------------------------------------------------------------------- dynamic programming
@@ -188,38 +293,96 @@ def dp_path(cost: np.ndarray, steps: int) -> list[int]:
 
 def step_cost_matrix(model, schedule, step_plan: Callable[[jnp.ndarray], SolverPlan], grid_ts, x_T) -> np.ndarray:
     """C[i, j] = RMSE of one step (``step_plan(ts=[t_i, t_j])``) started on the teacher's state at
-    grid node i against the teacher's state at grid node j (the teacher: a reference solve through
-    the grid)."""
+    grid node i against the teacher's state at grid node j (the teacher: one reference solve through
+    the grid). Each row is one vmapped call over a fixed number of targets (padded with the last
+    node), so the whole matrix compiles once."""
     grid_ts = jnp.asarray(grid_ts, x_T.dtype)
     m = grid_ts.shape[0]
-    fine = _teacher_trajectory(model, schedule, grid_ts, x_T)
+    fine = samplers.reference_trajectory(model, schedule, x_T, grid_ts)
+    run = jax.jit(jax.vmap(lambda p, x: samplers.sample(model, schedule, p, x, devices=[]), in_axes=(0, None)))
     cost = np.full((m, m), np.inf)
+    template = stack_plans([step_plan(grid_ts[jnp.asarray([0, m - 1])])] * (m - 1))   # one structure, m-1 copies
     for i in range(m - 1):
         js = list(range(i + 1, m))
-        plans = stack_plans([step_plan(jnp.stack([grid_ts[i], grid_ts[j]])) for j in js])
-        run = jax.vmap(lambda p: samplers.sample(model, schedule, p, fine[i], devices=[]))
-        out = run(plans)
-        err = jnp.sqrt(jnp.mean((out - fine[jnp.asarray(js)]) ** 2, axis=tuple(range(1, out.ndim))))
-        cost[i, js] = np.asarray(err)
+        padded = js + [m - 1] * (m - 1 - len(js))
+        ts = jnp.stack([jnp.full((m - 1,), grid_ts[i]), grid_ts[jnp.asarray(padded)]], axis=1)
+        out = run(template.replace(ts=ts), fine[i])
+        err = jnp.sqrt(jnp.mean((out - fine[jnp.asarray(padded)]) ** 2, axis=tuple(range(1, out.ndim))))
+        cost[i, js] = np.asarray(err)[:len(js)]
     return cost
 
 
-def _teacher_trajectory(model, schedule, grid_ts, x_T):
-    """The teacher's state at every grid node: tight reference solves from t_max to each node."""
-    states = [x_T]
-    x = x_T
-    for k in range(1, grid_ts.shape[0]):
-        x = samplers.reference_solve(model, schedule, x, t_start=float(grid_ts[k - 1]), t_end=float(grid_ts[k]))
-        states.append(x)
-    return jnp.stack(states)
+def ddim_cost_matrix(model, schedule, grid_ts, x_T) -> np.ndarray:
+    """:func:`step_cost_matrix` for a DDIM step (Song et al. 2021) with ONE model evaluation per
+    source node: the step from (x_i, t_i) to t_j is x_j = (sigma_j / sigma_i) x_i +
+    (alpha_j - alpha_i sigma_j / sigma_i) x0(x_i, t_i), so every target j reuses x0(x_i, t_i)
+    (M model calls instead of M^2; what makes DP nodes affordable for a network)."""
+    from stepwise.denoisers.guidance import x0_eps
+
+    grid_ts = jnp.asarray(grid_ts, x_T.dtype)
+    m = grid_ts.shape[0]
+    fine = samplers.reference_trajectory(model, schedule, x_T, grid_ts)
+    a, s = schedule.alpha(grid_ts), schedule.sigma(grid_ts)
+    shape = (-1,) + (1,) * x_T.ndim
+
+    @jax.jit
+    def row(x, i):
+        x0, _ = x0_eps(model, x, grid_ts[i])
+        ratio = (s / s[i]).reshape(shape)
+        step = ratio * x[None] + (a.reshape(shape) - a[i] * ratio) * x0[None]     # (m,) + x.shape
+        return jnp.sqrt(jnp.mean((step - fine) ** 2, axis=tuple(range(1, step.ndim))))
+
+    cost = np.full((m, m), np.inf)
+    for i in range(m - 1):
+        cost[i, i + 1:] = np.asarray(row(fine[i], i))[i + 1:]
+    return cost
+
+
+def dp_costs(model, schedule, step_plan: Callable[[jnp.ndarray], SolverPlan] = None, *, grid: int = 64,
+             samples: int = 256, seed: int = 0, node_space: str = "logsnr") -> tuple[jnp.ndarray, np.ndarray]:
+    """(the ``grid`` candidate nodes, uniform in ``node_space``; their step-cost matrix
+    :func:`step_cost_matrix` on ``samples`` noises of ``seed``). ``step_plan`` defaults to a DDIM
+    step (computed by :func:`ddim_cost_matrix`). Computed once, it gives DP nodes for every number of steps (:func:`dp_path`)."""
+    grid_ts = nodes_from_params(jnp.zeros((grid - 1,)), schedule, node_space, 0.0)
+    x_T = _noise(model, schedule, samples, seed)
+    if step_plan is None or step_plan is solvers.ddim:
+        return grid_ts, ddim_cost_matrix(model, schedule, grid_ts, x_T)
+    return grid_ts, step_cost_matrix(model, schedule, step_plan, grid_ts, x_T)
 
 
 def dp_nodes(model, schedule, step_plan: Callable[[jnp.ndarray], SolverPlan], steps: int, *,
              grid: int = 64, samples: int = 256, seed: int = 0, node_space: str = "logsnr") -> jnp.ndarray:
     """GITS-style nodes: ``steps + 1`` nodes chosen among ``grid`` candidates (uniform in the
     ``node_space`` coordinate) by :func:`dp_path` on :func:`step_cost_matrix`."""
-    theta = jnp.zeros((grid - 1,))
-    grid_ts = nodes_from_params(theta, schedule, node_space, 0.0)
-    x_T = _noise(model, schedule, samples, seed)
-    cost = step_cost_matrix(model, schedule, step_plan, grid_ts, x_T)
+    grid_ts, cost = dp_costs(model, schedule, step_plan, grid=grid, samples=samples, seed=seed, node_space=node_space)
     return grid_ts[jnp.asarray(dp_path(cost, steps))]
+
+
+def dp_baselines(baselines: list[tuple[str, SolverPlan]], grid_ts, cost, schedule) -> list[tuple[str, SolverPlan]]:
+    """Each baseline with its nodes replaced by the DP nodes of its number of steps (label
+    ``solver/gits`` + ``+afs``), duplicates dropped: the tuned-node baselines of every comparison."""
+    out, seen = [], set()
+    for name, plan in baselines:
+        if plan.num_steps > len(grid_ts) - 1:
+            continue
+        ts = jnp.asarray(grid_ts[jnp.asarray(dp_path(cost, plan.num_steps))], plan.ts.dtype)
+        tuned = plan.replace(ts=ts)
+        tuned.validate(schedule)
+        key = plan_hash(tuned)
+        if key in seen:
+            continue
+        seen.add(key)
+        solver, rest = name.split("/", 1) if "/" in name else (name, "")
+        out.append((f"{solver}/gits" + ("+afs" if rest.endswith("+afs") else ""), tuned))
+    return out
+
+
+def gits_baselines(model, schedule, baselines: list[tuple[str, SolverPlan]], scores, top: int, *, seed: int = 0,
+                   samples: int = 256, grid: int = 64) -> list[tuple[str, SolverPlan]]:
+    """GITS-node versions (:func:`dp_baselines`) of the ``top`` best ``baselines`` by ``scores``
+    (search scores, lower is better); one cost matrix on ``samples`` noises of ``seed``."""
+    if top <= 0 or not baselines:
+        return []
+    order = np.argsort(np.asarray(scores, np.float64), kind="stable")[:top]
+    grid_ts, cost = dp_costs(model, schedule, grid=grid, samples=samples, seed=seed)
+    return dp_baselines([baselines[i] for i in order], grid_ts, cost, schedule)

@@ -35,12 +35,16 @@ SCHEDULE_FILE = "schedule.json"
 class FinalOptions:
     """The final comparison on fresh noise: ``samples`` noises from seed ``search seed +
     seed_offset``, every baseline (``top_baselines=0``) or the k best by search score, and the
-    reference solve of that noise when ``reference`` (paired distances, excess over the exact ODE)."""
+    reference solve of that noise when ``reference`` (paired distances, excess over the exact ODE).
+    The ``tuned_baselines`` best baselines by search score are also run with GITS nodes (dynamic
+    programming over a teacher trajectory of the search noise, :func:`search.learned.gits_baselines`):
+    a tuned-node baseline in every comparison (0: none)."""
 
     samples: int = 5000
     top_baselines: int = 0
     seed_offset: int = 10007
     reference: bool = True
+    tuned_baselines: int = 8
 
     def __post_init__(self):
         if not isinstance(self.samples, (int, np.integer)) or self.samples < 2:
@@ -51,6 +55,9 @@ class FinalOptions:
         if not isinstance(self.seed_offset, (int, np.integer)) or self.seed_offset == 0:
             raise ValueError(f"search.final_seed_offset: {self.seed_offset!r} is invalid; allowed: a non-zero "
                              "integer (the final noise must differ from the search noise)")
+        if not isinstance(self.tuned_baselines, (int, np.integer)) or self.tuned_baselines < 0:
+            raise ValueError(f"search.final_tuned_baselines: {self.tuned_baselines!r} is invalid; allowed: 0 (none) "
+                             "or a positive integer")
 
 
 def final_noise(model, schedule, num_samples: int, seed: int) -> np.ndarray:
@@ -192,9 +199,24 @@ def search_loop(strategy: Evolution, evaluator: Evaluator, initial, seed: int, c
             + (f"  predictor spearman {rc:.3f}" if st.rank_correlations else ""))
         return st
 
+    seconds: dict = {}
+    s0, c0 = evaluator.sample_time, evaluator.score_time
     st = run_generations(strategy, st, lambda gs: evaluator.score([decode(g, space) for g in gs]),
-                         strategy.options.generations, on_generation)
-    return st, {"search_wall_s": prior_wall + time.perf_counter() - t_start, "resumed_from": resumed_from}
+                         strategy.options.generations, on_generation, seconds=seconds)
+    return st, {"search_wall_s": prior_wall + time.perf_counter() - t_start, "resumed_from": resumed_from,
+                "time_split": time_split(seconds, evaluator.sample_time - s0, evaluator.score_time - c0,
+                                         getattr(strategy, "refine_seconds", 0.0))}
+
+
+def time_split(seconds: dict, sampling: float, scoring: float, refine: float) -> dict:
+    """Where a search's generations spent their wall time (this process; seconds): sampling and
+    scoring candidates, the memetic refinement, proposing and screening (ask without refinement),
+    selection and predictor training (tell), checkpoints and logging, decoding genomes and the rest."""
+    split = {"sampling": sampling, "scoring": scoring, "refine": refine,
+             "propose_and_screen": seconds["ask"] - refine, "select_and_train_predictor": seconds["tell"],
+             "checkpoint_and_log": seconds["on_generation"],
+             "decode_and_other": seconds["score"] - sampling - scoring}
+    return {k: round(max(v, 0.0), 3) for k, v in split.items()}
 
 
 def final_comparison(model, schedule, plan, baselines, evaluator: Evaluator, final: FinalOptions, seed: int,
@@ -202,6 +224,14 @@ def final_comparison(model, schedule, plan, baselines, evaluator: Evaluator, fin
     """The searched (or learned) ``plan`` against the baselines on fresh noise by the protocol:
     (summary fields, the table, the final-evaluation info)."""
     base_scores = dict(zip([n for n, _ in baselines], evaluator.score([p for _, p in baselines])))
+    if final.tuned_baselines:
+        tuned = learned.gits_baselines(model, schedule, baselines, [base_scores[n] for n, _ in baselines],
+                                       final.tuned_baselines, seed=evaluator.seed,
+                                       samples=min(256, evaluator.num_samples))
+        tuned = [(n, p) for n, p in tuned if n not in base_scores]
+        base_scores.update(zip([n for n, _ in tuned], evaluator.score([p for _, p in tuned])))
+        baselines = list(baselines) + tuned
+        log(f"tuned-node baselines (GITS nodes of the {final.tuned_baselines} best): {len(tuned)}")
     top = final.top_baselines
     chosen = sorted(baselines, key=lambda kv: base_scores[kv[0]])[:top] if top > 0 else baselines
     plans = {"searched": plan, **dict(chosen)}
@@ -240,18 +270,15 @@ def plan_meta(schedule, model, model_info, evaluator, search_value, ours, best_b
     }
 
 
-def run_learned(model, schedule, workdir, *, nfe: int, method: str, evaluator: Evaluator,
-                gradient=None, dp_grid: int = 64, seed: int = 0, final: FinalOptions = FinalOptions(),
-                model_info: dict | None = None, log: Callable[[str], None] = print) -> dict:
-    """Learned nodes for the best baseline (by search score): ``method="gradient"`` descends on
-    them through the sampler (:func:`search.learned.learn_nodes`), ``"dp"`` picks them by dynamic
-    programming over a teacher trajectory (:func:`search.learned.dp_nodes`, DDIM step costs); every
-    other column of that baseline is kept. Final comparison and files as :func:`run_search`."""
+def learned_plan(model, schedule, nfe: int, method: str, evaluator: Evaluator, *, gradient=None, dp_grid: int = 64,
+                 seed: int = 0, checkpoint_dir: str | None = None, log: Callable[[str], None] = print):
+    """(learned plan, the baseline it started from, info, seconds): the best baseline by search score
+    with learned nodes: ``method="gradient"`` descends on them through the sampler
+    (:func:`search.learned.learn_nodes`, resumable from ``checkpoint_dir``), ``"dp"`` picks them by
+    dynamic programming over a teacher trajectory (:func:`search.learned.dp_nodes`, DDIM step
+    costs); every other column of that baseline is kept."""
     if method not in ("gradient", "dp"):
         raise ValueError(f"search.strategy: {method!r} is not a learned-plan method; allowed: ['gradient', 'dp']")
-    workdir = Path(os.path.abspath(os.fspath(workdir)))
-    workdir.mkdir(parents=True, exist_ok=True)
-    check_measurable(model, final.reference)
     baselines = baseline_plans(nfe, schedule)
     if not baselines:
         raise ValueError(f"nfe: no preset reaches exactly nfe={nfe}")
@@ -260,15 +287,30 @@ def run_learned(model, schedule, workdir, *, nfe: int, method: str, evaluator: E
     t0 = time.perf_counter()
     if method == "gradient":
         opts = gradient or learned.GradientOptions(seed=seed)
-        plan, info = learned.learn_nodes(model, schedule, start, opts, log=log)
+        plan, info = learned.learn_nodes(model, schedule, start, opts, log=log, checkpoint_dir=checkpoint_dir)
     else:
-        ts = learned.dp_nodes(model, schedule, lambda t: solvers.ddim(t), start.num_steps, grid=dp_grid, seed=seed)
+        ts = learned.dp_nodes(model, schedule, solvers.ddim, start.num_steps, grid=dp_grid, seed=seed)
         plan, info = start.replace(ts=ts), {"grid": dp_grid}
-    learn_s = time.perf_counter() - t0
     plan.validate(schedule)
+    info["start_search_score"] = float(min(scores))
+    return plan, start_name, info, time.perf_counter() - t0
+
+
+def run_learned(model, schedule, workdir, *, nfe: int, method: str, evaluator: Evaluator,
+                gradient=None, dp_grid: int = 64, seed: int = 0, final: FinalOptions = FinalOptions(),
+                model_info: dict | None = None, log: Callable[[str], None] = print) -> dict:
+    """:func:`learned_plan` (a gradient run resumes from ``workdir/gradient``), then the final
+    comparison and files as :func:`run_search`."""
+    workdir = Path(os.path.abspath(os.fspath(workdir)))
+    workdir.mkdir(parents=True, exist_ok=True)
+    check_measurable(model, final.reference)
+    plan, start_name, info, learn_s = learned_plan(model, schedule, nfe, method, evaluator, gradient=gradient,
+                                                   dp_grid=dp_grid, seed=seed,
+                                                   checkpoint_dir=str(workdir / "gradient"), log=log)
+    baselines = baseline_plans(nfe, schedule)
     search_value = evaluator.score([plan])[0]
     log(f"{method}: {start_name} with learned nodes, search score {search_value:.6g} "
-        f"(was {min(scores):.6g}) in {learn_s:.1f}s")
+        f"(was {info['start_search_score']:.6g}) in {learn_s:.1f}s")
     t1 = time.perf_counter()
     core, rows, final_info = final_comparison(model, schedule, plan, baselines, evaluator, final, seed, log=log)
     best_base = next(r for r in rows if r["solver"] == core["best_baseline"])
@@ -292,13 +334,18 @@ def run_learned(model, schedule, workdir, *, nfe: int, method: str, evaluator: E
 def run_search(model, schedule, workdir, *, strategy: Evolution, evaluator: Evaluator, seed: int = 0,
                final: FinalOptions = FinalOptions(), model_info: dict | None = None,
                log: Callable[[str], None] = print, final_data: tuple | None = None,
-               budget: float | None = None, unit_shares=None) -> dict:
+               budget: float | None = None, unit_shares=None,
+               finish: Callable[[solvers.SolverPlan], tuple[solvers.SolverPlan, dict]] | None = None) -> dict:
     """Search a plan of exactly ``strategy.space.nfe`` evaluations; returns the summary written to
     search.json. ``final_data`` = (x_T, reference endpoints or None) reuses final noise and its solve.
 
     With a compute ``budget`` (full-model evaluations; the strategy's hooks keep candidates within it,
     e.g. by skip masks priced by ``unit_shares``) the final comparison's baselines are the full-network
-    presets that fit the budget (NFE = floor(budget)): the same compute, every free option."""
+    presets that fit the budget (NFE = floor(budget)): the same compute, every free option.
+
+    ``finish(plan) -> (plan, info)`` refines the search's best plan before the final comparison (the
+    hybrid strategy's full gradient refinement); the refined plan is kept only when its search score
+    is not worse (selection on search noise; the comparison is on fresh noise)."""
     workdir = Path(os.path.abspath(os.fspath(workdir)))
     workdir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -313,11 +360,15 @@ def run_search(model, schedule, workdir, *, strategy: Evolution, evaluator: Eval
     setup_s = time.perf_counter() - t_start
     st, loop_info = search_loop(strategy, evaluator, initial, seed, str(workdir / "checkpoints"), log)
     search_wall, resumed_from = loop_info["search_wall_s"], loop_info["resumed_from"]
+    log("search time split (s): " + ", ".join(f"{k} {v:.1f}" for k, v in loop_info["time_split"].items()))
     generations = strategy.options.generations
     best_genome, best_score = st.best
     best_plan = decode(best_genome, space)
     best_plan.validate(schedule, unit_counts=space.unit_counts or None)
     assert best_plan.nfe() == nfe
+    refinement = None
+    if finish is not None:
+        best_plan, best_score, refinement = finish_plan(finish, best_plan, best_score, evaluator, schedule, log)
     plan_cost = solvers.cost(best_plan, [1.0], unit_shares=unit_shares)
     if budget is not None and not within_budget(best_plan, budget, "cost", [1.0], unit_shares=unit_shares):
         raise RuntimeError(f"search returned a plan of cost {plan_cost:.4g} over the budget {budget}")
@@ -336,7 +387,8 @@ def run_search(model, schedule, workdir, *, strategy: Evolution, evaluator: Eval
         "history": st.history, "rank_correlations": st.rank_correlations,
         "mean_rank_correlation": (float(np.nanmean([r["spearman"] for r in st.rank_correlations]))
                                   if st.rank_correlations else None),
-        "compiles": samplers.trace_count(),
+        "compiles": samplers.trace_count(), "refinement": refinement, "refined_elites": len(st.refined),
+        "time_split": loop_info["time_split"],
         "budget": budget, "cost": round(plan_cost, 6),
         "skipped_fraction": float(np.mean(np.asarray(best_plan.skip))) if np.asarray(best_plan.skip).size else 0.0,
     }
@@ -355,6 +407,21 @@ def run_search(model, schedule, workdir, *, strategy: Evolution, evaluator: Eval
         f"{protocol.Interval(**head['baseline'])}; ratio {head['ratio_text']} (n={final_info['num_samples']}, "
         f"final seed {final_info['seed']}); {len(st.archive)} evaluations, {search_wall:.1f}s search")
     return summary
+
+
+def finish_plan(finish, plan, score: float, evaluator: Evaluator, schedule, log) -> tuple:
+    """(kept plan, its search score, a record of the refinement) for :func:`run_search`'s ``finish``."""
+    t0 = time.perf_counter()
+    refined, info = finish(plan)
+    refined.validate(schedule)
+    refined_score = float(evaluator.score([refined])[0])
+    kept = refined_score <= score
+    log(f"final refinement: search score {score:.6g} -> {refined_score:.6g} "
+        f"({'kept' if kept else 'not kept: worse on the search objective'}) in {time.perf_counter() - t0:.1f}s")
+    record = {"search_score_before": score, "search_score_after": refined_score, "kept": kept,
+              "best_validation_rmse": info.get("best_validation"), "history": info.get("history"),
+              "wall_s": round(time.perf_counter() - t0, 2)}
+    return (refined, refined_score, record) if kept else (plan, score, record)
 
 
 def write_report(workdir, summary: dict) -> None:

@@ -245,6 +245,12 @@ def _mask_width(skip: np.ndarray, units: int) -> np.ndarray:
     return skip.copy()
 
 
+def with_nodes(g: Genome, ts, space: SearchSpace) -> Genome:
+    """``g`` with the time nodes ``ts`` (every other decision kept; increments floored at the
+    space's ``min_gap``)."""
+    return g.replace(incr=_gap_fix(np.diff(space.ts_to_u(np.asarray(ts, np.float64))), space.min_gap))
+
+
 def decode(g: Genome, space: SearchSpace) -> P.SolverPlan:
     """The SolverPlan of a genome (float32 nodes unless x64 is enabled)."""
     ts = space.u_to_ts(g.u)

@@ -24,6 +24,7 @@ child, ``constraint`` maps a genome to an admissible one (or None to drop it), e
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Callable, Sequence
 
 import jax
@@ -32,7 +33,7 @@ import numpy as np
 from stepwise.search.predictor import Predictor, spearman
 from stepwise.search.space import Genome, SearchSpace, crossover, genome_hash, mutate, random_genome
 
-STRATEGIES = ("evolution", "predictor")
+STRATEGIES = ("evolution", "predictor")   # searched by ask/tell; "hybrid" wraps either in Memetic
 
 
 def numpy_rng(key) -> np.random.Generator:
@@ -51,6 +52,7 @@ class SearchState:
     predictor_params: dict | None = None
     rank_correlations: tuple = ()
     pending_initial: tuple = ()            # evaluated by the first ask
+    refined: tuple = ()                    # plan hashes already refined by a memetic strategy
 
     @property
     def best(self) -> tuple[Genome, float]:
@@ -266,6 +268,52 @@ class PredictorSearch(Evolution):
         return st.replace(predictor_params=params)
 
 
+# ----------------------------------------------------------------------------- memetic (hybrid)
+class Memetic:
+    """A strategy whose elites are refined by local search (a memetic algorithm, Moscato 1989):
+    each generation, the ``top`` best genomes of the population not refined before are passed
+    through ``refine`` (e.g. a few gradient steps on their time nodes through the sampler,
+    :func:`search.learned.node_refiner`) and the refined genomes are evaluated beside the base
+    strategy's children; a refined genome that scores well enters the population (Lamarckian), so
+    it is itself refined next generation. The discrete columns stay the base strategy's business.
+
+    ``refine`` must be a deterministic function of the genome (the state records which hashes were
+    refined, so a resumed search refines exactly what the uninterrupted one would)."""
+
+    name = "hybrid"
+
+    def __init__(self, base: Evolution, refine: Callable[[Genome], Genome], top: int = 2):
+        if not isinstance(top, (int, np.integer)) or top < 1:
+            raise ValueError(f"search.hybrid_top: {top!r} is invalid; allowed: an integer >= 1")
+        self.base, self.refine, self.top = base, refine, int(top)
+        self.space, self.options, self.hooks = base.space, base.options, base.hooks
+        self.refine_seconds = 0.0      # wall time spent in ``refine`` (instrumentation, not state)
+
+    def init(self, key, initial: Sequence[Genome]) -> SearchState:
+        return self.base.init(key, initial)
+
+    def ask(self, st: SearchState) -> tuple[list[Genome], SearchState]:
+        cands, st = self.base.ask(st)
+        if not st.population:
+            return cands, st
+        seen = set(st.archive) | {genome_hash(g, self.space) for g in cands}
+        elites = [g for g, _ in st.population if genome_hash(g, self.space) not in st.refined][:self.top]
+        refined = []
+        t0 = time.perf_counter()
+        for g in elites:
+            r = self.hooks.admit(self.refine(g))
+            h = None if r is None else genome_hash(r, self.space)
+            if h is not None and h not in seen:
+                seen.add(h)
+                refined.append(r)
+        self.refine_seconds += time.perf_counter() - t0
+        done = st.refined + tuple(genome_hash(g, self.space) for g in elites)
+        return cands + refined, st.replace(refined=done)
+
+    def tell(self, st: SearchState, candidates: Sequence[Genome], scores) -> SearchState:
+        return self.base.tell(st, candidates, scores)
+
+
 def make_strategy(name: str, space: SearchSpace, evolution: EvolutionOptions = EvolutionOptions(),
                   predictor: PredictorOptions | None = None, hooks: Hooks = Hooks(), seed: int = 0):
     """A strategy by name. Options a strategy does not use are an error (``predictor`` options
@@ -281,18 +329,31 @@ def make_strategy(name: str, space: SearchSpace, evolution: EvolutionOptions = E
 
 
 def run_generations(strategy: Evolution, st: SearchState, score: Callable[[list[Genome]], list[float]],
-                    generations: int, on_generation: Callable[[SearchState, list[float]], SearchState] | None = None
-                    ) -> SearchState:
+                    generations: int, on_generation: Callable[[SearchState, list[float]], SearchState] | None = None,
+                    seconds: dict | None = None) -> SearchState:
     """THE generations loop: ask, score, tell until ``st.generation > generations`` (generation 0
     evaluates the initial population). ``on_generation(state, scores) -> state`` records progress
-    and checkpoints (it may add a history row); a generation without candidates just advances."""
+    and checkpoints (it may add a history row); a generation without candidates just advances.
+    ``seconds`` (a dict, updated in place) accumulates the wall time of ``ask`` (proposals, screening,
+    memetic refinement), ``score`` and ``tell`` (selection, predictor training) and ``on_generation``."""
+    clock = seconds if seconds is not None else {}
+    for k in ("ask", "score", "tell", "on_generation"):
+        clock.setdefault(k, 0.0)
     while st.generation <= generations:
+        t0 = time.perf_counter()
         cands, st = strategy.ask(st)
+        t1 = time.perf_counter()
+        clock["ask"] += t1 - t0
         if not cands:
             st = st.replace(generation=st.generation + 1)
             continue
         scores = list(score(cands))
+        t2 = time.perf_counter()
         st = strategy.tell(st, cands, scores)
+        t3 = time.perf_counter()
+        clock["score"] += t2 - t1
+        clock["tell"] += t3 - t2
         if on_generation is not None:
             st = on_generation(st, scores)
+            clock["on_generation"] += time.perf_counter() - t3
     return st

@@ -1,0 +1,178 @@
+"""Benchmark: search strategies side by side on the exact digits mixture, by the fair protocol.
+
+Arms, each run with ``--seeds`` search seeds (seed s: its own search noise, proposals, training
+noise) at every NFE:
+
+* ``evolution`` and ``predictor`` (S³-style screening): the default search settings;
+* ``hybrid``: the predictor search with memetic refinement (the 2 best new elites of each
+  generation get 10 gradient steps on their nodes) and a 200-step gradient refinement of the final
+  plan (kept only if its search score is not worse); the gradient loss is the search objective's
+  distance (Fréchet to the teacher's Gaussian fit); ``hybrid_rmse``: the same with the paired RMSE;
+* ``gradient`` (LD3-style): 200 Adam steps on the nodes of the best baseline by search score
+  (Fréchet loss); ``gradient_rmse``: the same with the paired RMSE (LD3's loss);
+* ``dp`` (GITS-style): DP nodes for that baseline (DDIM step costs, 64-node grid).
+
+Then ONE final evaluation on fresh noise (``--final-seed``) of every arm's plans and every
+baseline: each preset x discretization x order x {analytic first step off, on}, plus GITS-node
+versions of the 8 best baselines by search score (tuned-node baselines). The best baseline is
+chosen on the final noise per metric and named. Per arm and NFE: the paired Fréchet ratio
+best-baseline / arm per seed with its 95% paired-bootstrap interval (or "below the noise floor"),
+median and range over seeds, and the arm's wall time.
+
+    python benchmarks/learned_gmm.py --nfes 3 4 5 6 8 10 --seeds 0 1 2 --out runs/bench-learned
+
+Resumable: each arm's plan is kept in ``<out>/plans/`` once found, searches resume from their
+checkpoints, finished NFEs are kept in ``<out>/results.json`` (written atomically).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from stepwise import denoisers, schedules
+from stepwise.cli.options import (gradient_options, hybrid_refinements, search_evaluator, search_space,
+                                  search_strategy, section)
+from stepwise.io import write_json_atomic
+from stepwise.search import learned, protocol
+from stepwise.search.evaluator import baseline_plans, reference_endpoints
+from stepwise.search.run import finish_plan, final_evaluation, final_noise, initial_genomes, learned_plan, search_loop
+from stepwise.search.schedule_file import load_plan, save_plan
+from stepwise.search.space import decode
+
+ARMS = ("evolution", "predictor", "hybrid", "hybrid_rmse", "gradient", "gradient_rmse", "dp")
+LOSS_ARMS = {"hybrid_rmse": "hybrid", "gradient_rmse": "gradient"}   # the same with gradient_loss="rmse"
+_spec = importlib.util.spec_from_file_location("search_gmm", Path(__file__).with_name("search_gmm.py"))
+search_gmm = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(search_gmm)
+
+
+def run_arm(arm: str, model, sched, nfe: int, seed: int, workdir: Path):
+    """(plan, record) of one arm at one NFE and seed; resumable (searches from their checkpoints,
+    the gradient run from its own)."""
+    s = section("search", {"strategy": LOSS_ARMS.get(arm, arm), "seed": seed,
+                           **({"gradient_loss": "rmse"} if arm in LOSS_ARMS else {})})
+    arm = LOSS_ARMS.get(arm, arm)
+    t0 = time.perf_counter()
+    if arm in ("evolution", "predictor"):
+        plan, score, evals, wall, _ = search_gmm.search_one(model, sched, nfe, seed, {"strategy": arm}, workdir)
+        return plan, {"search_score": score, "evaluations": evals, "wall_s": round(wall, 1)}
+    evaluator = search_evaluator(s, model, sched, log=None)
+    if arm == "hybrid":
+        space = search_space(s, nfe, sched)
+        refine, finish = hybrid_refinements(s, model, sched, space, workdir, log=lambda m: None)
+        strategy = search_strategy(s, space, refine=refine)
+        _, initial = initial_genomes(nfe, space, seed)
+        st, _ = search_loop(strategy, evaluator, initial, seed, str(workdir / "checkpoints"), log=lambda m: None)
+        plan, score, refinement = finish_plan(finish, decode(st.best[0], space), st.best[1], evaluator, sched,
+                                          log=lambda m: None)
+        return plan, {"search_score": score, "evaluations": len(st.archive), "refined_elites": len(st.refined),
+                      "final_refinement_kept": refinement["kept"], "wall_s": round(time.perf_counter() - t0, 1)}
+    plan, start, info, _ = learned_plan(model, sched, nfe, arm, evaluator, gradient=gradient_options(s),
+                                        seed=seed, checkpoint_dir=str(workdir / "gradient"), log=None)
+    return plan, {"search_score": float(evaluator.score([plan])[0]), "start": start,
+                  "start_search_score": info["start_search_score"], "evaluations": evaluator.evaluations,
+                  "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--nfes", type=int, nargs="+", default=[3, 4, 5, 6, 8, 10])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    ap.add_argument("--final-samples", type=int, default=5000)
+    ap.add_argument("--final-seed", type=int, default=20261201, help="fresh: not used while developing")
+    ap.add_argument("--resamples", type=int, default=200)
+    ap.add_argument("--out", default="runs/bench-learned")
+    a = ap.parse_args(argv)
+    if set(a.seeds) & {a.final_seed}:
+        raise SystemExit("--final-seed must differ from every search seed")
+    out = Path(a.out).resolve()
+    (out / "plans").mkdir(parents=True, exist_ok=True)
+    sched = schedules.VPLinear()
+    model = denoisers.digits_gmm(10, schedule=sched)
+    cache = out / f"final_{a.final_samples}_{a.final_seed}.npz"
+    if cache.exists():
+        with np.load(cache) as z:
+            x_T, ref = z["x_T"], z["ref"]
+    else:
+        x_T = final_noise(model, sched, a.final_samples, a.final_seed)
+        ref = reference_endpoints(model, sched, x_T, 2500)
+        np.savez(cache, x_T=x_T, ref=ref)
+    results_path = out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    for nfe in a.nfes:
+        if str(nfe) in results:
+            continue
+        arms, records = {}, {}
+        for arm in a.arms:
+            for seed in a.seeds:
+                name = f"{arm}(seed={seed})"
+                path, rec_path = out / "plans" / f"nfe{nfe}-{arm}-{seed}.json", out / "plans" / f"nfe{nfe}-{arm}-{seed}.rec.json"
+                if path.exists() and rec_path.exists():
+                    plan, rec = load_plan(path, sched), json.loads(rec_path.read_text())
+                else:
+                    plan, rec = run_arm(arm, model, sched, nfe, seed, out / f"nfe{nfe}-{arm}-seed{seed}")
+                    save_plan(path, plan, {"schedule": sched.describe()})
+                    write_json_atomic(rec_path, rec)
+                arms[name], records[name] = plan, rec
+                print(f"nfe {nfe} {name}: search score {rec['search_score']:.6g}, {rec['wall_s']}s", flush=True)
+        baselines = baseline_plans(nfe, sched)
+        ev = search_evaluator(section("search", {"seed": a.seeds[0]}), model, sched, log=None)
+        tuned = learned.gits_baselines(model, sched, baselines, ev.score([p for _, p in baselines]), 8,
+                                       seed=ev.seed, samples=256)
+        rows, info = final_evaluation(model, sched, {**arms, **dict(baselines), **dict(tuned)},
+                                      num_samples=len(x_T), seed=a.final_seed, batch_size=2500,
+                                      final_data=(x_T, ref), focus=tuple(arms), resamples=a.resamples)
+        head = info["headline"]
+        per_arm = {}
+        for arm in a.arms:
+            names = [f"{arm}(seed={s})" for s in a.seeds]
+            ratios = [info["comparisons"][n][head]["ratio"] for n in names]
+            per_arm[arm] = {
+                "runs": [{"seed": s, **records[n], "comparison": info["comparisons"][n][head]}
+                         for s, n in zip(a.seeds, names)],
+                "ratio_over_seeds": protocol.summarize_seeds([q["value"] for q in ratios if not q["lower_bound_only"]]),
+                "seeds_below_noise_floor": sum(q["lower_bound_only"] for q in ratios),
+            }
+        results[str(nfe)] = {"nfe": nfe, "final_samples": len(x_T), "final_seed": a.final_seed,
+                             "baselines": len(baselines), "tuned_baselines": len(tuned), "headline": head,
+                             "bootstrap": info["bootstrap"], "arms": per_arm, "table": rows}
+        write_json_atomic(results_path, results)
+        print(f"nfe {nfe}: " + "; ".join(f"{arm} {per_arm[arm]['ratio_over_seeds']}" for arm in a.arms), flush=True)
+    print_table(results, a.arms)
+    return 0
+
+
+def print_table(results: dict, arms) -> None:
+    print("\n| NFE | best baseline (final noise) | baseline paired FD | " + " | ".join(arms) + " |")
+    print("|---|---|---|" + "---|" * len(arms))
+    for key in sorted(results, key=int):
+        r = results[key]
+        first = r["arms"][arms[0]]["runs"][0]["comparison"]
+        cells = []
+        for arm in arms:
+            d = r["arms"][arm]
+            s = d["ratio_over_seeds"]
+            agg = (f"{s['median']:.3g}x [{s['min']:.3g}, {s['max']:.3g}]" if s["n_seeds"] == len(d["runs"])
+                   else f"{d['seeds_below_noise_floor']} of {len(d['runs'])} seeds below the noise floor")
+            walls = [run["wall_s"] for run in d["runs"]]
+            cells.append(f"{agg}; per seed " + " / ".join(run["comparison"]["ratio_text"] for run in d["runs"])
+                         + f"; {np.median(walls):.0f} s")
+        base = first["baseline"]
+        print(f"| {r['nfe']} | {first['baseline_name']} | {base['value']:.4g} [{base['low']:.4g}, {base['high']:.4g}] | "
+              + " | ".join(cells) + " |")
+    any_r = next(iter(results.values()), None)
+    if any_r:
+        print(f"\nn = {any_r['final_samples']} fresh noises (seed {any_r['final_seed']}), "
+              f"{any_r['bootstrap']['resamples']} paired-bootstrap resamples; {any_r['baselines']} baselines + "
+              f"{any_r['tuned_baselines']} GITS-node baselines per NFE; cells: ratio best-baseline / arm, "
+              "median [range] over seeds, then per seed with 95% interval, then the median wall time.")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
