@@ -76,3 +76,25 @@ def torch_stack():
     import torch
     import diffusers
     return torch, diffusers
+
+
+def sigkill_at_checkpoint(cmd, checkpoints, lo: int, hi: int | None = None, poll: float = 0.01, **popen):
+    """Start ``cmd`` and SIGKILL it as soon as the newest orbax step under ``checkpoints`` is in
+    [lo, hi); returns that step, or None if the process ended (or 500 s passed) first."""
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen)
+    ck, deadline = Path(checkpoints), time.time() + 500
+    while time.time() < deadline and proc.poll() is None:
+        steps = [int(p.name) for p in ck.glob("*") if p.name.isdigit()] if ck.exists() else []
+        if steps and lo <= max(steps) and (hi is None or max(steps) < hi):
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return max(steps)
+        time.sleep(poll)
+    proc.kill()
+    proc.wait()
+    return None

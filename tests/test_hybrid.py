@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
+from _helpers import sigkill_at_checkpoint
 from stepwise import samplers, schedules, solvers
 from stepwise.search.space import SearchSpace, decode, encode, genome_hash, with_nodes
 from stepwise.search.state import restore_state, save_state
@@ -161,17 +160,7 @@ def test_gradient_run_resumes_after_sigkill_to_the_same_plan(tmp_path):
     out = subprocess.run(_search(GRADIENT, full), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     wd = tmp_path / "killed"
-    proc = subprocess.Popen(_search(GRADIENT, wd), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    ck, killed_at, deadline = wd / "gradient", None, time.time() + 500
-    while time.time() < deadline and proc.poll() is None:
-        steps = [int(p.name) for p in ck.glob("*") if p.name.isdigit()] if ck.exists() else []
-        if steps and 30 <= max(steps) < 150:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            killed_at = max(steps)
-            break
-        time.sleep(0.01)
+    killed_at = sigkill_at_checkpoint(_search(GRADIENT, wd), wd / "gradient", 30, 150, cwd=ROOT, env=_env())
     assert killed_at is not None, "the gradient run finished or stalled before it could be killed"
     assert not (wd / "schedule.json").exists()
     out = subprocess.run(_search(GRADIENT, wd), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)

@@ -118,6 +118,31 @@ def test_learned_nodes_on_flow_and_edm_schedules(name):
     assert np.all(np.isfinite(np.asarray(samplers.sample(model, sched, dp_plan, x))))
 
 
+def test_relaxation_projection_keeps_every_row_in_its_ball():
+    from stepwise.search.learned import _project
+
+    x = jax.random.normal(jax.random.key(0), (6, 4, 4))
+    d = 3.0 * jax.random.normal(jax.random.key(1), (6, 4, 4))
+    p = _project(d, x, 0.1)
+    norm = lambda a: np.sqrt(np.sum(np.asarray(a) ** 2, axis=(1, 2)))  # noqa: E731
+    assert np.all(norm(p) <= 0.1 * norm(x) * (1 + 1e-5))
+    small = 1e-4 * d
+    np.testing.assert_array_equal(np.asarray(_project(small, x, 0.1)), np.asarray(small))   # inside: unchanged
+
+
+@pytest.mark.slow
+def test_relaxed_target_trains_other_nodes_and_still_lowers_validation(gmm_factory):
+    model = gmm_factory(3)
+    plan = solvers.build_preset("ddim", 3, SCHED, "time_uniform")
+    o = dict(steps=20, lr=0.05, train_samples=64, val_samples=64, val_every=10)
+    plain, _ = learn_nodes(model, SCHED, plan, GradientOptions(**o))
+    relaxed, info = learn_nodes(model, SCHED, plan, GradientOptions(**o, relax=0.2))
+    assert info["best_validation"] < info["history"][0]["validation"]
+    assert not np.allclose(np.asarray(relaxed.ts), np.asarray(plain.ts))
+    with pytest.raises(ValueError, match="gradient_relax"):
+        GradientOptions(relax=1.5)
+
+
 def test_dp_path_is_the_optimum_over_every_path():
     rng = np.random.default_rng(0)
     m, steps = 7, 3

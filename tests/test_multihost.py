@@ -39,3 +39,40 @@ def test_two_process_sampling(tmp_path):
     s = evaluation.gaussian_stats(x)
     direct = evaluation.frechet_distance(s.mu, s.sigma, mean, cov)
     np.testing.assert_allclose(metrics["frechet_exact"], direct, rtol=1e-6)
+
+
+def test_two_process_search_equals_one_process(tmp_path):
+    """`stepwise search --config.distributed=True` on 2 processes: each evaluates its share of every
+    generation, scores are all-gathered, and the result is the single-process search's, bit for bit
+    (plan, search score, evaluation count, history); only process 0 writes files."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    tiny = ["-m", "stepwise", "search", "--config", os.path.join(root, "configs", "search_digits_gmm.py"),
+            "--config.nfe=3", "--config.search.generations=3", "--config.search.search_samples=64",
+            "--config.search.batch_size=64", "--config.search.population=6", "--config.search.top_k=3",
+            "--config.search.children=4", "--config.search.screen=16", "--config.search.predictor_warmup=8",
+            "--config.search.predictor_train_steps=20", "--config.search.predictor_hidden=16",
+            "--config.search.timesteps_only_generations=1", "--config.search.final_samples=128",
+            "--config.search.final_top_baselines=3", "--config.search.final_reference=False"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    one = subprocess.run([sys.executable, *tiny, "--workdir", str(tmp_path / "one")], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    port = _free_port()
+    two = [*tiny, "--workdir", str(tmp_path / "two"), "--config.distributed=True",
+           f"--config.coordinator=127.0.0.1:{port}", "--config.num_processes=2"]
+    procs = [subprocess.Popen([sys.executable, *two, f"--config.process_id={i}"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    for p, (o, e) in zip(procs, outs):
+        assert p.returncode == 0, e[-3000:]
+    assert "searched nfe=3" in outs[0][0] and "searched nfe=3" not in outs[1][0]   # only process 0 reports
+    a = json.loads((tmp_path / "one" / "schedule.json").read_text())
+    b = json.loads((tmp_path / "two" / "schedule.json").read_text())
+    assert b["ts"] == a["ts"] and b["steps"] == a["steps"]
+    sa = json.loads((tmp_path / "one" / "search.json").read_text())
+    sb = json.loads((tmp_path / "two" / "search.json").read_text())
+    assert sb["processes"] == 2 and sa["processes"] == 1
+    assert sa["evaluated_by_writer"] >= sa["evaluations"]                      # one process: all of them
+    assert 0.4 * sa["evaluated_by_writer"] <= sb["evaluated_by_writer"] <= 0.6 * sa["evaluated_by_writer"]
+    assert sb["search_score"] == sa["search_score"] and sb["evaluations"] == sa["evaluations"]
+    assert [h["best"] for h in sb["history"]] == [h["best"] for h in sa["history"]]

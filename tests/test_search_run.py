@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from _helpers import sigkill_at_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--config", str(ROOT / "configs" / "search_digits_gmm.py"), "--config.nfe=3",
@@ -64,18 +63,7 @@ def test_tiny_search_improves_on_initial_population(uninterrupted):
 @pytest.mark.slow
 def test_resume_after_sigkill_gives_the_same_result(uninterrupted, tmp_path):
     wd = tmp_path / "killed"
-    proc = subprocess.Popen(_cmd(wd), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ck = wd / "checkpoints"
-    deadline = time.time() + 500
-    killed_at = None
-    while time.time() < deadline and proc.poll() is None:
-        steps = [int(p.name) for p in ck.glob("*") if p.name.isdigit()] if ck.exists() else []
-        if steps and max(steps) >= 3:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            killed_at = max(steps)
-            break
-        time.sleep(0.05)
+    killed_at = sigkill_at_checkpoint(_cmd(wd), wd / "checkpoints", 3, poll=0.05, cwd=ROOT, env=_env())
     assert killed_at is not None, "the search finished or stalled before it could be killed"
     assert not (wd / "schedule.json").exists()
     out = subprocess.run(_cmd(wd), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)

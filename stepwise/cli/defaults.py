@@ -132,6 +132,7 @@ def search_defaults() -> ml_collections.ConfigDict:
     s.gradient_samples = 256          # training noises; as many validation noises from seed + 1
     s.gradient_learn = "nodes"        # nodes | nodes+corrections (additive corrections of the solver weights)
     s.gradient_loss = "objective"     # objective (the search objective's distance) | rmse (paired) | frechet
+    s.gradient_relax = 0.0            # LD3's relaxed target: training noises may move by <= relax * |x_T| (0: off)
     s.dp_grid = 64                    # candidate nodes of the dynamic program (GITS-style)
     # hybrid (strategy=hybrid): the base strategy picks discrete columns, elites get gradient steps on
     # their nodes each generation; the final plan gets the full gradient refinement above (gradient_*)

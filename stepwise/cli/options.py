@@ -22,7 +22,8 @@ PREDICTOR_FIELDS = {"screen": "screen", "explore": "explore", "predictor_warmup"
                     "predictor_hidden": "hidden", "predictor_lr": "lr", "predictor_train_steps": "train_steps"}
 LEARNED = ("gradient", "dp")
 HYBRID = "hybrid"
-GRADIENT_FIELDS = ("gradient_steps", "gradient_lr", "gradient_samples", "gradient_learn", "gradient_loss")
+GRADIENT_FIELDS = ("gradient_steps", "gradient_lr", "gradient_samples", "gradient_learn", "gradient_loss",
+                   "gradient_relax")
 OBJECTIVE_LOSS = {"teacher_rmse": "rmse", "teacher_frechet": "frechet", "frechet": "frechet"}
 HYBRID_FIELDS = ("hybrid_base", "hybrid_top", "hybrid_steps")
 DP_FIELDS = ("dp_grid",)
@@ -200,7 +201,8 @@ def gradient_options(s, steps: int | None = None) -> "GradientOptions":
     return GradientOptions(steps=steps, lr=float(_get(s, "gradient_lr")), train_samples=n, val_samples=n,
                            val_every=min(10, max(steps, 1)),
                            node_space=_get(s, "node_space"), seed=int(_get(s, "seed")),
-                           learn=_get(s, "gradient_learn"), loss=gradient_loss(s))
+                           learn=_get(s, "gradient_learn"), loss=gradient_loss(s),
+                           relax=float(_get(s, "gradient_relax")))
 
 
 def gradient_loss(s) -> str:

@@ -109,6 +109,7 @@ class Evaluator:
         self.diverged: dict[str, str] = {}   # plan hash -> why it got BAD_SCORE (where it became non-finite)
         self.cache = {} if cache is None else cache
         self.evaluations = 0
+        self.local_evaluations = 0   # of those, sampled by this process (all of them on one process)
         self.sample_time = 0.0   # sampling candidates incl. the host transfer (on-device path: with scoring)
         self.score_time = 0.0    # their distances on the host
         t0 = time.perf_counter()
@@ -183,35 +184,64 @@ class Evaluator:
             self.log(f"candidate {key[:10]} diverged (score {BAD_SCORE:g}): {why}")
 
     def score(self, plans: Sequence) -> list[float]:
-        """Scores of plans (cached ones are not sampled again)."""
+        """Scores of plans (cached ones are not sampled again). In a multi-process run (``jax.distributed``)
+        every process calls this with the same plans; process p evaluates the uncached plans p, p + P,
+        ... and the scores are all-gathered, so every process ends with the same cache."""
         keys = [plan_hash(p) for p in plans]
         todo = {}
         for k, p in zip(keys, plans):
             if k not in self.cache and k not in todo:
                 todo[k] = p
-        if todo and self.use_vmap:
+        if todo:
+            items = list(todo.items())
+            pid, count = jax.process_index(), jax.process_count()
+            mine = dict(items[pid::count])
+            local = self._evaluate(mine) if mine else {}
+            self.local_evaluations += len(mine)
+            if count == 1:
+                self.cache.update(local)
+            else:
+                self.cache.update(_gather_scores([k for k, _ in items], local, pid, count))
+            self.evaluations += len(todo)
+        return [float(self.cache[k]) for k in keys]
+
+    def _evaluate(self, todo: dict) -> dict:
+        """{plan hash: score} of the plans in ``todo`` (sampled here; divergences logged)."""
+        out = {}
+        if self.use_vmap:
             t0 = time.perf_counter()
             for k, v in zip(todo, self._score_on_device(list(todo.values()))):
-                self.cache[k] = v
+                out[k] = v
                 if v >= BAD_SCORE:
                     self._diverged(k, "non-finite samples or score (scored on device; step not located)")
-            self.evaluations += len(todo)
             self.sample_time += time.perf_counter() - t0
-        elif todo:
-            t0 = time.perf_counter()
-            outs = self._sample_many(list(todo.values()))
-            t1 = time.perf_counter()
-            self.sample_time += t1 - t0
-            for k, x in zip(todo, outs):
-                if x is None:
-                    self.cache[k] = BAD_SCORE
-                    continue
-                self.cache[k], why = self.checked_score(x)
-                if why is not None and k not in self.diverged:
-                    self._diverged(k, why)
-            self.evaluations += len(todo)
-            self.score_time += time.perf_counter() - t1
-        return [float(self.cache[k]) for k in keys]
+            return out
+        t0 = time.perf_counter()
+        outs = self._sample_many(list(todo.values()))
+        t1 = time.perf_counter()
+        self.sample_time += t1 - t0
+        for k, x in zip(todo, outs):
+            if x is None:
+                out[k] = BAD_SCORE
+                continue
+            out[k], why = self.checked_score(x)
+            if why is not None and k not in self.diverged:
+                self._diverged(k, why)
+        self.score_time += time.perf_counter() - t1
+        return out
+
+
+def _gather_scores(keys: list[str], local: dict, pid: int, count: int) -> dict:
+    """Every process's scores of ``keys`` (process p scored keys[p::count]) from one all-gather. The
+    float64 scores travel as their uint32 halves, so they arrive bit-exact even without x64."""
+    from jax.experimental import multihost_utils
+
+    mine = np.full(len(keys), np.nan, np.float64)
+    for i in range(pid, len(keys), count):
+        mine[i] = local[keys[i]]
+    bits = np.asarray(multihost_utils.process_allgather(mine.view(np.uint32)), np.uint32)
+    every = bits.reshape(count, 2 * len(keys)).view(np.float64)
+    return {k: float(every[i % count, i]) for i, k in enumerate(keys)}
 
 
 def baseline_plans(nfe: int, schedule, orders: Sequence[int] = (1, 2, 3),

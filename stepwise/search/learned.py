@@ -95,6 +95,7 @@ class GradientOptions:
     seed: int = 0
     learn: str = "nodes"             # nodes | nodes+corrections (S4S / GAS: additive weight corrections too)
     loss: str = "rmse"               # rmse (paired, LD3) | frechet (Gaussian fit to the teacher's: teacher_frechet)
+    relax: float = 0.0               # LD3's relaxed target: training noises may move by <= relax * |x_T| (0: off)
 
     def __post_init__(self):
         if self.learn not in LEARN:
@@ -107,6 +108,8 @@ class GradientOptions:
                 raise ValueError(f"search.gradient_{f}: {v!r} is invalid; allowed: an integer >= {lo}")
         if not self.lr > 0:
             raise ValueError(f"search.gradient_lr: {self.lr!r} is invalid; allowed: a positive number")
+        if not 0.0 <= self.relax < 1.0:
+            raise ValueError(f"search.gradient_relax: {self.relax!r} is invalid; allowed: 0 <= relax < 1")
         if self.node_space not in NODE_SPACES:
             raise ValueError(f"search.node_space: {self.node_space!r} is invalid; allowed: {list(NODE_SPACES)}")
 
@@ -168,16 +171,29 @@ def _targets(data: "Teacher", loss: str):
 
 
 def _loss(theta, plan, model, schedule, x, target, node_space, min_gap, loss):
+    """The loss of the plan ``theta`` encodes; a ``delta`` leaf (LD3's relaxation) moves the noises."""
+    x = x + theta["delta"] if "delta" in theta else x
     return LOSSES[loss](model, schedule, decode_params(theta, plan, schedule, node_space, min_gap), x, target)
 
 
+def _project(delta, x, radius: float):
+    """Each row of ``delta`` scaled into the ball |delta_i| <= radius |x_i| (LD3's relaxed target)."""
+    axes = tuple(range(1, x.ndim))
+    norm = jnp.sqrt(jnp.sum(delta ** 2, axis=axes, keepdims=True))
+    bound = radius * jnp.sqrt(jnp.sum(x ** 2, axis=axes, keepdims=True))
+    return delta * jnp.minimum(1.0, bound / jnp.maximum(norm, 1e-30))
+
+
 @eqx.filter_jit
-def _adam_step(theta, opt_state, plan, model, schedule, x, t, node_space, min_gap, loss, lr):
-    """One Adam update of ``theta`` on the training loss. The plan is an argument (not a closure), so
-    one compile serves every plan of the same structure (the memetic search refines many)."""
+def _adam_step(theta, opt_state, plan, model, schedule, x, t, node_space, min_gap, loss, lr, relax=0.0):
+    """One Adam update of ``theta`` on the training loss (then the relaxation's projection). The plan
+    is an argument (not a closure), so one compile serves every plan of the same structure."""
     value, grad = jax.value_and_grad(_loss)(theta, plan, model, schedule, x, t, node_space, min_gap, loss)
     updates, opt_state = optax.adam(lr).update(grad, opt_state, theta)
-    return optax.apply_updates(theta, updates), opt_state, value
+    theta = optax.apply_updates(theta, updates)
+    if "delta" in theta:
+        theta = {**theta, "delta": _project(theta["delta"], x, relax)}
+    return theta, opt_state, value
 
 
 _validation = eqx.filter_jit(_loss)
@@ -196,7 +212,11 @@ def learn_nodes(model, schedule, plan: SolverPlan, options: GradientOptions = Gr
 
     Returns (the plan with the best validation loss, a history of (step, train, validation) loss).
     The initial plan is the step-0 candidate, so the result is never worse on validation noise.
-    ``teacher`` reuses noises and reference solves (:func:`teacher_data`). With ``checkpoint_dir``
+    ``teacher`` reuses noises and reference solves (:func:`teacher_data`). With ``relax`` > 0 the
+    training loss is LD3's relaxed one (Tong et al. 2025): each training noise may move within
+    |delta_i| <= relax |x_i| (learned jointly, projected after every step) while its target stays the
+    teacher endpoint of the unmoved noise, so a plan that cannot match the teacher exactly is not
+    pushed towards an average; validation is never relaxed. With ``checkpoint_dir``
     the state (parameters, Adam state, best so far, history) is saved with orbax at every validation
     step and a rerun continues from the newest one: a killed run resumes to the same result bit for
     bit (a checkpoint of another start plan or other options is refused, naming the directory).
@@ -206,10 +226,14 @@ def learn_nodes(model, schedule, plan: SolverPlan, options: GradientOptions = Gr
     theta = {"nodes": params_from_nodes(plan.ts, schedule, o.node_space, o.min_gap).astype(plan.ts.dtype)}
     if o.learn == "nodes+corrections":
         theta["corrections"] = jnp.asarray(plan.corrections)
+    if o.relax > 0:
+        theta["delta"] = jnp.zeros_like(data.x_train)
     static = (o.node_space, float(o.min_gap), o.loss)
     train_target, val_target = _targets(data, o.loss)
-    step = lambda th, st: _adam_step(th, st, plan, model, schedule, data.x_train, train_target, *static, float(o.lr))
-    val = lambda th: float(_validation(th, plan, model, schedule, data.x_val, val_target, *static))
+    step = lambda th, st: _adam_step(th, st, plan, model, schedule, data.x_train, train_target, *static, float(o.lr),
+                                     float(o.relax))
+    plan_only = lambda th: {k: v for k, v in th.items() if k != "delta"}   # noqa: E731  validation is not relaxed
+    val = lambda th: float(_validation(plan_only(th), plan, model, schedule, data.x_val, val_target, *static))
     state = optax.adam(o.lr).init(theta)
     best_theta, best_val, start = theta, None, 1
     resumed = _restore(checkpoint_dir, plan, o, theta, state) if checkpoint_dir else None

@@ -60,6 +60,13 @@ class FinalOptions:
                              "or a positive integer")
 
 
+def is_writer() -> bool:
+    """Only process 0 of a multi-process search writes result files (every process holds the same
+    state: candidates are split across processes and their scores all-gathered, see ``Evaluator``;
+    orbax checkpoints are saved collectively)."""
+    return jax.process_index() == 0
+
+
 def final_noise(model, schedule, num_samples: int, seed: int) -> np.ndarray:
     return np.asarray(jax.random.normal(jax.random.key(seed), (num_samples,) + tuple(model.data_shape))
                       * schedule.prior_std(), np.float32)
@@ -321,8 +328,9 @@ def run_learned(model, schedule, workdir, *, nfe: int, method: str, evaluator: E
                "steps": describe_plan(plan), "compiles": samplers.trace_count()}
     meta = plan_meta(schedule, model, model_info, evaluator, search_value, rows[0], best_base, final_info, seed,
                      {"strategy": method, "start": start_name, "learn_s": round(learn_s, 2)}, "logsnr")
-    save_plan(workdir / SCHEDULE_FILE, plan, meta)
-    write_json_atomic(workdir / "search.json", summary)
+    if is_writer():
+        save_plan(workdir / SCHEDULE_FILE, plan, meta)
+        write_json_atomic(workdir / "search.json", summary)
     key = core["headline"]
     head = core["comparisons"][key]
     log(f"{method} nfe={nfe}: {key} {protocol.Interval(**head['plan'])} vs best baseline {core['best_baseline']} "
@@ -347,7 +355,8 @@ def run_search(model, schedule, workdir, *, strategy: Evolution, evaluator: Eval
     hybrid strategy's full gradient refinement); the refined plan is kept only when its search score
     is not worse (selection on search noise; the comparison is on fresh noise)."""
     workdir = Path(os.path.abspath(os.fspath(workdir)))
-    workdir.mkdir(parents=True, exist_ok=True)
+    if is_writer():
+        workdir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     space = strategy.space
     nfe = space.nfe
@@ -398,10 +407,13 @@ def run_search(model, schedule, workdir, *, strategy: Evolution, evaluator: Eval
                       "plan_cost": round(plan_cost, 6), "budget": budget}, space.node_space)
     if space.skip_units:
         meta["skip_unit_names"] = list(getattr(model, "skip_units", ()))
-    save_plan(workdir / SCHEDULE_FILE, best_plan, meta)
     summary["steps"] = describe_plan(best_plan)
-    write_json_atomic(workdir / "search.json", summary)
-    write_report(workdir, summary)
+    summary["processes"] = jax.process_count()
+    summary["evaluated_by_writer"] = evaluator.local_evaluations   # search + final-comparison scoring
+    if is_writer():
+        save_plan(workdir / SCHEDULE_FILE, best_plan, meta)
+        write_json_atomic(workdir / "search.json", summary)
+        write_report(workdir, summary)
     head = core["comparisons"][key]
     log(f"searched nfe={nfe}: {key} {protocol.Interval(**head['plan'])} vs best baseline {best_base['solver']} "
         f"{protocol.Interval(**head['baseline'])}; ratio {head['ratio_text']} (n={final_info['num_samples']}, "

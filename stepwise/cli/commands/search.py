@@ -1,6 +1,8 @@
 """stepwise search: find a solver schedule (a SolverPlan) with exactly config.nfe evaluations.
 
 Resumes from the last generation when ``--workdir`` already holds a search of the same config.
+With ``--config.distributed=True`` (one process per host, ``jax.distributed``) every process
+evaluates its share of each generation and all hold the same state; process 0 writes the files.
 """
 from __future__ import annotations
 
@@ -39,14 +41,26 @@ def run(args) -> int:
     if cfg.search.skip and cfg.model.kind != "checkpoint":
         raise ValueError(f"search.skip: model.kind {cfg.model.kind!r} has no skippable units; allowed: model.kind="
                          "'checkpoint' (a Flax UNet or MLP trained by `stepwise train`)")
-    workdir = runtime.make_workdir("search", args.workdir or cfg.workdir or None)
-    runtime.save_config(workdir, cfg)
+    if cfg.distributed and not (args.workdir or cfg.workdir):
+        raise ValueError("workdir: a multi-process search (config.distributed) needs --workdir, the same "
+                         "directory for every process")
+    runtime.init_distributed(cfg)
+    writer = runtime.is_writer()
+    if writer:
+        workdir = runtime.make_workdir("search", args.workdir or cfg.workdir or None)
+        runtime.save_config(workdir, cfg)
+    else:
+        from pathlib import Path
+        workdir = Path(args.workdir or cfg.workdir).resolve()
     model = runtime.build_model(cfg, sched)
     info = {"kind": cfg.model.kind, **{k: v for k, v in cfg.model.to_dict().items() if k != "kind"}}
     try:
-        summary = run_search_section(cfg.search, model, sched, cfg.nfe, workdir, model_info=info)
+        summary = run_search_section(cfg.search, model, sched, cfg.nfe, workdir, model_info=info,
+                                     log=print if writer else (lambda m: None))
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
+    if not writer:
+        return 0
     key = summary["headline"]
     print(f"  {'nfe':>24s}: {summary['nfe']}")
     print(f"  {'evaluations':>24s}: {summary['evaluations']}")
