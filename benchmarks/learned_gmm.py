@@ -10,7 +10,9 @@ noise) at every NFE:
   distance (Fréchet to the teacher's Gaussian fit); ``hybrid_rmse``: the same with the paired RMSE;
 * ``gradient`` (LD3-style): 200 Adam steps on the nodes of the best baseline by search score
   (Fréchet loss); ``gradient_rmse``: the same with the paired RMSE (LD3's loss);
-* ``dp`` (GITS-style): DP nodes for that baseline (DDIM step costs, 64-node grid).
+* ``dp`` (GITS-style): DP nodes for that baseline (DDIM step costs, 64-node grid);
+* ``evolution_x4`` / ``predictor_x4`` (not run by default): 48 generations instead of 12, about the
+  hybrid's wall time, to compare at equal wall time.
 
 Then ONE final evaluation on fresh noise (``--final-seed``) of every arm's plans and every
 baseline: each preset x discretization x order x {analytic first step off, on}, plus GITS-node
@@ -44,8 +46,15 @@ from stepwise.search.run import finish_plan, final_evaluation, final_noise, init
 from stepwise.search.schedule_file import load_plan, save_plan
 from stepwise.search.space import decode
 
-ARMS = ("evolution", "predictor", "hybrid", "hybrid_rmse", "gradient", "gradient_rmse", "dp")
-LOSS_ARMS = {"hybrid_rmse": "hybrid", "gradient_rmse": "gradient"}   # the same with gradient_loss="rmse"
+# arm -> (strategy, search-section overrides)
+ARM_SETTINGS = {
+    "evolution": ("evolution", {}), "predictor": ("predictor", {}), "hybrid": ("hybrid", {}),
+    "hybrid_rmse": ("hybrid", {"gradient_loss": "rmse"}), "gradient": ("gradient", {}),
+    "gradient_rmse": ("gradient", {"gradient_loss": "rmse"}), "dp": ("dp", {}),
+    # equal-wall-time controls: 4x the generations (48), about the hybrid's wall time
+    "evolution_x4": ("evolution", {"generations": 48}), "predictor_x4": ("predictor", {"generations": 48}),
+}
+ARMS = tuple(k for k in ARM_SETTINGS if not k.endswith("_x4"))
 _spec = importlib.util.spec_from_file_location("search_gmm", Path(__file__).with_name("search_gmm.py"))
 search_gmm = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(search_gmm)
@@ -54,12 +63,12 @@ _spec.loader.exec_module(search_gmm)
 def run_arm(arm: str, model, sched, nfe: int, seed: int, workdir: Path):
     """(plan, record) of one arm at one NFE and seed; resumable (searches from their checkpoints,
     the gradient run from its own)."""
-    s = section("search", {"strategy": LOSS_ARMS.get(arm, arm), "seed": seed,
-                           **({"gradient_loss": "rmse"} if arm in LOSS_ARMS else {})})
-    arm = LOSS_ARMS.get(arm, arm)
+    arm, overrides = ARM_SETTINGS[arm]
+    s = section("search", {"strategy": arm, "seed": seed, **overrides})
     t0 = time.perf_counter()
     if arm in ("evolution", "predictor"):
-        plan, score, evals, wall, _ = search_gmm.search_one(model, sched, nfe, seed, {"strategy": arm}, workdir)
+        plan, score, evals, wall, _ = search_gmm.search_one(model, sched, nfe, seed, {"strategy": arm, **overrides},
+                                                            workdir)
         return plan, {"search_score": score, "evaluations": evals, "wall_s": round(wall, 1)}
     evaluator = search_evaluator(s, model, sched, log=None)
     if arm == "hybrid":
@@ -83,7 +92,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nfes", type=int, nargs="+", default=[3, 4, 5, 6, 8, 10])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARM_SETTINGS))
     ap.add_argument("--final-samples", type=int, default=5000)
     ap.add_argument("--final-seed", type=int, default=20261201, help="fresh: not used while developing")
     ap.add_argument("--resamples", type=int, default=200)

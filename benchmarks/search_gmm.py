@@ -3,7 +3,7 @@
 For each NFE, ``--seeds`` independent searches (search seed s: its own search noise, proposals and
 predictor), then ONE final evaluation on fresh noise (``--final-seed``, never used while
 searching) of every searched plan and every baseline: each preset x discretization x order x
-{analytic first step off, on}. The best baseline is chosen on that noise per metric and named.
+{analytic first step off, on}, plus GITS-node versions of the 8 best by search score. The best baseline is chosen on that noise per metric and named.
 Reported per NFE: the paired Fréchet distance to the reference solve of the same noise (headline)
 and the excess Fréchet distance over that solve, each with a 95% paired-bootstrap interval, and
 the ratio best-baseline / searched per seed, with its interval, or "below the noise floor
@@ -27,7 +27,7 @@ import numpy as np
 from stepwise import denoisers, schedules
 from stepwise.cli.options import search_evaluator, search_space, search_strategy, section
 from stepwise.io import write_json_atomic
-from stepwise.search import protocol
+from stepwise.search import learned, protocol
 from stepwise.search.evaluator import baseline_plans, reference_endpoints
 from stepwise.search.run import final_evaluation, final_noise, initial_genomes, search_loop
 from stepwise.search.space import decode
@@ -90,6 +90,9 @@ def main(argv=None) -> int:
                          "evaluations": evals, "search_wall_s": round(wall, 1)})
             print(f"nfe {nfe} seed {seed}: search score {score:.6g}, {evals} evaluations, {wall:.0f}s", flush=True)
         baselines = baseline_plans(nfe, sched)
+        ev = search_evaluator(section("search", {**settings, "seed": a.seeds[0]}), model, sched, log=None)
+        baselines += learned.gits_baselines(model, sched, baselines, ev.score([p for _, p in baselines]), 8,
+                                            seed=ev.seed, samples=256)     # tuned-node (GITS) baselines
         rows, info = final_evaluation(model, sched, {**searched, **dict(baselines)}, num_samples=len(x_T),
                                       seed=a.final_seed, batch_size=2500, final_data=(x_T, ref),
                                       focus=tuple(searched), resamples=a.resamples)
