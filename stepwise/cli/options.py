@@ -236,6 +236,8 @@ def check_search_section(s, nfe: int, schedule) -> None:
     if strategy_name in LEARNED:
         _unused(s, strategy_name, EVOLUTION_FIELDS, "'evolution', 'predictor' or 'hybrid'")
         _unused(s, strategy_name, HYBRID_FIELDS, "'hybrid'")
+        if strategy_name == "gradient":
+            gradient_options(s)          # loss, relaxation, steps, ... named before any work
         _unused(s, strategy_name, DP_FIELDS if strategy_name == "gradient" else GRADIENT_FIELDS,
                 "'dp'" if strategy_name == "gradient" else "'gradient'")
     else:

@@ -193,6 +193,9 @@ MODEL_KINDS = ("digits_gmm", "digits_gmm_conditional", "checkpoint", "diffusers"
 PRECISIONS = ("float32", "bfloat16")
 
 
+KNOWN_CLASSES = {"digits_gmm_conditional": 10}   # model kinds whose class count is known before fitting
+
+
 def check_sampling_config(config):
     """Every cheap check of a sampling config, before a run directory or a model exists: the
     schedule, the plan (preset at an NFE, or a schedule file in the schedule's domain), model kind
@@ -208,6 +211,9 @@ def check_sampling_config(config):
         raise SystemExit(f"error: config.guidance={config.guidance!r}; allowed: a finite scale >= 0 "
                          "(1 = the conditional model alone, 0 = unconditional)")
     denoisers.Thresholding(config.threshold, config.threshold_ratio, config.threshold_max)  # names the bad field
+    classes = KNOWN_CLASSES.get(config.model.kind)
+    if classes is not None and config.label >= classes:    # before the mixture is fitted (checkpoints: later)
+        raise SystemExit(f"error: config.label={config.label}; allowed: -1 (all classes) or 0..{classes - 1}")
     if int(config.num_samples) < 2 or int(config.batch_size) < 1:
         raise SystemExit(f"error: config.num_samples={config.num_samples}, config.batch_size={config.batch_size}; "
                          "allowed: num_samples >= 2 and batch_size >= 1")
