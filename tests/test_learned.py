@@ -130,13 +130,18 @@ def test_relaxation_projection_keeps_every_row_in_its_ball():
     np.testing.assert_array_equal(np.asarray(_project(small, x, 0.1)), np.asarray(small))   # inside: unchanged
 
 
-@pytest.mark.slow
-def test_relaxed_target_trains_other_nodes_and_still_lowers_validation(gmm_factory):
-    model = gmm_factory(3)
-    plan = solvers.build_preset("ddim", 3, SCHED, "time_uniform")
+def _plain_and_variant(model, discretization: str, **variant):
+    """learn_nodes on a 3-step DDIM plan twice: default options and with ``variant``; (plain, variant, info)."""
+    plan = solvers.build_preset("ddim", 3, SCHED, discretization)
     o = dict(steps=20, lr=0.05, train_samples=64, val_samples=64, val_every=10)
     plain, _ = learn_nodes(model, SCHED, plan, GradientOptions(**o))
-    relaxed, info = learn_nodes(model, SCHED, plan, GradientOptions(**o, relax=0.2))
+    other, info = learn_nodes(model, SCHED, plan, GradientOptions(**o, **variant))
+    return plain, other, info
+
+
+@pytest.mark.slow
+def test_relaxed_target_trains_other_nodes_and_still_lowers_validation(gmm_factory):
+    plain, relaxed, info = _plain_and_variant(gmm_factory(3), "time_uniform", relax=0.2)
     assert info["best_validation"] < info["history"][0]["validation"]
     assert not np.allclose(np.asarray(relaxed.ts), np.asarray(plain.ts))
     with pytest.raises(ValueError, match="gradient_relax"):
@@ -258,11 +263,7 @@ def test_weight_corrections_column(tmp_path, gmm_factory):
 
 @pytest.mark.slow
 def test_learning_corrections_too_lowers_validation_error(gmm_factory):
-    model = gmm_factory(3)
-    plan = solvers.build_preset("ddim", 3, SCHED, "logsnr")
-    o = dict(steps=20, lr=0.05, train_samples=64, val_samples=64, val_every=10)
-    _, nodes = learn_nodes(model, SCHED, plan, GradientOptions(**o))
-    both, info = learn_nodes(model, SCHED, plan, GradientOptions(**o, learn="nodes+corrections"))
+    _, both, info = _plain_and_variant(gmm_factory(3), "logsnr", learn="nodes+corrections")
     assert np.any(np.asarray(both.corrections) != 0)
     assert info["best_validation"] < info["history"][0]["validation"]
     with pytest.raises(ValueError, match="gradient_learn"):

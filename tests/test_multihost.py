@@ -16,6 +16,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _two_processes(args, env, timeout=900):
+    """Run ``python args --config.process_id=i`` for i = 0, 1; (stdout, stderr) of each, both exit 0."""
+    procs = [subprocess.Popen([sys.executable, *args, f"--config.process_id={i}"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=timeout) for p in procs]
+    for p, (o, e) in zip(procs, outs):
+        assert p.returncode == 0, e[-3000:]
+    return outs
+
+
 def test_two_process_sampling(tmp_path):
     port = _free_port()
     work = tmp_path / "run"
@@ -23,12 +33,7 @@ def test_two_process_sampling(tmp_path):
               f"--config.coordinator=127.0.0.1:{port}", "--config.num_processes=2",
               "--config.num_samples=400", "--config.batch_size=100", "--config.reference_samples=0",
               "--config.model.components=3", "--config.nfe=4"]
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    procs = [subprocess.Popen([sys.executable, *common, f"--config.process_id={i}"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
-    outs = [p.communicate(timeout=600) for p in procs]
-    for p, (o, e) in zip(procs, outs):
-        assert p.returncode == 0, e[-3000:]
+    outs = _two_processes(common, dict(os.environ, JAX_PLATFORMS="cpu"), timeout=600)
     assert "frechet_exact" in outs[0][0] and "frechet_exact" not in outs[1][0]  # only process 0 reports
     metrics = json.loads((work / "metrics.json").read_text())
     assert metrics["processes"] == 2 and metrics["num_samples"] == 400
@@ -60,11 +65,7 @@ def test_two_process_search_equals_one_process(tmp_path):
     port = _free_port()
     two = [*tiny, "--workdir", str(tmp_path / "two"), "--config.distributed=True",
            f"--config.coordinator=127.0.0.1:{port}", "--config.num_processes=2"]
-    procs = [subprocess.Popen([sys.executable, *two, f"--config.process_id={i}"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
-    outs = [p.communicate(timeout=900) for p in procs]
-    for p, (o, e) in zip(procs, outs):
-        assert p.returncode == 0, e[-3000:]
+    outs = _two_processes(two, env)
     assert "searched nfe=3" in outs[0][0] and "searched nfe=3" not in outs[1][0]   # only process 0 reports
     a = json.loads((tmp_path / "one" / "schedule.json").read_text())
     b = json.loads((tmp_path / "two" / "schedule.json").read_text())
