@@ -13,6 +13,8 @@ EXAMPLE = """examples:
   stepwise search --config configs/search_digits_gmm.py --config.nfe=10 --config.search.strategy=evolution \\
       --workdir runs/search-nfe10          # run again with the same --workdir to resume
   stepwise sample --config configs/digits_gmm.py --config.plan=runs/search-nfe10/schedule.json
+  stepwise search --config configs/search_digits_gmm.py --config.nfe=5 --config.search.strategy=hybrid
+  stepwise search --config configs/search_digits_gmm.py --config.search.strategy=gradient   # or dp
 """
 
 
