@@ -1,7 +1,12 @@
 """Sampler overhead: samplers.sample() at NFE 10 against 10 bare jitted denoiser calls.
 
-Command:  python benchmarks/sampler_overhead.py [--batch 4096] [--repeats 20]
-Prints the ratio (sampler time / bare model time) measured in one run; target <= 1.10.
+Command:  python benchmarks/sampler_overhead.py [--batch 4096] [--repeats 20]  (bare and sampler calls interleaved)
+Prints the ratio (sampler time / bare model time) measured in one run.
+
+Before/after in the same run: ``--baseline-executor FILE`` also times the ``sample`` of another
+executor module file, e.g. an older commit's:
+    git show 171b127:stepwise/samplers/executor.py > /tmp/executor_171b127.py
+    python benchmarks/sampler_overhead.py --baseline-executor /tmp/executor_171b127.py
 """
 from __future__ import annotations
 
@@ -18,14 +23,28 @@ from stepwise import schedules
 from stepwise import solvers
 
 
-def best_time(fn, repeats: int) -> float:
-    jax.block_until_ready(fn())  # compile + warm up
-    times = []
+def interleaved_times(fns: dict, repeats: int) -> dict:
+    """Median wall time (s) of each function, timed in alternation (A B A B ...) after one warm-up
+    call each, so slow drifts of a shared CPU hit every function alike; also each repeat's ratio
+    to the first function."""
+    for fn in fns.values():
+        jax.block_until_ready(fn())  # compile + warm up
+    times = {k: [] for k in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[k].append(time.perf_counter() - t0)
+    return {k: np.asarray(v) for k, v in times.items()}
+
+
+def load_module(path: str):
+    """Import a Python file as a module under a private name (it may import stepwise itself)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("_baseline_executor", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def main(argv=None):
@@ -34,6 +53,8 @@ def main(argv=None):
     ap.add_argument("--nfe", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--components", type=int, default=10)
+    ap.add_argument("--baseline-executor", default=None,
+                    help="an executor module file whose sample() is timed too (before/after in one run)")
     args = ap.parse_args(argv)
 
     model = denoisers.digits_gmm(components=args.components)
@@ -49,12 +70,25 @@ def main(argv=None):
             return model(x, ts[i])
         return jax.lax.fori_loop(0, args.nfe, body, x)
 
-    t_bare = best_time(lambda: bare(model, x_T, ts), args.repeats)
-    t_samp = best_time(lambda: samplers.sample(model, sched, plan, x_T), args.repeats)
+    fns = {"bare": lambda: bare(model, x_T, ts), "sampler": lambda: samplers.sample(model, sched, plan, x_T)}
+    if args.baseline_executor:
+        old = load_module(args.baseline_executor)
+        fns["baseline sampler"] = lambda: old.sample(model, sched, plan, x_T)
+    times = interleaved_times(fns, args.repeats)
+    t_bare, t_samp = float(np.median(times["bare"])), float(np.median(times["sampler"]))
+    ratios = times["sampler"] / times["bare"]
+    lo, hi = np.quantile(ratios, [0.25, 0.75])
     print(f"device={jax.devices()[0].device_kind} batch={args.batch} nfe={args.nfe} "
-          f"components={args.components}")
+          f"components={args.components} repeats={args.repeats} (interleaved)")
     print(f"bare model x{args.nfe}: {t_bare * 1e3:.2f} ms   sampler: {t_samp * 1e3:.2f} ms   "
-          f"ratio sampler/bare = {t_samp / t_bare:.3f}")
+          f"ratio sampler/bare = {t_samp / t_bare:.3f}   per-repeat ratio median {np.median(ratios):.3f} "
+          f"IQR [{lo:.3f}, {hi:.3f}]")
+    if args.baseline_executor:
+        old_r = times["baseline sampler"] / times["bare"]
+        print(f"baseline sampler ({args.baseline_executor}): {np.median(times['baseline sampler']) * 1e3:.2f} ms   "
+              f"per-repeat ratio to bare median {np.median(old_r):.3f} IQR "
+              f"[{np.quantile(old_r, 0.25):.3f}, {np.quantile(old_r, 0.75):.3f}]   "
+              f"this sampler / baseline median {np.median(times['sampler'] / times['baseline sampler']):.3f}")
 
 
 if __name__ == "__main__":

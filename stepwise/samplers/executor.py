@@ -106,12 +106,18 @@ def sample(denoisers, schedule, plan: SolverPlan, x_T, cond=None, threshold: Thr
         x_T = shard_batch(x_T, mesh)
         if cond is not None:
             cond = shard_batch(pad_batch(jnp.asarray(cond), len(devices))[0], mesh)
-        out, diag = _sample_jit(models, schedule, plan, x_T, cond, threshold, return_trajectory, check)
-        if check:
-            _raise_nonfinite(diag, plan)
+        out = _checked_run(models, schedule, plan, x_T, cond, threshold, return_trajectory, check)
         return (out[0][:n], out[1][:, :n]) if return_trajectory else out[:n]
-    out, diag = _sample_jit(models, schedule, plan, x_T, cond, threshold, return_trajectory, check)
-    if check:
+    return _checked_run(models, schedule, plan, x_T, cond, threshold, return_trajectory, check)
+
+
+def _checked_run(models, schedule, plan, x_T, cond, threshold, return_trajectory: bool, check: bool):
+    """Run the compiled sampler. With ``check`` only the final state is tested for non-finite
+    values (one reduction, not one per step); if it has any, the run is repeated with a per-step
+    test to name the first step that diverged (:class:`NonFiniteError`)."""
+    out, diag = _sample_jit(models, schedule, plan, x_T, cond, threshold, return_trajectory, check, False)
+    if check and int(diag[0]) >= 0:
+        _, diag = _sample_jit(models, schedule, plan, x_T, cond, threshold, False, True, True)
         _raise_nonfinite(diag, plan)
     return out
 
@@ -129,10 +135,33 @@ def _masked(m, skip, row):
     return m.with_skip(skip[row, :units])
 
 
-def _push(hist, x, x0, eps, node):
-    xs, x0s, epss, nodes = hist
-    roll = lambda buf, v: jnp.concatenate([v[None], buf[:-1]], axis=0)
-    return roll(xs, x), roll(x0s, x0), roll(epss, eps), roll(nodes, jnp.asarray(node, nodes.dtype))
+class History(NamedTuple):
+    """The last ``HISTORY`` evaluated nodes as a ring buffer: logical slot j (newest first) is stored
+    at position ``(head - j) mod HISTORY`` of ``xs``/``x0s``/``epss``, so a push writes one row in
+    place instead of shifting every buffer; ``nodes`` (node indices, -1 = empty) is kept in
+    logical order, as :func:`step_update` reads it."""
+
+    xs: jnp.ndarray
+    x0s: jnp.ndarray
+    epss: jnp.ndarray
+    nodes: jnp.ndarray
+    head: jnp.ndarray
+
+    @classmethod
+    def empty(cls, x):
+        z = jnp.zeros((HISTORY,) + x.shape, x.dtype)
+        return cls(z, z, z, jnp.full((HISTORY,), -1, jnp.int32), jnp.asarray(HISTORY - 1, jnp.int32))
+
+    def push(self, x, x0, eps, node) -> "History":
+        head = (self.head + 1) % HISTORY
+        nodes = jnp.concatenate([jnp.asarray(node, self.nodes.dtype)[None], self.nodes[:-1]])
+        return History(self.xs.at[head].set(x), self.x0s.at[head].set(x0), self.epss.at[head].set(eps),
+                       nodes, head)
+
+    def position(self, slot):
+        """Storage position of logical slot ``slot`` (0 = newest)."""
+        return (self.head - slot) % HISTORY
+
 
 
 def _eval_branches(models, ts, guidance, cond, threshold, with_analytic: bool, skip=None):
@@ -157,6 +186,21 @@ def _eval_branches(models, ts, guidance, cond, threshold, with_analytic: bool, s
 
     out = [analytic(m) for m in models] if with_analytic else []
     return out + [evaluate(m) for m in models]
+
+
+def _weighted_sum(w, buf, h: "History"):
+    """sum_j w_j f_j over the logical history slots (newest first) of ring buffer ``buf``, reading
+    the slots up to the last nonzero weight only (a second-order step reads two rows, not all
+    ``HISTORY``); each branch is one fused elementwise loop."""
+    def upto(k):
+        def f():
+            acc = w[0] * buf[h.position(0)]
+            for j in range(1, k):
+                acc = acc + w[j] * buf[h.position(j)]
+            return acc
+        return f
+    used = jnp.max(jnp.where(w != 0, jnp.arange(1, w.shape[0] + 1), 1))
+    return lax.switch(used - 1, [upto(k) for k in range(1, w.shape[0] + 1)])
 
 
 class StepUpdate(NamedTuple):
@@ -196,7 +240,7 @@ def step_update(plan: SolverPlan, i, nodes, ts, lam, alpha, sigma, schedule) -> 
 
 
 def _sample_impl(models, schedule, plan: SolverPlan, x_T, cond, threshold, return_trajectory: bool,
-                 check_finite: bool = False):
+                 check_finite: bool = False, every_step: bool = False):
     _TRACES["sample"] += 1
     dt = x_T.dtype
     ts = plan.ts.astype(dt)
@@ -206,14 +250,18 @@ def _sample_impl(models, schedule, plan: SolverPlan, x_T, cond, threshold, retur
     guidance = plan.guidance.astype(dt)
     evals = _eval_branches(models, ts, guidance, cond, threshold, with_analytic=False, skip=plan.skip)
     first = _eval_branches(models, ts, guidance, cond, threshold, with_analytic=True, skip=plan.skip)
+    value_at_node = [lambda x, i, known: known] + [lambda x, i, known, f=f: f(x, i) for f in first]
 
-    def combine(w, f_hist, f_new, x_b, a_coef, b_coef):
-        acc = jnp.tensordot(w[:HISTORY].astype(dt), f_hist, axes=1)
+    def combine(w, h: History, data, f_new, x_b, a_coef, b_coef):
+        w = w.astype(dt)
+        # contract only the buffer the step uses (x0 or eps): no select over whole histories
+        acc = lax.cond(data, lambda: _weighted_sum(w[:HISTORY], h.x0s, h), lambda: _weighted_sum(w[:HISTORY], h.epss, h))
         if f_new is not None:
-            acc = acc + w[HISTORY].astype(dt) * f_new
+            acc = acc + w[HISTORY] * f_new
         return a_coef * x_b + b_coef * acc
 
     def first_nonfinite(diag, i, x_next):
+        """(first step whose output has a non-finite row, that step's fraction of such rows)."""
         if not check_finite:
             return diag
         rows = jnp.all(jnp.isfinite(x_next.reshape(x_next.shape[0], -1)), axis=1)
@@ -222,47 +270,43 @@ def _sample_impl(models, schedule, plan: SolverPlan, x_T, cond, threshold, retur
         return (jnp.where(new, i, diag[0]).astype(jnp.int32), jnp.where(new, frac, diag[1]).astype(jnp.float32))
 
     def step(carry, i):
-        x, hist, pending, diag = carry
-        # (1) the value at node i
-        def fresh(h):
-            branch = jnp.where((i == 0) & (plan.analytic_first == 1), plan.model[i],
-                               m + plan.model[i])
-            x0, eps = lax.switch(branch, first, x, i)
-            return _push(h, x, x0, eps, i)
-
-        hist = lax.cond(pending, lambda h: h, fresh, hist)
-        xs, x0s, epss, nodes = hist
-        xs = xs.at[0].set(x)
-        hist = (xs, x0s, epss, nodes)
+        x, h, pending, known, diag = carry
+        # (1) the value at node i: a model call (or the analytic first step), or already known from
+        # step i-1's UniC corrector (``pending``); either way it becomes the newest history slot
+        # one switch: [known] + [analytic per model] + [model evaluation per model]
+        branch = jnp.where(pending, 0, 1 + jnp.where((i == 0) & (plan.analytic_first == 1), plan.model[i],
+                                                      m + plan.model[i]))
+        x0, eps = lax.switch(branch, value_at_node, x, i, known)
+        h = h.push(x, x0, eps, i)
 
         # (2) predictor from base node i - base[i]
-        u = step_update(plan, i, nodes, ts, lam, alpha, sigma, schedule)
-        f_hist = jnp.where(u.data, x0s, epss)
-        x_b = xs[u.base]
-        x_pred = combine(u.predictor_weights(), f_hist, None, x_b, u.a, u.b)  # slot HISTORY unused
+        u = step_update(plan, i, h.nodes, ts, lam, alpha, sigma, schedule)
+        x_b = h.xs[h.position(u.base)]
+        x_pred = combine(u.predictor_weights(), h, u.data, None, x_b, u.a, u.b)  # slot HISTORY unused
 
         # (3) optional corrector, evaluated at the predicted point and node i+1
         corr = plan.corrector[i]
         nxt = jnp.minimum(i + 1, n - 1)
 
-        def corrected(h_):
+        def corrected():
             x0n, epsn = lax.switch(plan.model[nxt], evals, x_pred, jnp.minimum(i + 1, n))
-            x_new = combine(u.corrector_weights(), f_hist, jnp.where(u.data, x0n, epsn), x_b, u.a, u.b)
-            pushed = _push(h_, x_new, x0n, epsn, i + 1)
-            keep = corr == UNIC
-            h_out = jax.tree.map(lambda p, q: jnp.where(keep, p, q), pushed, h_)
-            return x_new, h_out, keep
+            x_new = combine(u.corrector_weights(), h, u.data, jnp.where(u.data, x0n, epsn), x_b, u.a, u.b)
+            return x_new, (x0n, epsn)
 
-        def plain(h_):
-            return x_pred, h_, jnp.asarray(False)
+        def plain():
+            return x_pred, known
 
-        x_next, hist, pending = lax.cond(corr != NO_CORRECTOR, corrected, plain, hist)
-        return (x_next, hist, pending, first_nonfinite(diag, i, x_next)), (x_next if return_trajectory else None)
+        x_next, known = lax.cond(corr != NO_CORRECTOR, corrected, plain)
+        pending = corr == UNIC   # UniC: the corrector's evaluation is node i+1's value
+        diag = first_nonfinite(diag, i, x_next) if every_step else diag
+        return (x_next, h, pending, known, diag), (x_next if return_trajectory else None)
 
-    hist0 = (jnp.zeros((HISTORY,) + x_T.shape, dt), jnp.zeros((HISTORY,) + x_T.shape, dt),
-             jnp.zeros((HISTORY,) + x_T.shape, dt), jnp.full((HISTORY,), -1, jnp.int32))
+    zeros = jnp.zeros_like(x_T)
     diag0 = (jnp.asarray(-1, jnp.int32), jnp.asarray(0.0, jnp.float32))
-    (x, _, _, diag), traj = lax.scan(step, (x_T, hist0, jnp.asarray(False), diag0), jnp.arange(n))
+    carry0 = (x_T, History.empty(x_T), jnp.asarray(False), (zeros, zeros), diag0)
+    (x, _, _, _, diag), traj = lax.scan(step, carry0, jnp.arange(n))
+    if not every_step:
+        diag = first_nonfinite(diag, n - 1, x)   # the final state only; -1 when it is finite
     if return_trajectory:
         return (x, jnp.concatenate([x_T[None], traj], axis=0)), diag
     return x, diag
