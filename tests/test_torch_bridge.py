@@ -253,3 +253,46 @@ def test_bridged_model_shards_over_devices():
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["devices"] == 4 and out["shape"] == [6, 8, 8, 1]
     assert out["diff"] < 1e-5, out
+
+
+@pytest.mark.slow
+def test_cli_stitches_a_pair_of_local_diffusers_models(tmp_path):
+    """`stepwise stitch --config.stitch.pair=checkpoints` on two saved diffusers UNets of different
+    width: T-Stitch sweep over presets, joint search per budget, paired comparison, report; costs are
+    the bridged models' XLA FLOPs (small < large) and each plan's cost is its model column's."""
+    from stepwise.search.schedule_file import load_plan
+
+    def unet_of(width, seed):
+        torch.manual_seed(seed)
+        return diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=width,
+                                     layers_per_block=1, down_block_types=("DownBlock2D", "DownBlock2D"),
+                                     up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4).eval()
+
+    unet_of((4, 8), 0).save_pretrained(tmp_path / "small")
+    unet_of((8, 16), 1).save_pretrained(tmp_path / "large")
+    run = tmp_path / "run"
+    r = _cli("stitch", "--config", "configs/stitch_digits.py", "--workdir", str(run),
+             "--config.stitch.pair=checkpoints", f"--config.stitch.small_checkpoint={tmp_path / 'small'}",
+             f"--config.stitch.large_checkpoint={tmp_path / 'large'}", "--config.schedule=vp_discrete",
+             "--config.nfe=3", "--config.stitch.num_samples=128", "--config.stitch.batch_size=128",
+             "--config.stitch.points=2", "--config.stitch.search_samples=128", "--config.stitch.generations=1",
+             "--config.stitch.population=3", "--config.stitch.children=2", "--config.stitch.cost_batch=8",
+             "--config.stitch.model_only=False", "--config.stitch.data_size=8", "--config.stitch.resamples=20",
+             "--config.stitch.tstitch_presets=2", cwd=str(__import__("pathlib").Path(__file__).parents[1]))
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = json.loads((run / "stitch.json").read_text())
+    small_cost, large_cost = s["costs"]["declared"]
+    assert 0 < small_cost < large_cost
+    for row in s["sweep"]:       # with points=2 each plan runs one model: cost = NFE x its relative cost
+        (m,) = set(row["model_column"])
+        assert row["cost"] == pytest.approx(row["nfe"] * (1.0 if m == 1 else small_cost / large_cost))
+        assert row["nfe"] == 3 and np.isfinite(row["quality"])
+    assert {row["fraction"] for row in s["sweep"]} == {0.0, 1.0} and len(s["tstitch_presets"]) == 3
+    assert len(s["comparison"]) == 2
+    for c in s["comparison"]:
+        assert "[" in c["T-Stitch quality"] and "[" in c["joint quality"]
+        assert c["joint cost"] <= c["budget"] * (1 + 1e-9)
+    for f in ("report.md", "report.html", "costs.json"):
+        assert (run / f).exists(), f
+    fronts = sorted((run / "front" / "joint").glob("front_*.json"))
+    assert len(fronts) == 2 and all(load_plan(f).nfe() == 3 for f in fronts)
