@@ -52,6 +52,23 @@ def test_endpoint_gradient_matches_central_finite_differences(gmm_factory):
             assert g[k] == pytest.approx(fd, rel=1e-4, abs=1e-9), k
 
 
+def test_gradient_reaches_corrections_the_solver_leaves_at_zero(gmm_factory):
+    """The executor reads only the history slots up to the last nonzero weight, but its derivative
+    is the full sum's: a DDIM step's zero weights on older slots (learned corrections start there)
+    get their gradient, equal to central finite differences (float64)."""
+    with jax.enable_x64(True):
+        model = gmm_factory(3)
+        plan = solvers.ddim(jnp.asarray(schedules.discretize("logsnr", 4, SCHED), jnp.float64))
+        x_T = jax.random.normal(jax.random.key(2), (16, 64), jnp.float64)
+        teacher = samplers.reference_solve(model, SCHED, x_T, rtol=1e-10)
+        f = lambda c: endpoint_rmse(model, SCHED, plan.replace(corrections=c), x_T, teacher)  # noqa: E731
+        c0 = jnp.zeros_like(plan.corrections)
+        g = np.asarray(jax.grad(f)(c0))
+        for i, j in ((2, 1), (3, 2), (3, 0)):        # older slots (weight 0 in DDIM) and the newest one
+            fd = (float(f(c0.at[i, j].add(1e-6))) - float(f(c0.at[i, j].add(-1e-6)))) / 2e-6
+            assert abs(g[i, j]) > 1e-6 and g[i, j] == pytest.approx(fd, rel=1e-4), (i, j)
+
+
 @pytest.mark.slow
 def test_learned_nodes_lower_validation_error_and_keep_other_columns(gmm_factory):
     model = gmm_factory(3)

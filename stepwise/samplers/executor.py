@@ -188,19 +188,30 @@ def _eval_branches(models, ts, guidance, cond, threshold, with_analytic: bool, s
     return out + [evaluate(m) for m in models]
 
 
-def _weighted_sum(w, buf, h: "History"):
-    """sum_j w_j f_j over the logical history slots (newest first) of ring buffer ``buf``, reading
-    the slots up to the last nonzero weight only (a second-order step reads two rows, not all
-    ``HISTORY``); each branch is one fused elementwise loop."""
+@jax.custom_jvp
+def _history_sum(w, buf, pos):
+    """sum_j w_j buf[pos_j] over the logical history slots j (newest first; ``pos``: their storage
+    positions in the ring buffer ``buf``), reading the slots up to the last nonzero weight only (a
+    second-order step reads two rows, not all ``HISTORY``); each branch is one fused loop.
+
+    Its derivative is that of the FULL sum (custom JVP): a weight that is zero now (e.g. a learned
+    correction at its zero start) still gets its gradient buf[pos_j]."""
     def upto(k):
         def f():
-            acc = w[0] * buf[h.position(0)]
+            acc = w[0] * buf[pos[0]]
             for j in range(1, k):
-                acc = acc + w[j] * buf[h.position(j)]
+                acc = acc + w[j] * buf[pos[j]]
             return acc
         return f
     used = jnp.max(jnp.where(w != 0, jnp.arange(1, w.shape[0] + 1), 1))
     return lax.switch(used - 1, [upto(k) for k in range(1, w.shape[0] + 1)])
+
+
+@_history_sum.defjvp
+def _history_sum_jvp(primals, tangents):
+    w, buf, pos = primals
+    dw, dbuf, _ = tangents
+    return _history_sum(w, buf, pos), jnp.tensordot(dw, buf[pos], axes=1) + jnp.tensordot(w, dbuf[pos], axes=1)
 
 
 class StepUpdate(NamedTuple):
@@ -255,7 +266,8 @@ def _sample_impl(models, schedule, plan: SolverPlan, x_T, cond, threshold, retur
     def combine(w, h: History, data, f_new, x_b, a_coef, b_coef):
         w = w.astype(dt)
         # contract only the buffer the step uses (x0 or eps): no select over whole histories
-        acc = lax.cond(data, lambda: _weighted_sum(w[:HISTORY], h.x0s, h), lambda: _weighted_sum(w[:HISTORY], h.epss, h))
+        pos = h.position(jnp.arange(HISTORY))
+        acc = lax.cond(data, lambda: _history_sum(w[:HISTORY], h.x0s, pos), lambda: _history_sum(w[:HISTORY], h.epss, pos))
         if f_new is not None:
             acc = acc + w[HISTORY] * f_new
         return a_coef * x_b + b_coef * acc
