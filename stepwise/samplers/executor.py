@@ -163,7 +163,6 @@ class History(NamedTuple):
         return (self.head - slot) % HISTORY
 
 
-
 def _eval_branches(models, ts, guidance, cond, threshold, with_analytic: bool, skip=None):
     """Branch list for lax.switch: [(analytic per model), model evaluation per model]; the evaluation
     at node i uses the skip mask of row min(i, N-1) (``solvers.plan.mask_row``)."""
@@ -284,8 +283,8 @@ def _sample_impl(models, schedule, plan: SolverPlan, x_T, cond, threshold, retur
     def step(carry, i):
         x, h, pending, known, diag = carry
         # (1) the value at node i: a model call (or the analytic first step), or already known from
-        # step i-1's UniC corrector (``pending``); either way it becomes the newest history slot
-        # one switch: [known] + [analytic per model] + [model evaluation per model]
+        # step i-1's UniC corrector (``pending``); either way it becomes the newest history slot.
+        # One switch over [known] + [analytic per model] + [model evaluation per model].
         branch = jnp.where(pending, 0, 1 + jnp.where((i == 0) & (plan.analytic_first == 1), plan.model[i],
                                                       m + plan.model[i]))
         x0, eps = lax.switch(branch, value_at_node, x, i, known)
