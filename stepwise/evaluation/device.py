@@ -52,5 +52,7 @@ def frechet_to_reference(x, ref: FrechetReference, floor: float = 0.0):
 
 
 def rmse(x, y):
-    """Root-mean-square distance of paired arrays."""
-    return jnp.sqrt(jnp.mean((x.reshape(y.shape).astype(y.dtype) - y) ** 2))
+    """Root-mean-square distance of paired arrays, in the wider of their dtype and the default float
+    dtype (float64 when x64 is enabled, like the Fréchet distance here)."""
+    dt = jnp.promote_types(y.dtype, jnp.zeros(()).dtype)
+    return jnp.sqrt(jnp.mean((x.reshape(y.shape).astype(dt) - y.astype(dt)) ** 2))

@@ -130,7 +130,8 @@ class Evaluator:
         if not np.all(np.isfinite(x)):
             return BAD_SCORE, "non-finite samples"
         if self.objective == "teacher_rmse":
-            s = float(np.sqrt(np.mean((x.reshape(self.teacher.shape) - self.teacher) ** 2)))
+            d = x.reshape(self.teacher.shape).astype(np.float64) - self.teacher.astype(np.float64)
+            s = float(np.sqrt(np.mean(d ** 2)))          # float64, like the Fréchet objectives
         else:
             try:
                 s = sample_frechet(x, *((self.teacher_mean, self.teacher_cov) if self.objective == "teacher_frechet"
