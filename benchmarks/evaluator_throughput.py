@@ -19,18 +19,12 @@ commit's ``stepwise/samplers/executor.py`` from ``git show``).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import time
 from collections import Counter
 
 import numpy as np
 
-
-def load_module(path: str):
-    spec = importlib.util.spec_from_file_location("_baseline_executor", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from sampler_overhead import load_module   # the benchmarks' one loader of an executor file
 
 
 def candidates(space, count: int, seed: int, decode, random_genome):
@@ -50,6 +44,7 @@ def main(argv=None) -> int:
     p.add_argument("--baseline-executor", default=None)
     a = p.parse_args(argv)
     import jax
+    import jax.numpy as jnp
 
     import stepwise.samplers as samplers
     from stepwise import denoisers, schedules
@@ -88,7 +83,6 @@ def main(argv=None) -> int:
                     ev._score_on_device([q] * a.chunk)
             x_T = ev.x_T
         use(new_sample)
-        import jax.numpy as jnp
         xd = jnp.asarray(x_T)
         for q in warm_by_len.values():
             jax.block_until_ready(samplers.sample(model, sched, q, xd))
