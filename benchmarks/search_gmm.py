@@ -12,6 +12,14 @@ range of the ratio over seeds.
 
     python benchmarks/search_gmm.py --nfes 4 5 6 8 10 --seeds 0 1 2 --out runs/bench-fair
 
+On a trained network instead of the mixture (no exact moments: paired distance to its own
+reference solve, plus the domain-feature Fréchet distance to held-out test images that neither
+training nor the search saw, ``--feature-net``; the model must record ``train.split=train``):
+
+    python benchmarks/search_gmm.py --checkpoint runs/bench-train/digits_unet_small_heldout \
+        --feature-net runs/bench-train/features_digits16 --nfes 5 --search-samples 512 \
+        --final-samples 1000 --final-top-baselines 24 --batch-size 500 --out runs/bench-fair-unet
+
 Searches resume from ``<out>/nfe<N>-seed<S>/checkpoints``; finished NFEs are kept in
 ``<out>/results.json`` (written atomically), so an interrupted run continues where it stopped.
 """
@@ -25,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from stepwise import denoisers, schedules
+from stepwise.cli import runtime
 from stepwise.cli.options import search_evaluator, search_space, search_strategy, section
 from stepwise.io import write_json_atomic
 from stepwise.search import learned, protocol
@@ -45,6 +54,18 @@ def search_one(model, sched, nfe: int, seed: int, settings: dict, workdir: Path)
     return decode(g, space), score, len(st.archive), info["search_wall_s"], evaluator.seed
 
 
+def load_model(a):
+    """(model, held-out target or None): the digits mixture, or the ``--checkpoint`` network with
+    ``--feature-net``'s held-out test images (refused unless the model left them out of training)."""
+    if not a.checkpoint:
+        if a.feature_net:
+            raise SystemExit("--feature-net needs --checkpoint (the mixture is scored exactly)")
+        return denoisers.digits_gmm(10, schedule=schedules.VPLinear()), None
+    held_out = runtime.held_out_data(a.feature_net, {"--checkpoint": a.checkpoint}, "--feature-net") \
+        if a.feature_net else None
+    return runtime.load_model_path(a.checkpoint), held_out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nfes", type=int, nargs="+", default=[4, 5, 6, 8, 10])
@@ -56,13 +77,19 @@ def main(argv=None) -> int:
     ap.add_argument("--final-seed", type=int, default=20261201, help="fresh: not used while developing")
     ap.add_argument("--resamples", type=int, default=200)
     ap.add_argument("--out", default="runs/bench-fair")
+    ap.add_argument("--checkpoint", default="", help="a `stepwise train` run to search on instead of the mixture")
+    ap.add_argument("--feature-net", default="", help="with --checkpoint: score on held-out test images too")
+    ap.add_argument("--batch-size", type=int, default=2500, help="sampler chunk of the final evaluation")
+    ap.add_argument("--final-top-baselines", type=int, default=0,
+                    help="0: every baseline in the final evaluation; k: the k best by search score (+ GITS)")
     a = ap.parse_args(argv)
 
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    sched = schedules.VPLinear()
-    model = denoisers.digits_gmm(10, schedule=sched)
-    settings = {"strategy": a.strategy, "generations": a.generations, "search_samples": a.search_samples}
+    model, held_out = load_model(a)
+    sched = model.schedule
+    settings = {"strategy": a.strategy, "generations": a.generations, "search_samples": a.search_samples,
+                "batch_size": min(a.search_samples, 2048)}
     if set(a.seeds) & {a.final_seed}:
         raise SystemExit("--final-seed must differ from every search seed")
     cache = out / f"final_{a.final_samples}_{a.final_seed}.npz"
@@ -72,7 +99,7 @@ def main(argv=None) -> int:
     else:
         t0 = time.perf_counter()
         x_T = final_noise(model, sched, a.final_samples, a.final_seed)
-        ref = reference_endpoints(model, sched, x_T, 2500)
+        ref = reference_endpoints(model, sched, x_T, a.batch_size)
         np.savez(cache, x_T=x_T, ref=ref)
         print(f"reference solve of {a.final_samples} fresh noises: {time.perf_counter() - t0:.0f}s", flush=True)
 
@@ -91,18 +118,22 @@ def main(argv=None) -> int:
             print(f"nfe {nfe} seed {seed}: search score {score:.6g}, {evals} evaluations, {wall:.0f}s", flush=True)
         baselines = baseline_plans(nfe, sched)
         ev = search_evaluator(section("search", {**settings, "seed": a.seeds[0]}), model, sched, log=None)
-        baselines += learned.gits_baselines(model, sched, baselines, ev.score([p for _, p in baselines]), 8,
-                                            seed=ev.seed, samples=256)     # tuned-node (GITS) baselines
+        scores = ev.score([p for _, p in baselines])
+        tuned = learned.gits_baselines(model, sched, baselines, scores, 8, seed=ev.seed, samples=256)   # GITS nodes
+        if a.final_top_baselines:
+            baselines = [baselines[i] for i in np.argsort(scores, kind="stable")[:a.final_top_baselines]]
+        baselines += tuned
         rows, info = final_evaluation(model, sched, {**searched, **dict(baselines)}, num_samples=len(x_T),
-                                      seed=a.final_seed, batch_size=2500, final_data=(x_T, ref),
-                                      focus=tuple(searched), resamples=a.resamples)
+                                      seed=a.final_seed, batch_size=a.batch_size, final_data=(x_T, ref),
+                                      focus=tuple(searched), resamples=a.resamples, held_out=held_out)
         for r, name in zip(runs, searched):
             r["comparisons"] = info["comparisons"][name]
         head = info["headline"]
         ratios = [r["comparisons"][head]["ratio"] for r in runs]
         results[str(nfe)] = {
             "nfe": nfe, "final_samples": len(x_T), "final_seed": a.final_seed, "baselines": len(baselines),
-            "headline": head, "bootstrap": info["bootstrap"], "reference_frechet": info["reference_frechet"],
+            "headline": head, "bootstrap": info["bootstrap"], "reference_frechet": info.get("reference_frechet"),
+            "model": a.checkpoint or "digits_gmm(10)", "held_out": held_out and held_out.label,
             "runs": runs,
             "ratio_over_seeds": protocol.summarize_seeds([q["value"] for q in ratios if not q["lower_bound_only"]]),
             "seeds_below_noise_floor": sum(q["lower_bound_only"] for q in ratios),
@@ -124,7 +155,7 @@ def print_tables(results: dict) -> None:
     print("|---|---|---|---|---|---|---|")
     for key in sorted(results, key=int):
         r = results[key]
-        for metric in ("frechet_to_reference", "excess"):
+        for metric in (m for m in ("frechet_to_reference", "excess", "heldout_fd") if m in r["runs"][0]["comparisons"]):
             cs = [run["comparisons"][metric] for run in r["runs"]]
             base = {c["baseline_name"] for c in cs}
             vals = [c["ratio"]["value"] for c in cs if not c["ratio"]["lower_bound_only"]]
@@ -138,7 +169,8 @@ def print_tables(results: dict) -> None:
     if any_r:
         print(f"\nn = {any_r['final_samples']} fresh noises (seed {any_r['final_seed']}), "
               f"{any_r['bootstrap']['resamples']} paired bootstrap resamples; search seeds "
-              f"{[run['seed'] for run in any_r['runs']]}; {any_r['baselines']} baselines per NFE.")
+              f"{[run['seed'] for run in any_r['runs']]}; {any_r['baselines']} baselines per NFE; model "
+              f"{any_r.get('model', 'digits_gmm(10)')}" + (f"; held-out: {any_r['held_out']}" if any_r.get("held_out") else "") + ".")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ pixel-space Fréchet distance (evaluation.stats) of --fd-samples NFE-20 DPM-Solv
 (log-SNR nodes) to the held-out images, plain and with every data prediction clipped to [-1, 1] (DDPM's
 ``clip_denoised``), next to the noise floor (as many training images vs the
 same held-out images).
-Held out: digits, 300 of the 1797 (fixed permutation, seed 0), never trained on; Fashion-MNIST,
+Held out: digits, the first --held-out images of stepwise.data's seeded test split (359 of the
+1797; the models train on its train split, ``train.split=train``), never trained on; Fashion-MNIST,
 the test split.
 """
 from __future__ import annotations
@@ -39,7 +40,7 @@ from stepwise.denoisers import Thresholding
 from stepwise.denoisers.base import to_x0_eps
 from stepwise.cli.defaults import config_from_file
 from stepwise.cli.options import train_options
-from stepwise.data import load_fashion_mnist
+from stepwise.data import load_digits, load_fashion_mnist
 from stepwise.training import export_params, load_denoiser, load_training_data, train
 from stepwise.denoisers.unet import forward_flops, forward_seconds
 from stepwise.io import write_bytes_atomic, write_text_atomic
@@ -162,12 +163,11 @@ def overridden(config, sets: dict):
 
 def split(dataset: str, held_out: int, sets: dict):
     """(config module prefix, training images, training labels, held-out images, held-out labels)."""
-    if dataset == "digits":
+    if dataset == "digits":   # stepwise.data's seeded split: train on "train", hold out (part of) "test"
         cfg = overridden(config_from_file(CONFIGS / "digits_unet_small.py"), sets).train
         x, y = load_training_data(train_options(cfg))
-        perm = np.random.default_rng(0).permutation(len(x))
-        tr, ho = perm[held_out:], perm[:held_out]
-        return "digits", x[tr], y[tr], x[ho], y[ho]
+        ho, ho_y = load_digits(int(cfg.image_size), split="test")
+        return "digits", x, y, ho[:held_out], ho_y[:held_out]
     cfg = overridden(config_from_file(CONFIGS / "fashion_unet_small.py"), sets).train
     x, y = load_training_data(train_options(cfg))
     test, test_y = load_fashion_mnist("test", cfg.data_path or None, pad_to_32=int(cfg.image_size) == 32)
@@ -196,6 +196,8 @@ def main(argv=None):
     per = {k: dict(kv.split("=") for kv in getattr(args, k).split(",") if kv) for k in ("steps", "batch")}
 
     sets = dict(kv.split("=", 1) for kv in args.set)
+    if args.dataset == "digits":
+        sets.setdefault("split", "train")   # the test split stays held out (stepwise.data.split_indices)
     prefix, train_x, train_y, held_out, held_y = split(args.dataset, args.held_out, sets)
     out_json = os.path.join(args.out, f"train_{args.dataset}{args.tag}.json")
     net = None

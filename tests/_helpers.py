@@ -98,3 +98,15 @@ def sigkill_at_checkpoint(cmd, checkpoints, lo: int, hi: int | None = None, poll
     proc.kill()
     proc.wait()
     return None
+
+
+def train_digits_mlp(workdir, split: str, preset: str = "small", steps: int = 30) -> str:
+    """A `stepwise train` run directory: a tiny MLP on flat 8x8 digits of ``split`` (all | train),
+    eps prediction on VP-linear; its model.json records the split (held-out checks read it)."""
+    from stepwise.training import TrainOptions, load_training_data, train
+
+    opts = TrainOptions(dataset="digits", image_size=8, flat=True, arch="mlp", preset=preset, split=split,
+                        steps=steps, batch_size=32, measure_cost=False, warmup_steps=3, log_every=10,
+                        checkpoint_every=steps, eval_examples=64)
+    train(load_training_data(opts)[0], opts, str(workdir))
+    return str(workdir)

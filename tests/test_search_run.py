@@ -111,3 +111,47 @@ def test_search_on_a_network_without_exact_moments(tmp_path):
         run_search_section(section("search", {**settings, "final_reference": False}), model, VPLinear(), 3,
                            tmp_path / "g", log=lambda m: None)
     assert not (tmp_path / "g" / "checkpoints").exists()   # refused before any search work
+
+
+@pytest.mark.slow
+def test_search_on_a_trained_network_is_also_scored_on_held_out_digits(tmp_path, capsys):
+    """search.feature_net: the final comparison adds the domain-feature Fréchet distance to the
+    held-out test digits (best baseline chosen on it, paired interval), recomputed here by hand for
+    the searched plan; a model trained on all digits (test split included) is refused by name."""
+    import jax
+    import numpy as np
+
+    from _helpers import train_digits_mlp
+    from stepwise import samplers
+    from stepwise.cli import main
+    from stepwise.data import load_digits
+    from stepwise.evaluation import extract_features, feature_net_extractor, load_feature_net, sample_frechet
+    from stepwise.schedules import VPLinear
+    from stepwise.search.schedule_file import load_plan
+    from stepwise.training import load_denoiser
+
+    held, seen = train_digits_mlp(tmp_path / "m", "train"), train_digits_mlp(tmp_path / "all", "all")
+    net = tmp_path / "net"
+    assert main(["train-features", "--data", "digits", "--out", str(net), "--steps", "40", "--feature-dim", "16"]) == 0
+    args = [*TINY[:-1], "--config.search.generations=1", "--config.search.objective=teacher_frechet",
+            "--config.model.kind=checkpoint", f"--config.search.feature_net={net}",
+            "--config.search.final_tuned_baselines=0"]
+    capsys.readouterr()
+    assert main(["search", *args, f"--config.model.checkpoint={seen}", "--workdir", str(tmp_path / "no")]) == 2
+    assert "config.model.checkpoint" in capsys.readouterr().err and not (tmp_path / "no").exists()
+    wd = tmp_path / "s"
+    assert main(["search", *args, f"--config.model.checkpoint={held}", "--workdir", str(wd)]) == 0
+    summ = json.loads((wd / "search.json").read_text())
+    comp = summ["comparisons"]["heldout_fd"]
+    assert summ["headline"] == "frechet_to_reference" and comp["plan"]["n"] == 128
+    rows = {r["solver"]: r for r in summ["final_table"]}
+    assert comp["baseline_name"] == min((n for n in rows if n != "searched"), key=lambda n: rows[n]["heldout_fd"])
+    model = load_denoiser(held)
+    x_T = np.asarray(jax.random.normal(jax.random.key(summ["final"]["seed"]), (128, 64)) * VPLinear().prior_std(),
+                     np.float32)
+    x = np.asarray(samplers.sample(model, VPLinear(), load_plan(wd / "schedule.json"), x_T))
+    ext = feature_net_extractor(load_feature_net(str(net)))
+    h = np.asarray(extract_features(ext, load_digits(8, split="test")[0][..., 0]), np.float64)
+    want = sample_frechet(np.asarray(extract_features(ext, x), np.float64), h.mean(0), np.cov(h, rowvar=False))
+    assert rows["searched"]["heldout_fd"] == pytest.approx(want, rel=1e-3)
+    assert "heldout_fd" in capsys.readouterr().out

@@ -20,6 +20,8 @@ from stepwise.denoisers import compat as st
 from stepwise.denoisers.timing import measure_cost
 from stepwise.search.budget import cheapest_first_projection, within_budget
 
+from _helpers import train_digits_mlp
+
 LIN = schedules.VPLinear()
 
 
@@ -280,3 +282,86 @@ def test_stitch_command_writes_report_and_resumes(tmp_path):
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "points").glob("*.json")}
     assert main(args) == 0                             # rerun: every point and budget is reused
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "points").glob("*.json")} == stamps
+
+
+@pytest.mark.slow
+def test_joint_front_starts_from_the_best_tstitch_plan_of_any_preset(pair):
+    """Seeded with the T-Stitch variants of SEVERAL presets, every budget's result is at least as
+    good (search noise) as the best of them that fits; with zero generations nothing but the seeds
+    and random genomes is scored, so a seed drawn from the first preset only would fail here."""
+    from stepwise.cli import defaults, options as cli_options
+    from stepwise.search.stitching import joint_front, stitch_evaluator, tstitch_seeds
+    from stepwise.search.strategies import EvolutionOptions
+
+    rel = st.relative_costs(st.model_costs(pair))
+    grid = schedules.discretize("logsnr", 5, LIN)
+    weak, strong = solvers.ddim(grid), solvers.ipndm(schedules.discretize("time_quadratic", 5, LIN), order=3)
+    models = denoisers.DenoiserSet(list(pair), LIN)
+    ev = stitch_evaluator(models, LIN, reference=pair[1], objective="teacher_frechet", num_samples=300, seed=3)
+    budgets = [solvers.cost(solvers.t_stitch(weak, f), rel) for f in (0.6, 0.2)]
+    space = cli_options.search_space(defaults.get_config().search, 5, LIN, num_models=2)
+    options = EvolutionOptions(population=4, top_k=2, children=2, timesteps_only=0, generations=0)
+    rows = joint_front(models, space, [weak, strong], budgets, ev, costs=rel, options=options, log=None)
+    for r, b in zip(rows, sorted(budgets)):
+        fits = [solvers.t_stitch(p, k / p.num_steps) for p in (weak, strong) for k in range(p.num_steps + 1)]
+        fits = [p for p in fits if within_budget(p, b, "cost", rel)]
+        best_weak = min(ev.score([p for p in fits if p.order.max() == 1]))
+        best_any = min(ev.score(fits))
+        assert best_any < 0.9 * best_weak                     # the second preset matters at this budget
+        assert r["score"] <= best_any * (1 + 1e-3) and r["cost"] <= b + 1e-9
+    # the helper ranks by the score it is given, any preset, within the budget
+    picked = tstitch_seeds([weak, strong], budgets[1], rel, 0, 1, ev.score, count=1)
+    assert len(picked) == 1 and ev.score(picked)[0] == pytest.approx(min(ev.score(
+        [p for p in (solvers.t_stitch(q, k / 5) for q in (weak, strong) for k in range(6))
+         if within_budget(p, budgets[1], "cost", rel)])))
+
+
+@pytest.mark.slow
+def test_stitch_scores_a_trained_pair_on_held_out_digits_with_several_search_seeds(tmp_path, capsys):
+    """pair=checkpoints + feature_net: every point also gets the domain-feature Fréchet distance to
+    the held-out test digits (checked against a direct computation); models that trained on the
+    test digits are refused by name; two search seeds give two fronts and a median over seeds."""
+    from stepwise.cli import main
+    from stepwise.evaluation import extract_features, feature_net_extractor, load_feature_net, sample_frechet
+    from stepwise.training import trained_on
+
+    small_all = train_digits_mlp(tmp_path / "small_all", "all", "small")
+    small, large = train_digits_mlp(tmp_path / "small", "train", "small"), train_digits_mlp(tmp_path / "large", "train", "large")
+    assert trained_on(small) == ("digits", "train") and trained_on(small_all) == ("digits", "all")
+    net_dir = tmp_path / "net"
+    assert main(["train-features", "--data", "digits", "--out", str(net_dir), "--steps", "40",
+                 "--feature-dim", "16"]) == 0
+    args = ["stitch", "--config", "configs/stitch_digits.py", "--config.nfe=3", "--config.stitch.pair=checkpoints",
+            f"--config.stitch.large_checkpoint={large}",
+            f"--config.stitch.feature_net={net_dir}", "--config.stitch.num_samples=128",
+            "--config.stitch.batch_size=128", "--config.stitch.points=2", "--config.stitch.tstitch_presets=1",
+            "--config.stitch.search_samples=100", "--config.stitch.generations=1", "--config.stitch.population=3",
+            "--config.stitch.children=2", "--config.stitch.cost_batch=32", "--config.stitch.model_only=False",
+            "--config.stitch.resamples=20", "--config.stitch.search_seeds=0,1"]
+    capsys.readouterr()
+    assert main(args + [f"--config.stitch.small_checkpoint={small_all}", "--workdir", str(tmp_path / "no")]) == 2
+    err = capsys.readouterr().err
+    assert "config.stitch.small_checkpoint" in err and "train.split=train" in err
+    assert not (tmp_path / "no").exists()
+    wd = tmp_path / "run"
+    assert main(args + [f"--config.stitch.small_checkpoint={small}", "--workdir", str(wd)]) == 0
+    summary = json.loads((wd / "stitch.json").read_text())
+    assert summary["held_out"]["images"] == 359 and summary["search_seeds"] == [0, 1]
+    assert set(summary["search"]) == {"joint s0", "joint s1"}
+    # the held-out distance of one point, recomputed from its samples by hand
+    from stepwise.cli import runtime
+    from stepwise.search.schedule_file import load_plan
+
+    models = denoisers.DenoiserSet([runtime.load_model_path(small), runtime.load_model_path(large)], LIN)
+    plan = load_plan(summary["search"]["joint s1"]["schedule_files"][-1])
+    x_T = np.asarray(jax.random.normal(jax.random.key(summary["seed"]), (128, 64)) * LIN.prior_std(), np.float32)
+    x = np.asarray(samplers.sample(models, LIN, plan, jnp.asarray(x_T)))
+    ext = feature_net_extractor(load_feature_net(str(net_dir)))
+    held = np.asarray(extract_features(ext, load_digits(8, split="test")[0][..., 0]), np.float64)
+    want = sample_frechet(np.asarray(extract_features(ext, x), np.float64), held.mean(0), np.cov(held, rowvar=False))
+    row = json.loads((wd / "points" / "joint_s1_001.json").read_text())
+    assert row["heldout_fd"] == pytest.approx(want, rel=1e-4) and len(row["heldout_fd_reps"]) == 20
+    for line in summary["comparison"]:
+        assert "T-Stitch quality (held-out FD)" in line and "joint s0 quality (held-out FD)" in line
+        assert "over 2 seeds" in line["T-Stitch / joint, seeds"] or "below the noise floor" in line["T-Stitch / joint, seeds"]
+    assert (wd / "front" / "joint_s0").is_dir() and "held-out digits test images" in (wd / "report.md").read_text()

@@ -277,7 +277,7 @@ def test_cli_stitches_a_pair_of_local_diffusers_models(tmp_path):
              "--config.nfe=3", "--config.stitch.num_samples=128", "--config.stitch.batch_size=128",
              "--config.stitch.points=2", "--config.stitch.search_samples=128", "--config.stitch.generations=1",
              "--config.stitch.population=3", "--config.stitch.children=2", "--config.stitch.cost_batch=8",
-             "--config.stitch.model_only=False", "--config.stitch.data_size=8", "--config.stitch.resamples=20",
+             "--config.stitch.model_only=False", "--config.stitch.resamples=20",
              "--config.stitch.tstitch_presets=2", cwd=str(__import__("pathlib").Path(__file__).parents[1]))
     assert r.returncode == 0, r.stderr[-3000:]
     s = json.loads((run / "stitch.json").read_text())

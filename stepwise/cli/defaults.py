@@ -145,6 +145,9 @@ def search_defaults() -> ml_collections.ConfigDict:
     s.final_seed_offset = 10007
     s.final_tuned_baselines = 8       # the k best baselines by search score also run with GITS (DP) nodes; 0: none
     s.final_reference = True          # reference-solve the final noise (excess distance, RMSE)
+    s.feature_net = ""                # model.kind=checkpoint: a domain classifier (`stepwise train-features`); the
+                                      # final comparison adds the Fréchet distance in its feature space to the
+                                      # held-out test images of the model's data set (never trained on)
     return s
 
 
@@ -170,12 +173,17 @@ def stitch_defaults() -> ml_collections.ConfigDict:
     s.cost_repeats = 3                # timed forward passes (best of) after a warm-up
     s.timing_repeats = 1              # timed repeats of each point after a warm-up run
     s.tolerance = 0.05                # "at most 5% worse" than the large model alone
-    s.data_size = 16                  # checkpoints pair: digits upsampled to this size (quality reference)
+    s.feature_net = ""                # checkpoints pair: a domain classifier (`stepwise train-features`);
+                                      # adds each point's Fréchet distance in its feature space to the
+                                      # held-out test digits (models must be trained with train.split=train)
     # The joint search (model column + solver decisions under a cost budget).
     s.search = True
     s.model_only = True               # also run the model-column-only search (isolates stitching's gain)
     s.objective = "teacher_frechet"   # teacher_frechet | teacher_rmse: paired with the large model's reference solve
-    s.search_samples = 1000           # search noises (seed = config.seed; final points use fresh noise)
+    s.search_samples = 1000           # search noises (seed = the search seed; final points use fresh noise)
+    s.search_seeds = ""               # comma-separated search seeds (noise + proposals), each its own front;
+                                      # empty = config.seed. Several: per budget, median and range over seeds
+    s.tstitch_seeds = 2               # each budget's search starts from this many best T-Stitch plans (any preset)
     s.generations = 6
     s.population = 12
     s.top_k = 4

@@ -253,22 +253,24 @@ def check_search_section(s, nfe: int, schedule) -> None:
             raise ValueError(f"search.{key}: {_get(s, key)!r} is invalid; allowed: an integer >= {lo}")
 
 
-def run_search_section(s, model, schedule, nfe: int, workdir, **kw) -> dict:
+def run_search_section(s, model, schedule, nfe: int, workdir, held_out=None, **kw) -> dict:
     """``search.run.run_search`` (or ``run_learned`` for strategy gradient | dp) with every object
-    built from the ``search`` section ``s``; options are checked before the teacher solve starts."""
+    built from the ``search`` section ``s``; options are checked before the teacher solve starts.
+    ``held_out`` (:class:`search.protocol.HeldOut`) joins the final comparison."""
+    import dataclasses
+
     from stepwise.search.run import check_measurable, run_learned, run_search
 
     strategy_name = _get(s, "strategy")
     check_search_section(s, nfe, schedule)
+    final = dataclasses.replace(final_options(s), held_out=held_out)
     if strategy_name in LEARNED:
-        final = final_options(s)
         gradient = gradient_options(s)
         check_measurable(model, final.reference)
         evaluator = search_evaluator(s, model, schedule, log=kw.get("log", print))
         return run_learned(model, schedule, workdir, nfe=nfe, method=strategy_name, evaluator=evaluator,
                            gradient=gradient, dp_grid=int(_get(s, "dp_grid")), seed=int(_get(s, "seed")),
                            final=final, **{k: v for k, v in kw.items() if k in ("model_info", "log")})
-    final = final_options(s)
     check_measurable(model, final.reference or kw.get("final_data") is not None)
     units, hooks, shares = skip_setup(s, model)
     space = search_space(s, nfe, schedule, unit_counts=units)

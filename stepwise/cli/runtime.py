@@ -147,6 +147,45 @@ def load_model_path(path: str, diffusers: bool | None = None):
     return load_diffusers(path)
 
 
+def held_out_data(feature_net: str, models: dict[str, str], field: str):
+    """The test split of the data set the models in ``models`` (config field -> `stepwise train`
+    run directory) were trained on, in ``feature_net``'s feature space (a
+    :class:`search.protocol.HeldOut`): the data-feature Fréchet distance of the final protocol.
+
+    Refused by name unless every model's model.json records a training split that leaves a test
+    split out (digits: ``train.split=train``; Fashion-MNIST: always its train split), all on the
+    same data set. ``field`` names the feature-net field in errors."""
+    from stepwise.data import load_digits, load_fashion_mnist
+    from stepwise.evaluation import feature_net_extractor, load_feature_net
+    from stepwise.search import protocol
+    from stepwise.training import trained_on
+
+    held = {("digits", "train"), ("fashion_mnist", "all"), ("fashion_mnist", "train")}
+    records = {}
+    for key, path in models.items():
+        rec = trained_on(path) if path and os.path.exists(path) else None
+        if rec not in held:
+            raise SystemExit(f"error: {key}={path!r} records training data {rec}; {field} scores on a held-out "
+                             f"test split, so the model must be a `stepwise train` run with train.dataset=digits "
+                             f"and train.split=train, or train.dataset=fashion_mnist")
+        records[key] = rec[0]
+    if len(set(records.values())) != 1:
+        raise SystemExit(f"error: {field}: the models trained on different data sets {records}")
+    try:
+        net = load_feature_net(feature_net)
+    except (FileNotFoundError, OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"error: {field}={feature_net!r}: {e}") from None
+    dataset, size = next(iter(records.values())), int(net.image_shape[0])
+    if dataset == "digits":
+        images = load_digits(size, split="test")[0][..., 0]
+    else:
+        if size not in (28, 32):
+            raise SystemExit(f"error: {field} takes {size}x{size} images; Fashion-MNIST is 28x28 or 32x32")
+        images = load_fashion_mnist("test", pad_to_32=size == 32)[0]
+    return protocol.held_out(feature_net_extractor(net), images,
+                             f"domain-CNN Fréchet distance to the {len(images)} held-out {dataset} test images")
+
+
 def check_schedule(model, config):
     """``model`` if it was trained on ``config.schedule``, else a named error."""
     from stepwise import schedules

@@ -15,7 +15,7 @@ noise), the ratio is reported as a lower bound, "below the noise floor (ratio >=
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -124,6 +124,43 @@ def excess_frechet(x, ref, mean, cov, idx: np.ndarray) -> tuple[float, np.ndarra
     px, rx = exact_frechet(x, mean, cov, idx)
     pr, rr = exact_frechet(ref, mean, cov, idx)
     return px - pr, rx - rr
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class HeldOut:
+    """Feature-space moments of held-out images that neither the models' training nor the search
+    saw: the data-feature Fréchet distance ("FID" in a domain classifier's feature space) of the
+    final protocol for trained networks, a metric that is not the search objective."""
+
+    label: str
+    extractor: Any            # evaluation.FeatureExtractor
+    mean: np.ndarray
+    cov: np.ndarray
+    n: int
+
+    def distance(self, x) -> float:
+        """Fréchet distance of samples ``x`` to the held-out moments."""
+        from stepwise.evaluation import extract_features
+
+        return sample_frechet(np.asarray(extract_features(self.extractor, np.asarray(x, np.float32)), np.float64),
+                              self.mean, self.cov)
+
+    def frechet(self, x, idx: np.ndarray) -> tuple[float, np.ndarray]:
+        """Distance of samples ``x`` to the held-out moments, and its replicates on the rows ``idx``
+        (the comparison's shared bootstrap rows, so two plans' distances stay paired)."""
+        from stepwise.evaluation import extract_features
+
+        return exact_frechet(extract_features(self.extractor, np.asarray(x, np.float32)), self.mean, self.cov, idx)
+
+
+def held_out(extractor, images, label: str) -> HeldOut:
+    """:class:`HeldOut` of ``images`` in ``extractor``'s feature space (float64 moments)."""
+    from stepwise.evaluation import extract_features
+
+    f = np.asarray(extract_features(extractor, np.asarray(images, np.float32)), np.float64)
+    if len(f) < 2:
+        raise ValueError(f"held-out data: {len(f)} images; need at least 2")
+    return HeldOut(label, extractor, f.mean(0), np.cov(f, rowvar=False), len(f))
 
 
 def _basic(point: float, reps: np.ndarray, confidence: float) -> tuple[float, float]:

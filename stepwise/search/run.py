@@ -12,7 +12,7 @@ import dataclasses
 import os
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -38,13 +38,16 @@ class FinalOptions:
     reference solve of that noise when ``reference`` (paired distances, excess over the exact ODE).
     The ``tuned_baselines`` best baselines by search score are also run with GITS nodes (dynamic
     programming over a teacher trajectory of the search noise, :func:`search.learned.gits_baselines`):
-    a tuned-node baseline in every comparison (0: none)."""
+    a tuned-node baseline in every comparison (0: none). ``held_out``
+    (:class:`search.protocol.HeldOut`) adds the feature-space distance to held-out images that
+    neither training nor the search saw (``heldout_fd``), compared with intervals like the rest."""
 
     samples: int = 5000
     top_baselines: int = 0
     seed_offset: int = 10007
     reference: bool = True
     tuned_baselines: int = 8
+    held_out: Any = None    # a search.protocol.HeldOut: also compare on held-out data (trained networks)
 
     def __post_init__(self):
         if not isinstance(self.samples, (int, np.integer)) or self.samples < 2:
@@ -75,7 +78,8 @@ def final_noise(model, schedule, num_samples: int, seed: int) -> np.ndarray:
 def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: int, batch_size: int,
                      reference: bool = True, rmse_samples: int = 1000, log=None,
                      final_data: tuple | None = None, focus: tuple[str, ...] = ("searched",),
-                     resamples: int = 200, bootstrap_seed: int = 0) -> tuple[list[dict], dict]:
+                     resamples: int = 200, bootstrap_seed: int = 0,
+                     held_out: protocol.HeldOut | None = None) -> tuple[list[dict], dict]:
     """Every plan on FRESH noise (``seed``), then each plan named in ``focus`` against the best of
     the OTHER plans (the baselines) per metric, with paired-bootstrap intervals
     (:mod:`search.protocol`): ``info["comparisons"][name][metric]``.
@@ -119,6 +123,8 @@ def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: in
             row["frechet_to_reference"] = sample_frechet(x, *ref_stats)
             m = min(rmse_samples, num_samples)
             row["rmse_to_reference"] = float(np.sqrt(np.mean((x[:m] - ref[:m]) ** 2)))
+        if held_out is not None:
+            row["heldout_fd"] = held_out.distance(x)
         rows.append(row)
         if name in focus:  # keep the samples of the focus plans and of the best baseline per metric
             kept[name] = x
@@ -137,6 +143,8 @@ def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: in
                 return protocol.paired_frechet(x, paired)
             if metric == "excess":
                 return protocol.excess_frechet(x, ref, mean, cov, idx)
+            if metric == "heldout_fd":
+                return held_out.frechet(x, idx)
             return protocol.exact_frechet(x, mean, cov, idx)
 
         info["comparisons"] = {}
@@ -160,8 +168,8 @@ def check_measurable(model, reference: bool) -> None:
                          "against the reference solve; set search.final_reference=True")
 
 
-FINAL_KEYS = ("frechet", "excess", "frechet_to_reference", "rmse_to_reference")
-METRICS = ("frechet_to_reference", "excess", "frechet")   # compared with intervals, headline first
+FINAL_KEYS = ("frechet", "excess", "frechet_to_reference", "rmse_to_reference", "heldout_fd")
+METRICS = ("frechet_to_reference", "excess", "frechet", "heldout_fd")   # compared with intervals, headline first
 
 
 def headline_metric(rows: list[dict]) -> str:
@@ -244,7 +252,8 @@ def final_comparison(model, schedule, plan, baselines, evaluator: Evaluator, fin
     plans = {"searched": plan, **dict(chosen)}
     rows, info = final_evaluation(model, schedule, plans, num_samples=final.samples,
                                   seed=seed + final.seed_offset, batch_size=evaluator.batch_size,
-                                  reference=final.reference, log=log, final_data=final_data)
+                                  reference=final.reference, log=log, final_data=final_data,
+                                  held_out=final.held_out)
     key = info["headline"]
     comps = info["comparisons"]["searched"]
     best_base = next(r for r in rows if r["solver"] == comps[key]["baseline_name"])

@@ -8,9 +8,10 @@ models, so the cheap steps can sit anywhere in the trajectory, not only at the s
 *projected* onto the budget (the earliest steps not on the cheapest model move to it until the
 plan fits, :func:`search.budget.cheapest_first_projection`).
 
-:func:`joint_front` runs one budgeted search per budget (ascending; each seeded with the T-Stitch
-plan that fits the budget and the winners of the cheaper budgets) and returns the Pareto front of
-(cost, score); :func:`save_front` writes each front plan as a schedule file.
+:func:`joint_front` runs one budgeted search per budget (ascending; each seeded with the best
+T-Stitch plans, of every base preset, that fit the budget, ranked by search score, and the winners
+of the cheaper budgets) and returns the Pareto front of (cost, score); :func:`save_front` writes
+each front plan as a schedule file.
 """
 from __future__ import annotations
 
@@ -104,27 +105,44 @@ def stitch_evaluator(models: DenoiserSet, schedule, *, reference=None, moments=N
 
 
 # ----------------------------------------------------------------------------- the front
-def joint_front(models: DenoiserSet, space: SearchSpace, base_plan, budgets: Sequence[float],
+def tstitch_seeds(base_plans: Sequence, budget: float, costs, small: int, large: int, score,
+                  count: int = 2) -> list:
+    """The ``count`` best T-Stitch plans (first k steps on ``small``, any k, any of ``base_plans``)
+    that fit ``budget``, by ``score`` (the SEARCH noise's score: final noise never picks seeds)."""
+    fit = [t_stitch(b, k / b.num_steps, small, large) for b in base_plans for k in range(b.num_steps + 1)]
+    fit = [p for p in fit if within_budget(p, budget, "cost", costs)]
+    if not fit:
+        return []
+    order = np.argsort(np.asarray(score(fit), np.float64), kind="stable")
+    return [fit[i] for i in order[:count]]
+
+
+def joint_front(models: DenoiserSet, space: SearchSpace, base_plans, budgets: Sequence[float],
                 evaluator: Evaluator, *, costs=None, options: EvolutionOptions = EvolutionOptions(generations=6),
-                seed: int = 0, workdir=None, log: Callable[[str], None] | None = print) -> list[dict]:
+                seed: int = 0, workdir=None, log: Callable[[str], None] | None = print,
+                seed_count: int = 2) -> list[dict]:
     """One budgeted search per budget; returns rows {budget, cost, score, plan, genome}, one per budget
     (the best admissible plan found), ascending in budget.
 
-    ``costs`` default to the models' declared costs. Seeds: the T-Stitch variants of ``base_plan``
-    that fit the budget (the most expensive one first) and the winners of cheaper budgets. With
-    ``workdir`` each budget's result is stored in ``<workdir>/budget_<k>.json`` and reused on a
-    rerun (resume at budget granularity).
+    ``base_plans`` is one plan or several (e.g. the config's preset and the best baselines: the
+    presets T-Stitch sweeps). ``costs`` default to the models' declared costs. Seeds of each budget:
+    the ``seed_count`` best T-Stitch variants of any base plan that fit it (:func:`tstitch_seeds`)
+    and the winners of cheaper budgets, so the search starts from the best T-Stitch plan it can
+    see. With ``workdir`` each budget's result is stored in ``<workdir>/budget_<k>.json`` and
+    reused on a rerun (resume at budget granularity).
     """
     costs = models.costs if costs is None else np.asarray(costs, np.float64)
     if costs.shape != (space.num_models,):
         raise ValueError(f"costs: {costs.shape[0]} costs for {space.num_models} models")
     small, large = int(np.argmin(costs)), int(np.argmax(costs))
     model_only = set(dict(space.choices)) == {"model"}
-    n = base_plan.num_steps
-    stitched = [t_stitch(base_plan, k / n, small, large) for k in range(n + 1)]
+    base_plans = [base_plans] if isinstance(base_plans, P.SolverPlan) else list(base_plans)
+    if model_only:   # the model column is all that moves: seeds keep the space's own solver decisions
+        base_plans = base_plans[:1]
     rows: list[dict] = []
     if workdir is not None:
         Path(workdir).mkdir(parents=True, exist_ok=True)
+    plan_scores = lambda ps: evaluator.score(list(ps))
     score = lambda gs: evaluator.score([decode(g, space) for g in gs])
     for bi, budget in enumerate(sorted(float(b) for b in budgets)):
         path = None if workdir is None else Path(workdir) / f"budget_{bi:02d}.json"
@@ -138,15 +156,14 @@ def joint_front(models: DenoiserSet, space: SearchSpace, base_plan, budgets: Seq
                     log(f"  budget {budget:.4g}: reused {path.name} (score {d['score']:.6g})")
                 continue
         rng0 = numpy_rng(jax.random.key(seed + 7919 * (bi + 1)))
-        seeds = [p for p in stitched if within_budget(p, budget, "cost", costs)][:2]  # most expensive first
+        evals_before = evaluator.evaluations
         initial = []
-        for p in seeds:
+        for p in tstitch_seeds(base_plans, budget, costs, small, large, plan_scores, seed_count):
             g = encode(p, space)
             g = g if model_only else (repair(g, space, rng0) or g)
             initial.append(g)
         initial += [r["genome"] for r in rows[-2:]]
         strat = Evolution(space, options, budget_hooks(costs, budget))
-        evals_before = evaluator.evaluations
         st = run_generations(strat, strat.init(jax.random.key(seed + bi), initial), score, options.generations)
         g, best = st.best
         plan = decode(g, space)

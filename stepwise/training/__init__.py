@@ -3,7 +3,8 @@ one frozen :class:`TrainOptions`. The loop module loads on first use, so importi
 from stepwise.training.options import TrainOptions
 
 __all__ = ["TrainOptions", "train", "load_denoiser", "export_params", "diffusion_loss", "loss_weight",
-           "sample_t", "make_writer", "load_training_data", "JsonlWriter", "TrainResult", "network_spec", "denoiser_from_spec"]
+           "sample_t", "make_writer", "load_training_data", "JsonlWriter", "TrainResult", "network_spec", "denoiser_from_spec",
+           "trained_on"]
 
 
 def __getattr__(name):

@@ -153,7 +153,7 @@ def load_training_data(cfg: TrainOptions) -> tuple[np.ndarray, np.ndarray | None
     """The training arrays named by ``cfg.dataset``: (data in [-1, 1], labels or None)."""
     kind = cfg.dataset
     if kind == "digits":
-        x, y = data.load_digits(int(cfg.image_size))
+        x, y = data.load_digits(int(cfg.image_size), split=cfg.split)
     elif kind == "fashion_mnist":
         if int(cfg.image_size) not in (28, 32):
             raise ValueError(f"train.image_size: {cfg.image_size} is invalid for fashion_mnist; allowed: 28, 32")
@@ -408,6 +408,19 @@ def train(data, cfg: TrainOptions, workdir: str, labels=None, schedule: str = "v
 
 
 # -------------------------------------------------------------------------------------------- loading
+def trained_on(workdir_or_ckpt: str) -> tuple[str, str] | None:
+    """(dataset, split) that a `stepwise train` run recorded in its model.json (``train_config``),
+    for a run directory or a checkpoint step inside one; None when it is not such a run or the run
+    predates the record (a held-out claim then cannot be checked)."""
+    path = os.path.abspath(workdir_or_ckpt)
+    for d in (path, os.path.dirname(os.path.dirname(path))):
+        meta = os.path.join(d, MODEL_JSON)
+        if os.path.exists(meta):
+            t = json.load(open(meta)).get("train_config") or {}
+            return (t["dataset"], t["split"]) if "dataset" in t and "split" in t else None
+    return None
+
+
 def load_denoiser(workdir_or_ckpt: str, which: str = "best") -> FlaxDenoiser:
     """Rebuild a trained denoiser (EMA weights) from a training workdir or one checkpoint step directory.
 

@@ -14,6 +14,9 @@ ARCHS = ("unet", "mlp")
 LOSS_WEIGHTINGS = ("auto", "eps", "min_snr", "uniform")
 T_SAMPLINGS = ("uniform", "logsnr")
 TIME_INPUTS = ("logsnr", "t")
+# Splits a model may train on. Fashion-MNIST's "all" is its official 60k train split (its test split is
+# never trained on); digits' "train" is stepwise.data's seeded 80% split, leaving its test split held out.
+TRAIN_SPLITS = {"digits": ("all", "train"), "fashion_mnist": ("all", "train")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +26,8 @@ class TrainOptions:
     dataset: str = "digits"          # digits | fashion_mnist | npz | folder | gmm_samples
     image_size: int = 16             # digits: 8, 16 or 32; fashion_mnist: 28 or 32 (padded)
     data_path: str = ""              # npz file / image folder / Fashion-MNIST directory (default: Debian's)
+    split: str = "all"               # digits: all (1797) | train (the seeded 80% of stepwise.data, so its
+                                     # test split stays held out); fashion_mnist trains on its train split
     flat: bool = False               # vectors (n, d) instead of images (n, H, W, C); the MLP needs flat
     num_classes: int = 0             # > 0: class-conditional with a null class (classifier-free guidance)
     p_uncond: float = 0.1            # probability of dropping the label during training
@@ -67,6 +72,9 @@ class TrainOptions:
             v = getattr(self, field)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise ValueError(f"train.{field}: {v!r} is invalid; allowed: an integer >= {lo}")
+        splits = TRAIN_SPLITS.get(self.dataset, ("all",))
+        if self.split not in splits:
+            raise ValueError(f"train.split: {self.split!r} is invalid for dataset {self.dataset!r}; allowed: {list(splits)}")
         if not 0.0 <= self.p_uncond <= 1.0:
             raise ValueError(f"train.p_uncond: {self.p_uncond!r} is invalid; allowed: a probability in [0, 1]")
         if not 0.0 <= self.ema_decay < 1.0:

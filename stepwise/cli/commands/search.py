@@ -46,6 +46,13 @@ def run(args) -> int:
     if cfg.distributed and not (args.workdir or cfg.workdir):
         raise ValueError("workdir: a multi-process search (config.distributed) needs --workdir, the same "
                          "directory for every process")
+    held_out = None
+    if cfg.search.feature_net:      # checked (model's training split, the net) before a run directory exists
+        if cfg.model.kind != "checkpoint":
+            raise ValueError(f"search.feature_net: model.kind {cfg.model.kind!r} is not a trained network; allowed: "
+                             "model.kind='checkpoint' (a `stepwise train` run)")
+        held_out = runtime.held_out_data(cfg.search.feature_net, {"config.model.checkpoint": cfg.model.checkpoint},
+                                         "config.search.feature_net")
     runtime.init_distributed(cfg)
     writer = runtime.is_writer()
     if writer:
@@ -57,7 +64,7 @@ def run(args) -> int:
     model = runtime.build_model(cfg, sched)
     info = {"kind": cfg.model.kind, **{k: v for k, v in cfg.model.to_dict().items() if k != "kind"}}
     try:
-        summary = run_search_section(cfg.search, model, sched, cfg.nfe, workdir, model_info=info,
+        summary = run_search_section(cfg.search, model, sched, cfg.nfe, workdir, held_out=held_out, model_info=info,
                                      log=print if writer else (lambda m: None))
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None

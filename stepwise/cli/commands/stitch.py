@@ -5,11 +5,16 @@ the small model (fraction k/N; 0 = large model only, 1 = small only) for the con
 for the ``stitch.tstitch_presets`` best baselines (preset x discretization x order x analytic first
 step, ranked on the search noise), and at each budget the best T-Stitch plan within it is the
 one compared. Then (``stitch.search``) a joint search of the model column and the solver decisions
-under each budget (objective ``teacher_frechet``: paired, by default). Quality, on fresh noise: the
-paired Fréchet distance to the large model's reference ODE solve of the same noise, with a 95%
-paired-bootstrap interval; the comparison is reported budget by budget (a table and the Pareto
-plot), each ratio with its interval or as a lower bound when unresolved, never as a median of
-ratios. For the exact pair the exact-moment distance is reported too.
+under each budget (objective ``teacher_frechet``: paired, by default), started from the best
+T-Stitch plans of every swept preset that fit the budget (ranked on the search noise), once per
+search seed (``stitch.search_seeds``: search noise and proposals; the final noise is disjoint).
+Quality, on fresh noise: the paired Fréchet distance to the large model's reference ODE solve of
+the same noise, with a 95% paired-bootstrap interval; the comparison is reported budget by budget
+(a table and the Pareto plot), each ratio with its interval or as a lower bound when unresolved,
+never as a median of ratios across budgets; with several seeds also the median and range over
+seeds per budget. For the exact pair the exact-moment distance is reported too; for a trained
+pair with ``stitch.feature_net`` also the domain-feature Fréchet distance to the held-out test
+images (models must record a training split that left them out).
 
 Files in the run directory (every write atomic; a rerun of the same directory reuses finished
 points and budgets): ``config.json``, ``points/*.json`` (one per evaluated plan), ``search/``
@@ -52,7 +57,7 @@ def add_parser(sub):
 
 
 def build_pair(cfg, s: dict, sched):
-    """(small, large, schedule, target moments (mean, cov), info) for the configured pair."""
+    """(small, large, schedule, exact target moments (mean, cov) or None, info) for the configured pair."""
     if s["pair"] == "gmm":
         large = runtime.build_model(cfg, sched)
         small = denoisers.fit_mixture(load_digits(cfg.model.size, flat=True, dtype=np.float64)[0], int(s["small_components"]),
@@ -65,25 +70,35 @@ def build_pair(cfg, s: dict, sched):
         if not s["small_checkpoint"] or not s["large_checkpoint"]:
             raise SystemExit("error: pair=checkpoints needs config.stitch.small_checkpoint and large_checkpoint")
         small, large = runtime.load_model_path(s["small_checkpoint"]), runtime.load_model_path(s["large_checkpoint"])
-        data = load_digits(int(s["data_size"]), flat=True, dtype=np.float64)[0]
-        if data.shape[1] != int(np.prod(large.data_shape)):
-            raise SystemExit(f"error: digits at size {s['data_size']} have {data.shape[1]} values, the model "
-                             f"expects {large.data_shape}; set config.stitch.data_size")
-        x = data.astype(np.float64)
         info = {"small": s["small_checkpoint"], "large": s["large_checkpoint"],
-                "quality": f"Fréchet distance to the {len(x)} digits ({s['data_size']}x{s['data_size']}) in pixel space"}
-        return small, large, large.schedule, (x.mean(0), np.cov(x, rowvar=False)), info
+                "quality": "paired Fréchet distance to the large model's reference solve"}
+        return small, large, large.schedule, None, info
     raise SystemExit(f"error: config.stitch.pair={s['pair']!r}; allowed: ['gmm', 'checkpoints']")
+
+
+def held_out_target(s: dict) -> "protocol.HeldOut | None":
+    """``stitch.feature_net``'s held-out test images (:func:`cli.runtime.held_out_data`), or None."""
+    if not s["feature_net"]:
+        return None
+    if s["pair"] != "checkpoints":
+        raise SystemExit(f"error: config.stitch.feature_net is for pair=checkpoints (trained models); "
+                         f"pair={s['pair']!r} is scored exactly")
+    return runtime.held_out_data(s["feature_net"], {f"config.stitch.{k}": s[k] for k in
+                                                    ("small_checkpoint", "large_checkpoint")},
+                                 "config.stitch.feature_net")
 
 
 class PointRunner:
     """Runs plans on the fixed fresh noise; one JSON per plan in ``points/`` (resume-safe).
 
     Quality is the paired Fréchet distance to ``ref`` (the large model's reference solve of the same
-    noise) with its replicates on the shared bootstrap rows ``idx``, so any two points compare paired."""
+    noise) with its replicates on the shared bootstrap rows ``idx``, so any two points compare paired;
+    with ``held_out`` (:class:`search.protocol.HeldOut`) also the feature-space distance to held-out
+    images (``heldout_fd``), its replicates on the same rows."""
 
-    def __init__(self, models, sched, x_T, ref, idx, moments, batch_size, repeats, directory: Path, log=print):
-        self.models, self.sched, self.x_T, self.moments = models, sched, x_T, moments
+    def __init__(self, models, sched, x_T, ref, idx, moments, batch_size, repeats, directory: Path, log=print,
+                 held_out=None):
+        self.models, self.sched, self.x_T, self.moments, self.held_out = models, sched, x_T, moments, held_out
         self.ref = protocol.paired_reference(ref, idx)   # the reference's replicate moments, once
         self.bs, self.repeats, self.dir, self.log = int(batch_size), int(repeats), directory, log
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -97,7 +112,7 @@ class PointRunner:
         h = plan_hash(plan)
         if path.exists():
             row = json.loads(path.read_text())
-            if row.get("plan_hash") == h:
+            if row.get("plan_hash") == h and (self.held_out is None or "heldout_fd" in row):
                 return row
         if plan.num_steps not in self._warm:  # compile + warm up once per executable
             samplers.sample(self.models, self.sched, plan, jnp.asarray(self.x_T[:self.bs])).block_until_ready()
@@ -113,8 +128,12 @@ class PointRunner:
                "model_column": np.asarray(plan.model).tolist(), "plan_hash": h}
         if self.moments is not None:
             row["frechet_exact"] = sample_frechet(x, *self.moments)
+        if self.held_out is not None:
+            fd, fd_reps = self.held_out.frechet(x, self.ref.idx)
+            row.update(heldout_fd=fd, heldout_fd_reps=fd_reps.tolist())
         write_json_atomic(path, row)
-        self.log(f"  {name:34s} cost {extra.get('cost', float('nan')):8.4g}  paired {quality:.6g}  "
+        held = f"  held-out FD {row['heldout_fd']:.4g}" if "heldout_fd" in row else ""
+        self.log(f"  {name:34s} cost {extra.get('cost', float('nan')):8.4g}  paired {quality:.6g}{held}  "
                  f"wall {row['wall_s']:.3f}s")
         return row
 
@@ -125,29 +144,64 @@ def best_within(rows: list[dict], budget: float) -> dict | None:
     return min(fit, key=lambda r: r["quality"]) if fit else None
 
 
+def _metric(row: dict, key: str) -> tuple[float, np.ndarray]:
+    return row[key], np.asarray(row[f"{key}_reps"])
+
+
+METRICS = (("quality", ""), ("heldout_fd", " (held-out FD)"))   # row key, label suffix
+
+
 def compare_by_budget(budgets, sweep: list[dict], fronts: dict, n: int) -> list[dict]:
     """Budget by budget: the best T-Stitch plan within it (any preset) against each search front's
     best plan within it, paired on the same fresh noise: both with intervals, the ratio T-Stitch /
-    search with its interval (or a lower bound when the search's distance is unresolved)."""
+    search with its interval (or a lower bound when the search's distance is unresolved). Rows
+    that carry a held-out feature distance are compared on it too (same plans, same rows)."""
     out = []
     for b in budgets:
         t = best_within(sweep, b)
         if t is None:
             continue
-        line = {"budget": b, "T-Stitch": t["name"], "T-Stitch cost": t["cost"],
-                "T-Stitch quality": str(protocol.interval(t["quality"], np.asarray(t["quality_reps"]), n, nonnegative=True))}
+        line = {"budget": b, "T-Stitch": t["name"], "T-Stitch cost": t["cost"]}
+        for key, suffix in METRICS:
+            if key in t:
+                line[f"T-Stitch quality{suffix}"] = str(protocol.interval(*_metric(t, key), n, nonnegative=True))
         for label, f in fronts.items():
             q = best_within(f["rows"], b)
             if q is None:
                 continue
-            r = protocol.ratio(t["quality"], np.asarray(t["quality_reps"]), q["quality"], np.asarray(q["quality_reps"]))
             line[f"{label} cost"] = q["cost"]
-            line[f"{label} quality"] = str(protocol.interval(q["quality"], np.asarray(q["quality_reps"]), n,
-                                                             nonnegative=True))
-            line[f"T-Stitch / {label}"] = str(r)
-            line[f"_{label}_ratio"] = r.to_dict()
+            for key, suffix in METRICS:
+                if key not in t or key not in q:
+                    continue
+                r = protocol.ratio(*_metric(t, key), *_metric(q, key))
+                line[f"{label} quality{suffix}"] = str(protocol.interval(*_metric(q, key), n, nonnegative=True))
+                line[f"T-Stitch / {label}{suffix}"] = str(r)
+                line[f"_{label}{suffix}_ratio"] = r.to_dict()
         out.append(line)
     return out
+
+
+def summarize_over_seeds(comparison: list[dict], variants: dict[str, list[str]]) -> None:
+    """Adds, per budget and search variant run with several seeds, the median and range over seeds
+    of the ratio T-Stitch / search (``variants``: variant -> its per-seed front labels). A seed
+    whose ratio is only a lower bound is counted, not averaged in."""
+    for line in comparison:
+        for variant, labels in variants.items():
+            if len(labels) < 2:
+                continue
+            for _, suffix in METRICS:
+                ratios = [line.get(f"_{lb}{suffix}_ratio") for lb in labels]
+                ratios = [r for r in ratios if r is not None]
+                if not ratios:
+                    continue
+                summ = protocol.summarize_seeds([r["value"] for r in ratios])
+                bounds = sum(r["lower_bound_only"] for r in ratios)
+                text = (f"median {summ['median']:.3g}x [{summ['min']:.3g}, {summ['max']:.3g}] over "
+                        f"{summ['n_seeds']} seeds" if summ["n_seeds"] else "no resolved ratio")
+                if bounds:
+                    text += f" ({bounds} below the noise floor)"
+                line[f"T-Stitch / {variant}{suffix}, seeds"] = text
+                line[f"_{variant}{suffix}_seeds"] = {**summ, "lower_bounds": bounds}
 
 
 def tstitch_presets(plan, name: str, sched, evaluator, top: int) -> list[tuple[str, object]]:
@@ -173,7 +227,35 @@ STITCH_CHOICES = {"pair": ("gmm", "checkpoints"), "cost": ("declared", "measured
 STITCH_MINIMA = {"tolerance": 0.0, "mean_tol": 0.0, "points": 0, "tstitch_presets": 0, "resamples": 10,
                  "num_samples": 2, "batch_size": 1, "cost_batch": 1, "cost_repeats": 1, "timing_repeats": 1,
                  "small_components": 1, "search_samples": 2, "generations": 0, "population": 2, "top_k": 1,
-                 "children": 1, "data_size": 8}
+                 "children": 1, "tstitch_seeds": 0}
+
+
+def run_sweep(presets, runner: PointRunner, costs, points: int | None) -> list[dict]:
+    """T-Stitch (the first k steps on the small model) of every preset at the sweep's fractions."""
+    sweep = []
+    for pi, (pname, base) in enumerate(presets):
+        nb = base.num_steps
+        for f in sweep_fractions(nb, points):
+            p = t_stitch(base, f)
+            k = int(round(f * nb))
+            sweep.append(runner.run(f"tstitch{pi:02d}_{k:03d}", p, {
+                "method": "T-Stitch", "preset": pname, "fraction": f, "small_steps": k,
+                "cost": solver_plan.cost(p, costs)}))
+    return sweep
+
+
+def search_seeds(s: dict, default: int) -> list[int]:
+    """``stitch.search_seeds`` as distinct integers (empty: ``[default]``)."""
+    parts = [x.strip() for x in str(s["search_seeds"]).split(",") if x.strip()]
+    try:
+        seeds = [int(x) for x in parts] or [int(default)]
+    except ValueError:
+        raise SystemExit(f"error: config.stitch.search_seeds={s['search_seeds']!r}; allowed: comma-separated "
+                         f"integers") from None
+    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise SystemExit(f"error: config.stitch.search_seeds={s['search_seeds']!r}; allowed: distinct "
+                         f"integers >= 0")
+    return seeds
 
 
 def check_stitch_section(s: dict) -> None:
@@ -202,11 +284,17 @@ def run(args) -> int:
     s = cfg.stitch.to_dict()
     check_stitch_section(s)
     runtime.build_plan(cfg, runtime.build_schedule(cfg))     # nfe, solver, discretization: before any file
+    seed_final = int(cfg.seed) + int(s["final_seed_offset"])
+    seeds = search_seeds(s, int(cfg.seed))
+    if seed_final in seeds:
+        raise SystemExit(f"error: config.stitch.search_seeds contains the final noise seed {seed_final} "
+                         f"(config.seed + stitch.final_seed_offset); search and final noise must be disjoint")
+    held_out = held_out_target(s)
     workdir = runtime.make_workdir("stitch", args.workdir)
     runtime.save_config(workdir, cfg)
     log = print
     sched = runtime.build_schedule(cfg)
-    small, large, sched, (mean, cov), info = build_pair(cfg, s, sched)
+    small, large, sched, moments, info = build_pair(cfg, s, sched)
     try:
         models = denoisers.DenoiserSet([small, large], sched, retime_schedules=bool(s["retime"]),
                                        mean_tol=float(s["mean_tol"]))
@@ -234,7 +322,6 @@ def run(args) -> int:
 
     # ---- T-Stitch sweep on fresh noise
     num = int(s["num_samples"])
-    seed_final = int(cfg.seed) + int(s["final_seed_offset"])
     x_T = np.asarray(jax.random.normal(jax.random.key(seed_final), (num,) + tuple(large.data_shape))
                      * sched.prior_std(), np.float32)
     bs = min(int(s["batch_size"]), num)
@@ -246,24 +333,17 @@ def run(args) -> int:
         ref = reference_endpoints(large, sched, x_T, bs)
         savez_atomic(ref_file, ref=ref)
     idx = protocol.bootstrap_indices(num, int(s["resamples"]), seed_final)
-    runner = PointRunner(models, sched, x_T, ref, idx, (mean, cov) if s["pair"] == "gmm" else None, bs,
-                         s["timing_repeats"], workdir / "points", log)
+    runner = PointRunner(models, sched, x_T, ref, idx, moments, bs, s["timing_repeats"], workdir / "points", log,
+                         held_out=held_out)
     fractions = sweep_fractions(n, int(s["points"]) or None)
-    evaluator = stitch_evaluator(models, sched, reference=large, objective=s["objective"],
-                                 num_samples=int(s["search_samples"]), seed=int(cfg.seed),
-                                 batch_size=int(s["batch_size"]), log=log)
+    evaluators = {sd: stitch_evaluator(models, sched, reference=large, objective=s["objective"],
+                                       num_samples=int(s["search_samples"]), seed=sd,
+                                       batch_size=int(s["batch_size"]), log=log) for sd in seeds}
+    evaluator = evaluators[seeds[0]]
     presets = tstitch_presets(plan, f"{cfg.solver}/{cfg.discretization}", sched, evaluator, int(s["tstitch_presets"]))
     log(f"T-Stitch sweep: {len(presets)} presets (the config's and the best baselines by search score) x "
         f"{len(fractions)} fractions x {num} samples")
-    sweep = []
-    for pi, (pname, base) in enumerate(presets):
-        nb = base.num_steps
-        for f in sweep_fractions(nb, int(s["points"]) or None):
-            p = t_stitch(base, f)
-            k = int(round(f * nb))
-            sweep.append(runner.run(f"tstitch{pi:02d}_{k:03d}", p, {
-                "method": "T-Stitch", "preset": pname, "fraction": f, "small_steps": k,
-                "cost": solver_plan.cost(p, costs)}))
+    sweep = run_sweep(presets, runner, costs, int(s["points"]) or None)
     own = [r for r in sweep if r["preset"] == presets[0][0]]
     q_large = own[0]["quality"]
     ok = [r for r in own if r["quality"] <= q_large * (1 + float(s["tolerance"]))]
@@ -285,41 +365,58 @@ def run(args) -> int:
         f"(quality {best['quality']:.6g} vs {q_large:.6g}); wall-time speed-up {summary['max_fraction_speedup']:.2f}x")
 
     # ---- joint search
-    fronts = {}
     if s["search"]:
         budgets = _budgets(s, [r["cost"] for r in own])
-        evolution = EvolutionOptions(population=int(s["population"]), top_k=int(s["top_k"]),
-                                     children=int(s["children"]), timesteps_only=0,
-                                     generations=int(s["generations"]))
-        variants = [("joint", False)] + ([("model-only", True)] if s["model_only"] else [])
-        for label, model_only in variants:
-            log(f"joint search ({label}) over {len(budgets)} budgets")
-            t0 = time.perf_counter()
-            space = (model_only_space(plan.nfe(), sched, len(models)) if model_only
-                     else options.search_space(cfg.search, plan.nfe(), sched, num_models=len(models)))
-            rows = joint_front(models, space, plan, budgets, evaluator, costs=costs, options=evolution,
-                               seed=int(cfg.seed), workdir=workdir / "search" / label, log=log)
-            search_s = time.perf_counter() - t0
-            final = []
-            for k, r in enumerate(rows):
-                row = runner.run(f"{label}_{k:03d}", r["plan"], {"method": label, "budget": r["budget"],
-                                                                "cost": r["cost"], "search_score": r["score"]})
-                final.append(row)
-            paths = save_front(rows, workdir / "front" / label,
-                               {"schedule": sched.describe(), "pair": info, "costs": costs.tolist()})
-            fronts[label] = {"rows": final, "search_s": round(search_s, 2), "schedule_files": paths}
+        fronts, variants = run_searches(cfg, s, models, sched, plan, [p for _, p in presets], budgets, evaluators,
+                                        costs, runner, workdir, info, log)
         summary["comparison"] = compare_by_budget(budgets, sweep, fronts, num)
-        summary["search"] = {k: {"search_s": v["search_s"], "schedule_files": v["schedule_files"]}
+        summarize_over_seeds(summary["comparison"], variants)
+        summary["search"] = {k: {"search_s": v["search_s"], "schedule_files": v["schedule_files"], "seed": v["seed"]}
                              for k, v in fronts.items()}
+        summary["search_seeds"] = seeds
         for line in summary["comparison"]:
             log(f"budget {line['budget']:.4g}: T-Stitch {line['T-Stitch']} {line['T-Stitch quality']}; "
                 + "; ".join(f"{k} {line[k]}" for k in line if k.startswith("T-Stitch / ")))
+    else:
+        fronts = {}
+    if held_out is not None:
+        summary["held_out"] = {"metric": held_out.label, "images": held_out.n, "feature_net": s["feature_net"]}
 
     summary["compiles"] = samplers.trace_count()
     write_json_atomic(workdir / "stitch.json", summary)
     write_report(workdir, summary, sweep, fronts)
     log(f"wrote {workdir / 'stitch.json'} and {workdir / 'report.md'}")
     return 0
+
+
+def run_searches(cfg, s: dict, models, sched, plan, base_plans, budgets, evaluators: dict, costs, runner,
+                 workdir: Path, info: dict, log) -> tuple[dict, dict[str, list[str]]]:
+    """The joint (and model-only) budgeted searches, one front per search seed, each scored on the
+    final noise by ``runner``; returns (fronts by label, variant -> its per-seed labels). With one
+    seed the labels are the variants' names ("joint", "model-only"), else "<variant> s<seed>"."""
+    evolution = EvolutionOptions(population=int(s["population"]), top_k=int(s["top_k"]),
+                                 children=int(s["children"]), timesteps_only=0, generations=int(s["generations"]))
+    variants = [("joint", False)] + ([("model-only", True)] if s["model_only"] else [])
+    fronts, labels = {}, {v: [] for v, _ in variants}
+    for variant, model_only in variants:
+        space = (model_only_space(plan.nfe(), sched, len(models)) if model_only
+                 else options.search_space(cfg.search, plan.nfe(), sched, num_models=len(models)))
+        for sd, evaluator in evaluators.items():
+            label = variant if len(evaluators) == 1 else f"{variant} s{sd}"
+            tag = label.replace(" ", "_")
+            log(f"joint search ({label}) over {len(budgets)} budgets")
+            t0 = time.perf_counter()
+            rows = joint_front(models, space, base_plans, budgets, evaluator, costs=costs, options=evolution,
+                               seed=sd, workdir=workdir / "search" / tag, log=log, seed_count=int(s["tstitch_seeds"]))
+            search_s = time.perf_counter() - t0
+            final = [runner.run(f"{tag}_{k:03d}", r["plan"], {"method": label, "budget": r["budget"], "cost": r["cost"],
+                                                             "search_score": r["score"]})
+                     for k, r in enumerate(rows)]
+            paths = save_front(rows, workdir / "front" / tag, {"schedule": sched.describe(), "pair": info,
+                                                               "costs": np.asarray(costs).tolist(), "search_seed": sd})
+            fronts[label] = {"rows": final, "search_s": round(search_s, 2), "schedule_files": paths, "seed": sd}
+            labels[variant].append(label)
+    return fronts, labels
 
 
 def write_report(workdir: Path, summary: dict, sweep: list, fronts: dict) -> None:
@@ -342,9 +439,14 @@ def write_report(workdir: Path, summary: dict, sweep: list, fronts: dict) -> Non
             f"model's quality: {summary['max_fraction']:.2f} (quality {summary['max_fraction_quality']:.6g} vs "
             f"{summary['large_only_quality']:.6g}); wall-time speed-up {summary['max_fraction_speedup']:.2f}x, "
             f"cost saving {summary['max_fraction_cost_saving']:.2f}x.")
-    cols = ("preset", "fraction", "small_steps", "cost", "quality", "wall_s", "model_column")
+    if "held_out" in summary:
+        head += (f"\n\nAlso scored on data no model or search saw: {summary['held_out']['metric']} "
+                 f"(feature net {summary['held_out']['feature_net']}), same samples and bootstrap rows.")
+    if len(summary.get("search_seeds", [])) > 1:
+        head += f"\n\nSearch seeds {summary['search_seeds']} (one front each; final noise seed {summary['seed']})."
+    cols = ("preset", "fraction", "small_steps", "cost", "quality", "heldout_fd", "wall_s", "model_column")
     sections = [("Summary", head), ("Pareto front (all evaluated plans)", pareto),
-                ("T-Stitch sweep", lines), ("Sweep points", [{k: r[k] for k in cols} for r in sweep]),
+                ("T-Stitch sweep", lines), ("Sweep points", [{k: r[k] for k in cols if k in r} for r in sweep]),
                 ("Pareto-optimal points", [pts[i] for i in front_idx])]
     if "comparison" in summary:
         sections.append(("Budget by budget: best T-Stitch plan (any preset) vs each search front, paired "
@@ -352,8 +454,8 @@ def write_report(workdir: Path, summary: dict, sweep: list, fronts: dict) -> Non
                          [{k: v for k, v in line.items() if not k.startswith("_")} for line in summary["comparison"]]))
         for label, f in fronts.items():
             sections.append((f"Search front: {label}", [{k: r.get(k) for k in ("budget", "cost", "search_score",
-                                                                                "quality", "nfe", "steps",
-                                                                                "model_column")}
+                                                                                "quality", "heldout_fd", "nfe",
+                                                                                "steps", "model_column") if k in r}
                                                         for r in f["rows"]]))
     write_text_atomic(workdir / "report.md", markdown_report("stepwise stitch", sections, image_dir=workdir))
     write_text_atomic(workdir / "report.html", html_report("stepwise stitch", sections))
