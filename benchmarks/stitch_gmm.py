@@ -81,11 +81,12 @@ def main() -> None:
             "--config.stitch.pair=checkpoints", f"--config.stitch.small_checkpoint={small}",
             f"--config.stitch.large_checkpoint={large}",
             f"--config.stitch.feature_net={os.path.join(a.trained, 'features_digits16')}",
-            "--config.stitch.cost=measured", "--config.stitch.cost_batch=256",
-            "--config.stitch.num_samples=1000", "--config.stitch.batch_size=500", "--config.stitch.points=6",
+            "--config.stitch.cost=measured", "--config.stitch.cost_batch=256", "--config.nfe=6",
+            "--config.stitch.num_samples=500", "--config.stitch.batch_size=500", "--config.stitch.points=4",
+            "--config.stitch.reference_rtol=1e-3", "--config.stitch.objective=teacher_rmse",
             "--config.stitch.tstitch_presets=2", "--config.stitch.search=True", "--config.stitch.model_only=False",
-            "--config.stitch.search_samples=500", "--config.stitch.generations=3", "--config.stitch.children=5",
-            "--config.stitch.population=8", "--config.stitch.budgets=3.4,6.7"], os.path.join(a.workdir, "trained"))
+            "--config.stitch.search_samples=128", "--config.stitch.generations=2", "--config.stitch.children=4",
+            "--config.stitch.population=6", "--config.stitch.budgets=2.5,4"], os.path.join(a.workdir, "trained"))
 
 
 if __name__ == "__main__":

@@ -113,6 +113,8 @@ CLI_CASES = [
     (["stitch", "--config.stitch.search_seeds=10007"], r"search_seeds contains the final noise seed 10007"),
     (["stitch", "--config.stitch.feature_net=net"], r"config.stitch.feature_net is for pair=checkpoints"),
     (["stitch", "--config.stitch.tstitch_seeds=-1"], r"config.stitch.tstitch_seeds=-1 is invalid"),
+    (["stitch", "--config.stitch.reference_rtol=0"], r"config.stitch.reference_rtol=0.0 is invalid"),
+    (["search", "--config.search.feature_net=net"], r"search.feature_net: model.kind 'digits_gmm' is not a trained network"),
     (["train", "--config.train.steps=0"], r"train.steps: 0 is invalid"),
     (["train", "--config.train.arch=nope"], r"train.arch: 'nope' is invalid; allowed"),
     (["train", "--config.train.dataset=nope"], r"train.dataset: 'nope' is invalid; allowed"),

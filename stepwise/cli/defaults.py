@@ -166,6 +166,8 @@ def stitch_defaults() -> ml_collections.ConfigDict:
     s.points = 0                      # sweep points (fractions k/N); 0 = every k = 0..N
     s.tstitch_presets = 8             # T-Stitch also sweeps this many best baselines (any preset, AFS included)
     s.resamples = 200                 # paired bootstrap resamples of every quality interval
+    s.reference_rtol = 1e-6           # tolerance of the large model's adaptive reference ODE solves (final
+                                      # noise and search teacher); looser is cheaper for large networks on CPU
     s.num_samples = 10000             # fresh noises per point (quality and wall time)
     s.batch_size = 2000
     s.cost = "declared"               # declared | measured: the cost unit of the Pareto front

@@ -91,17 +91,17 @@ class _Target:
 
 def stitch_evaluator(models: DenoiserSet, schedule, *, reference=None, moments=None,
                      objective: str = "frechet", num_samples: int = 1000, seed: int = 0,
-                     batch_size: int = 2048, log=None) -> Evaluator:
+                     batch_size: int = 2048, rtol: float = 1e-6, log=None) -> Evaluator:
     """An :class:`search.evaluator.Evaluator` that samples with ALL ``models`` (the plan's model
     column picks them) and scores against ``reference`` (a model with ``moments()``, e.g. the
     large mixture; its reference ODE solve is the teacher of ``teacher_rmse``) or against given
-    ``moments=(mean, cov)`` (objective ``frechet`` only)."""
+    ``moments=(mean, cov)`` (objective ``frechet`` only). ``rtol``: the teacher solve's tolerance."""
     if reference is None:
         if moments is None or objective != "frechet":
             raise ValueError("stitch_evaluator: give a reference model, or moments with objective='frechet'")
         reference = _Target(models[0].data_shape, *moments)
     return Evaluator(reference, schedule, objective=objective, num_samples=num_samples, seed=seed,
-                     batch_size=batch_size, log=log, denoisers=models)
+                     batch_size=batch_size, rtol=rtol, log=log, denoisers=models)
 
 
 # ----------------------------------------------------------------------------- the front

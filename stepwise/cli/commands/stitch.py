@@ -224,7 +224,7 @@ def _budgets(s: dict, sweep_costs) -> list[float]:
 
 STITCH_CHOICES = {"pair": ("gmm", "checkpoints"), "cost": ("declared", "measured"),
                   "objective": ("teacher_frechet", "teacher_rmse"), "small_covariance": ("diag", "full")}
-STITCH_MINIMA = {"tolerance": 0.0, "mean_tol": 0.0, "points": 0, "tstitch_presets": 0, "resamples": 10,
+STITCH_MINIMA = {"reference_rtol": 1e-12, "tolerance": 0.0, "mean_tol": 0.0, "points": 0, "tstitch_presets": 0, "resamples": 10,
                  "num_samples": 2, "batch_size": 1, "cost_batch": 1, "cost_repeats": 1, "timing_repeats": 1,
                  "small_components": 1, "search_samples": 2, "generations": 0, "population": 2, "top_k": 1,
                  "children": 1, "tstitch_seeds": 0}
@@ -325,20 +325,23 @@ def run(args) -> int:
     x_T = np.asarray(jax.random.normal(jax.random.key(seed_final), (num,) + tuple(large.data_shape))
                      * sched.prior_std(), np.float32)
     bs = min(int(s["batch_size"]), num)
-    ref_file = workdir / "reference.npz"
+    ref_file, rtol = workdir / "reference.npz", float(s["reference_rtol"])
+    ref = None
     if ref_file.exists():
         with np.load(ref_file) as z:
-            ref = z["ref"]
-    else:
-        ref = reference_endpoints(large, sched, x_T, bs)
-        savez_atomic(ref_file, ref=ref)
+            if "rtol" in z and float(z["rtol"]) == rtol and z["ref"].shape[0] == num:
+                ref = z["ref"]
+    if ref is None:
+        ref = reference_endpoints(large, sched, x_T, bs, rtol=rtol)
+        savez_atomic(ref_file, ref=ref, rtol=np.float64(rtol))
     idx = protocol.bootstrap_indices(num, int(s["resamples"]), seed_final)
     runner = PointRunner(models, sched, x_T, ref, idx, moments, bs, s["timing_repeats"], workdir / "points", log,
                          held_out=held_out)
     fractions = sweep_fractions(n, int(s["points"]) or None)
     evaluators = {sd: stitch_evaluator(models, sched, reference=large, objective=s["objective"],
                                        num_samples=int(s["search_samples"]), seed=sd,
-                                       batch_size=int(s["batch_size"]), log=log) for sd in seeds}
+                                       batch_size=int(s["batch_size"]), rtol=rtol,
+                                       log=log) for sd in seeds}
     evaluator = evaluators[seeds[0]]
     presets = tstitch_presets(plan, f"{cfg.solver}/{cfg.discretization}", sched, evaluator, int(s["tstitch_presets"]))
     log(f"T-Stitch sweep: {len(presets)} presets (the config's and the best baselines by search score) x "
@@ -360,6 +363,7 @@ def run(args) -> int:
                "max_fraction_cost_saving": own[0]["cost"] / best["cost"],
                "quality_metric": "paired Fréchet distance to the large model's reference solve of the same noise",
                "bootstrap": {"resamples": int(s["resamples"]), "seed": seed_final},
+               "reference_rtol": float(s["reference_rtol"]),
                "tstitch_presets": [name for name, _ in presets]}
     log(f"largest fraction within {100 * float(s['tolerance']):.0f}% of the large model: {best['fraction']:.2f} "
         f"(quality {best['quality']:.6g} vs {q_large:.6g}); wall-time speed-up {summary['max_fraction_speedup']:.2f}x")
