@@ -82,7 +82,7 @@ def main() -> None:
             f"--config.stitch.large_checkpoint={large}",
             f"--config.stitch.feature_net={os.path.join(a.trained, 'features_digits16')}",
             "--config.stitch.cost=measured", "--config.stitch.cost_batch=256", "--config.nfe=6",
-            "--config.stitch.num_samples=500", "--config.stitch.batch_size=500", "--config.stitch.points=4",
+            "--config.stitch.num_samples=500", "--config.stitch.batch_size=500", "--config.stitch.points=0",
             "--config.stitch.reference_rtol=1e-3", "--config.stitch.objective=teacher_rmse",
             "--config.stitch.tstitch_presets=2", "--config.stitch.search=True", "--config.stitch.model_only=False",
             "--config.stitch.search_samples=128", "--config.stitch.generations=2", "--config.stitch.children=4",

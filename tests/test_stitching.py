@@ -265,8 +265,13 @@ def test_stitch_command_writes_report_and_resumes(tmp_path):
     presets = summary["tstitch_presets"]
     assert len(presets) > 1                                    # T-Stitch also sweeps the best baselines
     sweep = [r for r in summary["sweep"] if r["preset"] == presets[0]]
-    assert [r["fraction"] for r in sweep] == [0.0, 0.4, 1.0]   # k = round(linspace(0, 5, 3)), half to even
-    assert sweep[0]["cost"] == pytest.approx(5.0) and sweep[-1]["cost"] == pytest.approx(5 / 3)
+    shown = [r for r in sweep if r["sweep_point"]]
+    assert [r["fraction"] for r in shown] == [0.0, 0.4, 1.0]   # k = round(linspace(0, 5, 3)), half to even
+    assert shown[0]["cost"] == pytest.approx(5.0) and shown[-1]["cost"] == pytest.approx(5 / 3)
+    # the budget comparison sees T-Stitch at EVERY k of every preset, not only the thinned sweep points
+    for name in presets:
+        assert sorted(r["small_steps"] for r in summary["sweep"] if r["preset"] == name)[-1] >= 5
+    assert [r["small_steps"] for r in sweep] == [0, 1, 2, 3, 4, 5]
     # budget by budget: the best T-Stitch plan within the budget (any preset) against the search, with intervals
     comp = summary["comparison"]
     assert [c["budget"] for c in comp] == sorted(c["budget"] for c in comp) and len(comp) == 3

@@ -283,11 +283,18 @@ def test_cli_stitches_a_pair_of_local_diffusers_models(tmp_path):
     s = json.loads((run / "stitch.json").read_text())
     small_cost, large_cost = s["costs"]["declared"]
     assert 0 < small_cost < large_cost
-    for row in s["sweep"]:       # with points=2 each plan runs one model: cost = NFE x its relative cost
-        (m,) = set(row["model_column"])
-        assert row["cost"] == pytest.approx(row["nfe"] * (1.0 if m == 1 else small_cost / large_cost))
+    rel = small_cost / large_cost
+    for row in s["sweep"]:       # the points=2 sweep points run one model: cost = NFE x its relative cost
         assert row["nfe"] == 3 and np.isfinite(row["quality"])
-    assert {row["fraction"] for row in s["sweep"]} == {0.0, 1.0} and len(s["tstitch_presets"]) == 3
+        assert 3 * rel - 1e-9 <= row["cost"] <= 3 + 1e-9
+        if row["sweep_point"]:
+            (m,) = set(row["model_column"])
+            assert row["cost"] == pytest.approx(row["nfe"] * (1.0 if m == 1 else rel))
+    assert {row["fraction"] for row in s["sweep"] if row["sweep_point"]} == {0.0, 1.0}
+    assert len(s["tstitch_presets"]) == 3
+    for name in s["tstitch_presets"]:   # the budget comparison still sees T-Stitch at every k
+        ks = sorted(r["small_steps"] for r in s["sweep"] if r["preset"] == name)
+        assert ks == list(range(ks[-1] + 1)) and len(ks) >= 3   # more than the 2 sweep points
     assert len(s["comparison"]) == 2
     for c in s["comparison"]:
         assert "[" in c["T-Stitch quality"] and "[" in c["joint quality"]

@@ -163,7 +163,9 @@ def stitch_defaults() -> ml_collections.ConfigDict:
     s.retime = False                  # re-time a model on another schedule through log-SNR
     s.mean_tol = 0.1                  # compatibility: largest RMS difference of the data means
     # The sweep (solver, order, nfe, discretization come from the top-level config).
-    s.points = 0                      # sweep points (fractions k/N); 0 = every k = 0..N
+    s.points = 0                      # sweep points (fractions k/N); 0 = every k = 0..N. They set the plotted
+                                      # sweep and the default budgets; the budget comparison (search=True)
+                                      # still runs T-Stitch at every k, so it keeps every option
     s.tstitch_presets = 8             # T-Stitch also sweeps this many best baselines (any preset, AFS included)
     s.resamples = 200                 # paired bootstrap resamples of every quality interval
     s.reference_rtol = 1e-6           # tolerance of the large model's adaptive reference ODE solves (final

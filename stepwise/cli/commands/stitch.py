@@ -230,17 +230,21 @@ STITCH_MINIMA = {"reference_rtol": 1e-12, "tolerance": 0.0, "mean_tol": 0.0, "po
                  "children": 1, "tstitch_seeds": 0}
 
 
-def run_sweep(presets, runner: PointRunner, costs, points: int | None) -> list[dict]:
-    """T-Stitch (the first k steps on the small model) of every preset at the sweep's fractions."""
+def run_sweep(presets, runner: PointRunner, costs, points: int | None, every_k: bool = False) -> list[dict]:
+    """T-Stitch (the first k steps on the small model) of every preset at the sweep's fractions
+    (``points`` thins them); with ``every_k`` at every k too, so that a budget comparison sees every
+    T-Stitch plan (the thinned ones are marked ``sweep_point``: the plotted sweep and its budgets)."""
     sweep = []
     for pi, (pname, base) in enumerate(presets):
         nb = base.num_steps
-        for f in sweep_fractions(nb, points):
+        shown = set(sweep_fractions(nb, points))
+        for f in sweep_fractions(nb, None if every_k else points):
             p = t_stitch(base, f)
             k = int(round(f * nb))
-            sweep.append(runner.run(f"tstitch{pi:02d}_{k:03d}", p, {
+            row = runner.run(f"tstitch{pi:02d}_{k:03d}", p, {
                 "method": "T-Stitch", "preset": pname, "fraction": f, "small_steps": k,
-                "cost": solver_plan.cost(p, costs)}))
+                "cost": solver_plan.cost(p, costs)})
+            sweep.append({**row, "sweep_point": f in shown})
     return sweep
 
 
@@ -346,8 +350,8 @@ def run(args) -> int:
     presets = tstitch_presets(plan, f"{cfg.solver}/{cfg.discretization}", sched, evaluator, int(s["tstitch_presets"]))
     log(f"T-Stitch sweep: {len(presets)} presets (the config's and the best baselines by search score) x "
         f"{len(fractions)} fractions x {num} samples")
-    sweep = run_sweep(presets, runner, costs, int(s["points"]) or None)
-    own = [r for r in sweep if r["preset"] == presets[0][0]]
+    sweep = run_sweep(presets, runner, costs, int(s["points"]) or None, every_k=bool(s["search"]))
+    own = [r for r in sweep if r["preset"] == presets[0][0] and r["sweep_point"]]
     q_large = own[0]["quality"]
     ok = [r for r in own if r["quality"] <= q_large * (1 + float(s["tolerance"]))]
     best = max(ok, key=lambda r: r["fraction"])
@@ -429,7 +433,7 @@ def write_report(workdir: Path, summary: dict, sweep: list, fronts: dict) -> Non
         pts += [{"method": label, "cost": r["cost"], "quality": r["quality"]} for r in f["rows"]]
     pareto = plot_pareto(pts, cost="cost", quality="quality", label="method",
                          title=f"paired distance vs cost, NFE {summary['preset']['nfe']}")
-    own = [r for r in sweep if r["preset"] == summary["tstitch_presets"][0]]
+    own = [r for r in sweep if r["preset"] == summary["tstitch_presets"][0] and r.get("sweep_point", True)]
     series = {"T-Stitch": ([r["fraction"] for r in own], [r["quality"] for r in own])}
     lines = plot_lines(series, xlabel="fraction of steps on the small model", ylabel="paired Fréchet distance",
                        logy=True, title="T-Stitch sweep (config preset)")
