@@ -370,3 +370,20 @@ def test_stitch_scores_a_trained_pair_on_held_out_digits_with_several_search_see
         assert "T-Stitch quality (held-out FD)" in line and "joint s0 quality (held-out FD)" in line
         assert "over 2 seeds" in line["T-Stitch / joint, seeds"] or "below the noise floor" in line["T-Stitch / joint, seeds"]
     assert (wd / "front" / "joint_s0").is_dir() and "held-out digits test images" in (wd / "report.md").read_text()
+
+
+def test_summary_over_seeds_counts_lower_bounds_and_never_averages_them():
+    from stepwise.cli.commands.stitch import summarize_over_seeds
+
+    def r(v, bound=False):
+        return {"value": None if bound else v, "low": 0.5, "high": None if bound else 2 * v, "lower_bound_only": bound}
+
+    lines = [{"budget": 1.0, "_joint s0_ratio": r(1.0), "_joint s1_ratio": r(4.0), "_joint s2_ratio": r(2.0)},
+             {"budget": 2.0, "_joint s0_ratio": r(3.0), "_joint s1_ratio": r(0, True), "_joint s2_ratio": r(5.0)},
+             {"budget": 3.0, "_joint s0_ratio": r(0, True), "_joint s1_ratio": r(0, True)}]
+    summarize_over_seeds(lines, {"joint": ["joint s0", "joint s1", "joint s2"], "model-only": ["model-only s0"]})
+    assert lines[0]["T-Stitch / joint, seeds"] == "median 2x [1, 4] over 3 seeds"
+    assert lines[1]["_joint_seeds"] == {"n_seeds": 2, "median": 4.0, "min": 3.0, "max": 5.0, "lower_bounds": 1}
+    assert lines[1]["T-Stitch / joint, seeds"].endswith("(1 below the noise floor)")
+    assert lines[2]["T-Stitch / joint, seeds"] == "no resolved ratio (2 below the noise floor)"
+    assert not any(k.startswith("T-Stitch / model-only") for line in lines for k in line)   # one seed: no summary
