@@ -159,12 +159,12 @@ def held_out_data(feature_net: str, models: dict[str, str], field: str):
     from stepwise.evaluation import feature_net_extractor, load_feature_net
     from stepwise.search import protocol
     from stepwise.training import trained_on
+    from stepwise.training.options import HELD_OUT_SPLITS
 
-    held = {("digits", "train"), ("fashion_mnist", "all"), ("fashion_mnist", "train")}
     records = {}
     for key, path in models.items():
         rec = trained_on(path) if path and os.path.exists(path) else None
-        if rec not in held:
+        if rec not in HELD_OUT_SPLITS:
             raise SystemExit(f"error: {key}={path!r} records training data {rec}; {field} scores on a held-out "
                              f"test split, so the model must be a `stepwise train` run with train.dataset=digits "
                              f"and train.split=train, or train.dataset=fashion_mnist")

@@ -140,24 +140,23 @@ class HeldOut:
 
     def distance(self, x) -> float:
         """Fréchet distance of samples ``x`` to the held-out moments."""
-        from stepwise.evaluation import extract_features
-
-        return sample_frechet(np.asarray(extract_features(self.extractor, np.asarray(x, np.float32)), np.float64),
-                              self.mean, self.cov)
+        return sample_frechet(_features(self.extractor, x), self.mean, self.cov)
 
     def frechet(self, x, idx: np.ndarray) -> tuple[float, np.ndarray]:
         """Distance of samples ``x`` to the held-out moments, and its replicates on the rows ``idx``
         (the comparison's shared bootstrap rows, so two plans' distances stay paired)."""
-        from stepwise.evaluation import extract_features
+        return exact_frechet(_features(self.extractor, x), self.mean, self.cov, idx)
 
-        return exact_frechet(extract_features(self.extractor, np.asarray(x, np.float32)), self.mean, self.cov, idx)
+
+def _features(extractor, x) -> np.ndarray:
+    from stepwise.evaluation import extract_features
+
+    return np.asarray(extract_features(extractor, np.asarray(x, np.float32)), np.float64)
 
 
 def held_out(extractor, images, label: str) -> HeldOut:
     """:class:`HeldOut` of ``images`` in ``extractor``'s feature space (float64 moments)."""
-    from stepwise.evaluation import extract_features
-
-    f = np.asarray(extract_features(extractor, np.asarray(images, np.float32)), np.float64)
+    f = _features(extractor, images)
     if len(f) < 2:
         raise ValueError(f"held-out data: {len(f)} images; need at least 2")
     return HeldOut(label, extractor, f.mean(0), np.cov(f, rowvar=False), len(f))

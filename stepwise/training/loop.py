@@ -412,13 +412,21 @@ def trained_on(workdir_or_ckpt: str) -> tuple[str, str] | None:
     """(dataset, split) that a `stepwise train` run recorded in its model.json (``train_config``),
     for a run directory or a checkpoint step inside one; None when it is not such a run or the run
     predates the record (a held-out claim then cannot be checked)."""
+    found = _run_dir(workdir_or_ckpt)
+    if found is None:
+        return None
+    t = json.load(open(os.path.join(found[0], MODEL_JSON))).get("train_config") or {}
+    return (t["dataset"], t["split"]) if "dataset" in t and "split" in t else None
+
+
+def _run_dir(workdir_or_ckpt: str) -> tuple[str, str | None] | None:
+    """(run directory holding model.json, checkpoint step directory or None) of a run directory or
+    of a step directory inside one (``<workdir>/checkpoints/<step>``); None when neither."""
     path = os.path.abspath(workdir_or_ckpt)
-    for d in (path, os.path.dirname(os.path.dirname(path))):
-        meta = os.path.join(d, MODEL_JSON)
-        if os.path.exists(meta):
-            t = json.load(open(meta)).get("train_config") or {}
-            return (t["dataset"], t["split"]) if "dataset" in t and "split" in t else None
-    return None
+    if os.path.exists(os.path.join(path, MODEL_JSON)):
+        return path, None
+    workdir = os.path.dirname(os.path.dirname(path))
+    return (workdir, path) if os.path.exists(os.path.join(workdir, MODEL_JSON)) else None
 
 
 def load_denoiser(workdir_or_ckpt: str, which: str = "best") -> FlaxDenoiser:
@@ -434,15 +442,11 @@ def load_denoiser(workdir_or_ckpt: str, which: str = "best") -> FlaxDenoiser:
     path = os.path.abspath(workdir_or_ckpt)
     if not os.path.exists(path):
         raise FileNotFoundError(f"load_denoiser: {path} does not exist")
-    step_dir = None
-    if not os.path.exists(os.path.join(path, MODEL_JSON)):
-        workdir = os.path.dirname(os.path.dirname(path))
-        if not os.path.exists(os.path.join(workdir, MODEL_JSON)):
-            raise FileNotFoundError(f"load_denoiser: no {MODEL_JSON} in {path} or {workdir}; "
-                                    "expected a training workdir or a checkpoint step directory in one")
-        step_dir = path
-    else:
-        workdir = path
+    found = _run_dir(path)
+    if found is None:
+        raise FileNotFoundError(f"load_denoiser: no {MODEL_JSON} in {path} or {os.path.dirname(os.path.dirname(path))}; "
+                                "expected a training workdir or a checkpoint step directory in one")
+    workdir, step_dir = found
     spec = json.load(open(os.path.join(workdir, MODEL_JSON)))
     mean_path = os.path.join(workdir, "data_mean.npy")
     data_mean = np.load(mean_path) if os.path.exists(mean_path) else None

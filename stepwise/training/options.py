@@ -17,6 +17,8 @@ TIME_INPUTS = ("logsnr", "t")
 # Splits a model may train on. Fashion-MNIST's "all" is its official 60k train split (its test split is
 # never trained on); digits' "train" is stepwise.data's seeded 80% split, leaving its test split held out.
 TRAIN_SPLITS = {"digits": ("all", "train"), "fashion_mnist": ("all", "train")}
+# The (dataset, split) pairs that leave a test split out: the held-out scores accept only these.
+HELD_OUT_SPLITS = {("digits", "train"), ("fashion_mnist", "all"), ("fashion_mnist", "train")}
 
 
 @dataclasses.dataclass(frozen=True)
