@@ -11,6 +11,8 @@ noise) at every NFE:
 * ``gradient`` (LD3-style): 200 Adam steps on the nodes of the best baseline by search score
   (Fréchet loss); ``gradient_rmse``: the same with the paired RMSE (LD3's loss);
 * ``dp`` (GITS-style): DP nodes for that baseline (DDIM step costs, 64-node grid);
+* ``gradient_features`` / ``hybrid_features`` (trained networks with ``--feature-net`` only): the
+  gradient loss is the paired RMSE in the domain feature net's space (``gradient_loss=features``);
 * ``evolution_x4`` / ``predictor_x4`` (not run by default): 48 generations instead of 12, about the
   hybrid's wall time, to compare at equal wall time.
 
@@ -22,6 +24,15 @@ best-baseline / arm per seed with its 95% paired-bootstrap interval (or "below t
 median and range over seeds, and the arm's wall time.
 
     python benchmarks/learned_gmm.py --nfes 3 4 5 6 8 10 --seeds 0 1 2 --out runs/bench-learned
+
+On a trained network (``--checkpoint``, trained on the train split; ``--feature-net`` adds the
+domain-feature Fréchet distance to the held-out test images to every comparison, as in
+``search_gmm.py``), with smaller search and final sets:
+
+    python benchmarks/learned_gmm.py --checkpoint runs/bench-train/digits_unet_small_heldout \
+        --feature-net runs/bench-train/features_digits16 --nfes 4 5 6 --seeds 0 1 2 \
+        --arms predictor gradient gradient_features dp --search-samples 256 --gradient-samples 128 \
+        --final-samples 500 --final-top-baselines 24 --batch-size 500 --out runs/bench-learned-unet
 
 Resumable: each arm's plan is kept in ``<out>/plans/`` once found, searches resume from their
 checkpoints, finished NFEs are kept in ``<out>/results.json`` (written atomically).
@@ -36,7 +47,6 @@ from pathlib import Path
 
 import numpy as np
 
-from stepwise import denoisers, schedules
 from stepwise.cli.options import (gradient_options, hybrid_refinements, search_evaluator, search_space,
                                   search_strategy, section)
 from stepwise.io import write_json_atomic
@@ -51,19 +61,25 @@ ARM_SETTINGS = {
     "evolution": ("evolution", {}), "predictor": ("predictor", {}), "hybrid": ("hybrid", {}),
     "hybrid_rmse": ("hybrid", {"gradient_loss": "rmse"}), "gradient": ("gradient", {}),
     "gradient_rmse": ("gradient", {"gradient_loss": "rmse"}), "dp": ("dp", {}),
+    # trained networks with --feature-net: paired RMSE in the domain feature space
+    "gradient_features": ("gradient", {"gradient_loss": "features"}),
+    "hybrid_features": ("hybrid", {"gradient_loss": "features"}),
     # equal-wall-time controls: 4x the generations (48), about the hybrid's wall time
     "evolution_x4": ("evolution", {"generations": 48}), "predictor_x4": ("predictor", {"generations": 48}),
 }
-ARMS = tuple(k for k in ARM_SETTINGS if not k.endswith("_x4"))
+ARMS = tuple(k for k in ARM_SETTINGS if not k.endswith(("_x4", "_features")))
 _spec = importlib.util.spec_from_file_location("search_gmm", Path(__file__).with_name("search_gmm.py"))
 search_gmm = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(search_gmm)
 
 
-def run_arm(arm: str, model, sched, nfe: int, seed: int, workdir: Path):
+def run_arm(arm: str, model, sched, nfe: int, seed: int, workdir: Path, settings: dict | None = None,
+            features=None):
     """(plan, record) of one arm at one NFE and seed; resumable (searches from their checkpoints,
-    the gradient run from its own)."""
+    the gradient run from its own). ``settings``: search-section overrides shared by every arm;
+    ``features``: the feature map of the ``*_features`` arms."""
     arm, overrides = ARM_SETTINGS[arm]
+    overrides = {**(settings or {}), **overrides}
     s = section("search", {"strategy": arm, "seed": seed, **overrides})
     t0 = time.perf_counter()
     if arm in ("evolution", "predictor"):
@@ -73,7 +89,7 @@ def run_arm(arm: str, model, sched, nfe: int, seed: int, workdir: Path):
     evaluator = search_evaluator(s, model, sched, log=None)
     if arm == "hybrid":
         space = search_space(s, nfe, sched)
-        refine, finish = hybrid_refinements(s, model, sched, space, workdir, log=lambda m: None)
+        refine, finish = hybrid_refinements(s, model, sched, space, workdir, log=lambda m: None, features=features)
         strategy = search_strategy(s, space, refine=refine)
         _, initial = initial_genomes(nfe, space, seed)
         st, _ = search_loop(strategy, evaluator, initial, seed, str(workdir / "checkpoints"), log=lambda m: None)
@@ -82,7 +98,8 @@ def run_arm(arm: str, model, sched, nfe: int, seed: int, workdir: Path):
         return plan, {"search_score": score, "evaluations": len(st.archive), "refined_elites": len(st.refined),
                       "final_refinement_kept": refinement["kept"], "wall_s": round(time.perf_counter() - t0, 1)}
     plan, start, info, _ = learned_plan(model, sched, nfe, arm, evaluator, gradient=gradient_options(s),
-                                        seed=seed, checkpoint_dir=str(workdir / "gradient"), log=None)
+                                        seed=seed, checkpoint_dir=str(workdir / "gradient"), log=None,
+                                        features=features)
     return plan, {"search_score": float(evaluator.score([plan])[0]), "start": start,
                   "start_search_score": info["start_search_score"], "evaluations": evaluator.evaluations,
                   "wall_s": round(time.perf_counter() - t0, 1)}
@@ -97,20 +114,34 @@ def main(argv=None) -> int:
     ap.add_argument("--final-seed", type=int, default=20261201, help="fresh: not used while developing")
     ap.add_argument("--resamples", type=int, default=200)
     ap.add_argument("--out", default="runs/bench-learned")
+    ap.add_argument("--checkpoint", default="", help="a `stepwise train` run to search on instead of the mixture")
+    ap.add_argument("--feature-net", default="", help="with --checkpoint: score on held-out test images too")
+    ap.add_argument("--search-samples", type=int, default=0, help="0: the search default")
+    ap.add_argument("--gradient-samples", type=int, default=0, help="0: the search default")
+    ap.add_argument("--batch-size", type=int, default=2500, help="sampler chunk of the final evaluation")
+    ap.add_argument("--final-top-baselines", type=int, default=0,
+                    help="0: every baseline in the final evaluation; k: the k best by search score (+ GITS)")
     a = ap.parse_args(argv)
     if set(a.seeds) & {a.final_seed}:
         raise SystemExit("--final-seed must differ from every search seed")
+    if any(arm.endswith("_features") for arm in a.arms) and not a.feature_net:
+        raise SystemExit("--arms: the *_features arms need --feature-net (their loss is in its feature space)")
     out = Path(a.out).resolve()
     (out / "plans").mkdir(parents=True, exist_ok=True)
-    sched = schedules.VPLinear()
-    model = denoisers.digits_gmm(10, schedule=sched)
+    model, held_out = search_gmm.load_model(a)
+    sched = model.schedule
+    features = held_out.extractor if held_out is not None else None
+    settings = {k: v for k, v in (("search_samples", a.search_samples), ("gradient_samples", a.gradient_samples))
+                if v}
+    if a.search_samples:
+        settings["batch_size"] = min(a.search_samples, 2048)
     cache = out / f"final_{a.final_samples}_{a.final_seed}.npz"
     if cache.exists():
         with np.load(cache) as z:
             x_T, ref = z["x_T"], z["ref"]
     else:
         x_T = final_noise(model, sched, a.final_samples, a.final_seed)
-        ref = reference_endpoints(model, sched, x_T, 2500)
+        ref = reference_endpoints(model, sched, x_T, a.batch_size)
         np.savez(cache, x_T=x_T, ref=ref)
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
@@ -125,62 +156,76 @@ def main(argv=None) -> int:
                 if path.exists() and rec_path.exists():
                     plan, rec = load_plan(path, sched), json.loads(rec_path.read_text())
                 else:
-                    plan, rec = run_arm(arm, model, sched, nfe, seed, out / f"nfe{nfe}-{arm}-seed{seed}")
+                    plan, rec = run_arm(arm, model, sched, nfe, seed, out / f"nfe{nfe}-{arm}-seed{seed}",
+                                        settings, features)
                     save_plan(path, plan, {"schedule": sched.describe()})
                     write_json_atomic(rec_path, rec)
                 arms[name], records[name] = plan, rec
                 print(f"nfe {nfe} {name}: search score {rec['search_score']:.6g}, {rec['wall_s']}s", flush=True)
         baselines = baseline_plans(nfe, sched)
-        ev = search_evaluator(section("search", {"seed": a.seeds[0]}), model, sched, log=None)
-        tuned = learned.gits_baselines(model, sched, baselines, ev.score([p for _, p in baselines]), 8,
-                                       seed=ev.seed, samples=256)
+        ev = search_evaluator(section("search", {**settings, "seed": a.seeds[0]}), model, sched, log=None)
+        scores = ev.score([p for _, p in baselines])
+        tuned = learned.gits_baselines(model, sched, baselines, scores, 8, seed=ev.seed, samples=256)
+        if a.final_top_baselines:
+            baselines = [baselines[i] for i in np.argsort(scores, kind="stable")[:a.final_top_baselines]]
         rows, info = final_evaluation(model, sched, {**arms, **dict(baselines), **dict(tuned)},
-                                      num_samples=len(x_T), seed=a.final_seed, batch_size=2500,
-                                      final_data=(x_T, ref), focus=tuple(arms), resamples=a.resamples)
+                                      num_samples=len(x_T), seed=a.final_seed, batch_size=a.batch_size,
+                                      final_data=(x_T, ref), focus=tuple(arms), resamples=a.resamples,
+                                      held_out=held_out)
         head = info["headline"]
         per_arm = {}
         for arm in a.arms:
             names = [f"{arm}(seed={s})" for s in a.seeds]
             ratios = [info["comparisons"][n][head]["ratio"] for n in names]
             per_arm[arm] = {
-                "runs": [{"seed": s, **records[n], "comparison": info["comparisons"][n][head]}
-                         for s, n in zip(a.seeds, names)],
+                "runs": [{"seed": s, **records[n], "comparison": info["comparisons"][n][head],
+                          "comparisons": info["comparisons"][n]} for s, n in zip(a.seeds, names)],
                 "ratio_over_seeds": protocol.summarize_seeds([q["value"] for q in ratios if not q["lower_bound_only"]]),
                 "seeds_below_noise_floor": sum(q["lower_bound_only"] for q in ratios),
             }
         results[str(nfe)] = {"nfe": nfe, "final_samples": len(x_T), "final_seed": a.final_seed,
                              "baselines": len(baselines), "tuned_baselines": len(tuned), "headline": head,
-                             "bootstrap": info["bootstrap"], "arms": per_arm, "table": rows}
+                             "bootstrap": info["bootstrap"], "arms": per_arm, "table": rows,
+                             "model": a.checkpoint or "digits_gmm(10)", "held_out": held_out and held_out.label}
         write_json_atomic(results_path, results)
         print(f"nfe {nfe}: " + "; ".join(f"{arm} {per_arm[arm]['ratio_over_seeds']}" for arm in a.arms), flush=True)
     print_table(results, a.arms)
     return 0
 
 
+def _cell(runs: list, metric: str) -> str:
+    """Ratio best-baseline / arm of one metric: median [range] over seeds, then per seed with its
+    95% interval, then the median wall time."""
+    cs = [run["comparisons"][metric] if "comparisons" in run else run["comparison"] for run in runs]
+    vals = [c["ratio"]["value"] for c in cs if not c["ratio"]["lower_bound_only"]]
+    summ = protocol.summarize_seeds(vals)
+    agg = (f"{summ['median']:.3g}x [{summ['min']:.3g}, {summ['max']:.3g}]" if summ["n_seeds"] == len(cs)
+           else f"{len(cs) - summ['n_seeds']} of {len(cs)} seeds below the noise floor")
+    return (f"{agg}; per seed " + " / ".join(c["ratio_text"] for c in cs)
+            + f"; {np.median([run['wall_s'] for run in runs]):.0f} s")
+
+
 def print_table(results: dict, arms) -> None:
-    print("\n| NFE | best baseline (final noise) | baseline paired FD | " + " | ".join(arms) + " |")
-    print("|---|---|---|" + "---|" * len(arms))
+    print("\n| NFE | metric | best baseline (final noise) | baseline | " + " | ".join(arms) + " |")
+    print("|---|---|---|---|" + "---|" * len(arms))
     for key in sorted(results, key=int):
         r = results[key]
-        first = r["arms"][arms[0]]["runs"][0]["comparison"]
-        cells = []
-        for arm in arms:
-            d = r["arms"][arm]
-            s = d["ratio_over_seeds"]
-            agg = (f"{s['median']:.3g}x [{s['min']:.3g}, {s['max']:.3g}]" if s["n_seeds"] == len(d["runs"])
-                   else f"{d['seeds_below_noise_floor']} of {len(d['runs'])} seeds below the noise floor")
-            walls = [run["wall_s"] for run in d["runs"]]
-            cells.append(f"{agg}; per seed " + " / ".join(run["comparison"]["ratio_text"] for run in d["runs"])
-                         + f"; {np.median(walls):.0f} s")
-        base = first["baseline"]
-        print(f"| {r['nfe']} | {first['baseline_name']} | {base['value']:.4g} [{base['low']:.4g}, {base['high']:.4g}] | "
-              + " | ".join(cells) + " |")
+        run0 = r["arms"][arms[0]]["runs"][0]
+        metrics = [m for m in ("frechet_to_reference", "excess", "heldout_fd") if m in run0.get("comparisons", {})] \
+            or [r["headline"]]
+        for metric in metrics:
+            first = run0["comparisons"][metric] if "comparisons" in run0 else run0["comparison"]
+            base = first["baseline"]
+            print(f"| {r['nfe']} | {metric} | {first['baseline_name']} | {base['value']:.4g} [{base['low']:.4g}, "
+                  f"{base['high']:.4g}] | " + " | ".join(_cell(r["arms"][arm]["runs"], metric) for arm in arms) + " |")
     any_r = next(iter(results.values()), None)
     if any_r:
         print(f"\nn = {any_r['final_samples']} fresh noises (seed {any_r['final_seed']}), "
               f"{any_r['bootstrap']['resamples']} paired-bootstrap resamples; {any_r['baselines']} baselines + "
-              f"{any_r['tuned_baselines']} GITS-node baselines per NFE; cells: ratio best-baseline / arm, "
-              "median [range] over seeds, then per seed with 95% interval, then the median wall time.")
+              f"{any_r['tuned_baselines']} GITS-node baselines per NFE; model {any_r.get('model', 'digits_gmm(10)')}"
+              + (f"; held-out: {any_r['held_out']}" if any_r.get("held_out") else "")
+              + "; cells: ratio best-baseline / arm, median [range] over seeds, then per seed with 95% interval, "
+              "then the median wall time.")
 
 
 if __name__ == "__main__":

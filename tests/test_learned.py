@@ -285,3 +285,86 @@ def test_learning_corrections_too_lowers_validation_error(gmm_factory):
     assert info["best_validation"] < info["history"][0]["validation"]
     with pytest.raises(ValueError, match="gradient_learn"):
         GradientOptions(learn="everything")
+
+
+def _random_domain_cnn(seed: int = 0, feature_dim: int = 16):
+    """An untrained DomainCNN on 8x8 images as a FeatureExtractor: a fixed nonlinear feature map."""
+    from stepwise.evaluation import DomainCNN, TrainedFeatureNet, feature_net_extractor
+
+    net = DomainCNN(num_classes=10, feature_dim=feature_dim, widths=(8, 16))
+    params = net.init(jax.random.key(seed), jnp.zeros((1, 8, 8)))["params"]
+    return feature_net_extractor(TrainedFeatureNet(net, params, (8, 8)))
+
+
+def test_feature_loss_with_identity_features_is_the_paired_rmse_value(gmm_factory):
+    """Under the identity feature map the feature RMSE IS the paired RMSE (same value, one plan),
+    and loss="features" without a feature map is refused, naming the option to set."""
+    from stepwise.evaluation import identity_extractor
+    from stepwise.search.learned import endpoint_feature_rmse, feature_target, teacher_data
+
+    model = gmm_factory(3)
+    plan = solvers.build_preset("ddim", 3, SCHED, "time_uniform")
+    o = GradientOptions(steps=2, lr=0.05, train_samples=16, val_samples=16, val_every=1, loss="features")
+    teacher = teacher_data(model, SCHED, o)
+    a = float(endpoint_rmse(model, SCHED, plan, teacher.x_val, teacher.val))
+    b = float(endpoint_feature_rmse(model, SCHED, plan, teacher.x_val, feature_target(identity_extractor(64), teacher.val)))
+    assert b == pytest.approx(a, rel=1e-6)
+    with pytest.raises(ValueError, match="'features' needs a feature network; allowed: set search.feature_net"):
+        learn_nodes(model, SCHED, plan, o, teacher=teacher)
+
+
+@pytest.mark.slow
+def test_feature_loss_with_identity_features_follows_the_rmse_run(gmm_factory):
+    """loss="features" under the identity map follows the rmse run's history step for step and ends
+    on the same nodes (the gradient path, not only the value, is the paired RMSE's)."""
+    from stepwise.evaluation import identity_extractor
+    from stepwise.search.learned import teacher_data
+
+    model = gmm_factory(3)
+    plan = solvers.build_preset("ddim", 3, SCHED, "time_uniform")
+    o = GradientOptions(steps=6, lr=0.05, train_samples=32, val_samples=32, val_every=3)
+    teacher = teacher_data(model, SCHED, o)
+    rmse, i_r = learn_nodes(model, SCHED, plan, o, teacher=teacher)
+    feat, i_f = learn_nodes(model, SCHED, plan, GradientOptions(**{**o.__dict__, "loss": "features"}),
+                            teacher=teacher, features=identity_extractor(64))
+    for r, f in zip(i_r["history"], i_f["history"]):
+        assert f["validation"] == pytest.approx(r["validation"], rel=1e-5)
+    np.testing.assert_allclose(np.asarray(feat.ts), np.asarray(rmse.ts), rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_feature_loss_descends_in_a_nonlinear_feature_space(gmm_factory):
+    """loss="features" with a (random, fixed) conv net phi: the learned nodes lower the validation
+    feature RMSE; its reported value equals phi's features of the samples recomputed by the
+    evaluation code (independent path)."""
+    from stepwise.evaluation import extract_features
+    from stepwise.search.learned import teacher_data
+
+    model = gmm_factory(3)
+    plan = solvers.build_preset("ddim", 4, SCHED, "time_uniform")
+    o = GradientOptions(steps=20, lr=0.05, train_samples=64, val_samples=64, val_every=10, loss="features")
+    teacher = teacher_data(model, SCHED, o)
+    phi = _random_domain_cnn(0)
+    learned, info = learn_nodes(model, SCHED, plan, o, teacher=teacher, features=phi)
+    assert info["best_validation"] < 0.9 * info["history"][0]["validation"]
+    x = np.asarray(samplers.sample(model, SCHED, learned, teacher.x_val))
+    fx = np.asarray(extract_features(phi, x), np.float64)
+    fy = np.asarray(extract_features(phi, np.asarray(teacher.val)), np.float64)
+    assert info["best_validation"] == pytest.approx(float(np.sqrt(np.mean((fx - fy) ** 2))), rel=1e-4)
+
+
+@pytest.mark.slow
+def test_feature_loss_checkpoint_refuses_another_feature_net(tmp_path, gmm_factory):
+    """A feature-loss gradient checkpoint records its feature net: a rerun with other weights is refused."""
+    from stepwise.search.learned import teacher_data
+
+    model = gmm_factory(3)
+    plan = solvers.build_preset("ddim", 3, SCHED, "time_uniform")
+    o = GradientOptions(steps=2, lr=0.05, train_samples=8, val_samples=8, val_every=1, loss="features")
+    teacher = teacher_data(model, SCHED, o)
+    ck = str(tmp_path / "g")
+    first, _ = learn_nodes(model, SCHED, plan, o, teacher=teacher, features=_random_domain_cnn(0), checkpoint_dir=ck)
+    again, _ = learn_nodes(model, SCHED, plan, o, teacher=teacher, features=_random_domain_cnn(0), checkpoint_dir=ck)
+    np.testing.assert_array_equal(np.asarray(again.ts), np.asarray(first.ts))
+    with pytest.raises(ValueError, match="another feature network"):
+        learn_nodes(model, SCHED, plan, o, teacher=teacher, features=_random_domain_cnn(1), checkpoint_dir=ck)

@@ -155,3 +155,14 @@ def test_search_on_a_trained_network_is_also_scored_on_held_out_digits(tmp_path,
     want = sample_frechet(np.asarray(extract_features(ext, x), np.float64), h.mean(0), np.cov(h, rowvar=False))
     assert rows["searched"]["heldout_fd"] == pytest.approx(want, rel=1e-3)
     assert "heldout_fd" in capsys.readouterr().out
+    # gradient_loss=features: nodes learned on the paired RMSE in the same feature net's space
+    g = tmp_path / "g"
+    plain = [a for a in args if not a.startswith(("--config.search.generations", "--config.search.population",
+                                                  "--config.search.top_k", "--config.search.children",
+                                                  "--config.search.screen", "--config.search.predictor",
+                                                  "--config.search.timesteps_only"))]
+    assert main(["search", *plain, f"--config.model.checkpoint={held}", "--workdir", str(g),
+                 "--config.search.strategy=gradient", "--config.search.gradient_loss=features",
+                 "--config.search.gradient_steps=4", "--config.search.gradient_samples=16"]) == 0
+    learned = json.loads((g / "search.json").read_text())["learned"]
+    assert learned["loss"] == "features" and learned["best_validation"] <= learned["history"][0]["validation"]

@@ -132,6 +132,7 @@ def search_defaults() -> ml_collections.ConfigDict:
     s.gradient_samples = 256          # training noises; as many validation noises from seed + 1
     s.gradient_learn = "nodes"        # nodes | nodes+corrections (additive corrections of the solver weights)
     s.gradient_loss = "objective"     # objective (the search objective's distance) | rmse (paired) | frechet
+                                      # | features (paired RMSE in search.feature_net's feature space)
     s.gradient_relax = 0.0            # LD3's relaxed target: training noises may move by <= relax * |x_T| (0: off)
     s.dp_grid = 64                    # candidate nodes of the dynamic program (GITS-style)
     # hybrid (strategy=hybrid): the base strategy picks discrete columns, elites get gradient steps on
@@ -147,7 +148,8 @@ def search_defaults() -> ml_collections.ConfigDict:
     s.final_reference = True          # reference-solve the final noise (excess distance, RMSE)
     s.feature_net = ""                # model.kind=checkpoint: a domain classifier (`stepwise train-features`); the
                                       # final comparison adds the Fréchet distance in its feature space to the
-                                      # held-out test images of the model's data set (never trained on)
+                                      # held-out test images of the model's data set (never trained on);
+                                      # also the feature map of gradient_loss=features
     return s
 
 

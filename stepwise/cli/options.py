@@ -25,6 +25,7 @@ HYBRID = "hybrid"
 GRADIENT_FIELDS = ("gradient_steps", "gradient_lr", "gradient_samples", "gradient_learn", "gradient_loss",
                    "gradient_relax")
 OBJECTIVE_LOSS = {"teacher_rmse": "rmse", "teacher_frechet": "frechet", "frechet": "frechet"}
+GRADIENT_LOSSES = ("objective", "rmse", "frechet", "features")
 HYBRID_FIELDS = ("hybrid_base", "hybrid_top", "hybrid_steps")
 DP_FIELDS = ("dp_grid",)
 EVOLUTION_FIELDS = ("generations", "population", "top_k", "children", "timesteps_only_generations")
@@ -209,8 +210,11 @@ def gradient_loss(s) -> str:
     """``gradient_loss``, with 'objective' resolved to the search objective's own distance
     (teacher_rmse -> rmse; teacher_frechet and frechet -> frechet to the teacher's Gaussian fit)."""
     loss = _get(s, "gradient_loss")
-    if loss not in ("objective", "rmse", "frechet"):
-        raise ValueError(f"search.gradient_loss: {loss!r} is invalid; allowed: ['objective', 'rmse', 'frechet']")
+    if loss not in GRADIENT_LOSSES:
+        raise ValueError(f"search.gradient_loss: {loss!r} is invalid; allowed: {list(GRADIENT_LOSSES)}")
+    if loss == "features" and not _get(s, "feature_net"):
+        raise ValueError("search.gradient_loss: 'features' needs search.feature_net (a `stepwise train-features` "
+                         "directory); allowed: set it, or gradient_loss 'objective' | 'rmse' | 'frechet'")
     return OBJECTIVE_LOSS.get(_get(s, "objective"), "rmse") if loss == "objective" else loss
 
 
@@ -264,19 +268,22 @@ def run_search_section(s, model, schedule, nfe: int, workdir, held_out=None, **k
     strategy_name = _get(s, "strategy")
     check_search_section(s, nfe, schedule)
     final = dataclasses.replace(final_options(s), held_out=held_out)
+    features = held_out.extractor if held_out is not None else None    # the map of gradient_loss=features
     if strategy_name in LEARNED:
         gradient = gradient_options(s)
         check_measurable(model, final.reference)
         evaluator = search_evaluator(s, model, schedule, log=kw.get("log", print))
         return run_learned(model, schedule, workdir, nfe=nfe, method=strategy_name, evaluator=evaluator,
                            gradient=gradient, dp_grid=int(_get(s, "dp_grid")), seed=int(_get(s, "seed")),
-                           final=final, **{k: v for k, v in kw.items() if k in ("model_info", "log")})
+                           final=final, features=features,
+                           **{k: v for k, v in kw.items() if k in ("model_info", "log")})
     check_measurable(model, final.reference or kw.get("final_data") is not None)
     units, hooks, shares = skip_setup(s, model)
     space = search_space(s, nfe, schedule, unit_counts=units)
     refine = finish = None
     if strategy_name == HYBRID:
-        refine, finish = hybrid_refinements(s, model, schedule, space, workdir, log=kw.get("log", print))
+        refine, finish = hybrid_refinements(s, model, schedule, space, workdir, log=kw.get("log", print),
+                                            features=features)
     strategy = search_strategy(s, space, hooks, refine=refine)
     evaluator = search_evaluator(s, model, schedule, log=kw.get("log", print))
     budget = float(_get(s, "budget")) or None
@@ -285,10 +292,11 @@ def run_search_section(s, model, schedule, nfe: int, workdir, held_out=None, **k
                       finish=finish, **kw)
 
 
-def hybrid_refinements(s, model, schedule, space: SearchSpace, workdir, log=print):
+def hybrid_refinements(s, model, schedule, space: SearchSpace, workdir, log=print, features=None):
     """(per-generation refine: genome -> genome with ``hybrid_steps`` gradient steps on its nodes,
     final refine: plan -> (plan, info) with ``gradient_steps`` steps, checkpointed under
-    ``workdir/gradient`` so a killed run resumes); both share one teacher solve."""
+    ``workdir/gradient`` so a killed run resumes); both share one teacher solve. ``features``: the
+    feature map of ``gradient_loss=features``."""
     import os
 
     from stepwise.search import learned
@@ -296,11 +304,12 @@ def hybrid_refinements(s, model, schedule, space: SearchSpace, workdir, log=prin
     final_opts = gradient_options(s)
     teacher = learned.teacher_data(model, schedule, final_opts)
     refine = learned.node_refiner(model, schedule, space, gradient_options(s, steps=int(_get(s, "hybrid_steps"))),
-                                  teacher=teacher)
+                                  teacher=teacher, features=features)
     ckdir = os.path.join(os.path.abspath(os.fspath(workdir)), "gradient")
 
     def finish(plan):
-        return learned.learn_nodes(model, schedule, plan, final_opts, log=log, teacher=teacher, checkpoint_dir=ckdir)
+        return learned.learn_nodes(model, schedule, plan, final_opts, log=log, teacher=teacher, checkpoint_dir=ckdir,
+                                   features=features)
 
     return refine, finish
 

@@ -10,9 +10,11 @@ Nodes are parameterised so that ANY parameter vector theta in R^N decodes to a v
 t_k = t_of_lambda(lambda_k) (``node_space="logsnr"``) or t_k = t_max + u_k (t_min - t_max)
 (``"time"``), with the end points pinned: strictly decreasing, inside the schedule's domain, and
 every increment at least the floor g. The loss is the paired RMSE of the plan's endpoints to the
-teacher (the reference ODE solve) on training noises (``loss="rmse"``), or the Fréchet distance of
-their Gaussian fit to the teacher's (``"frechet"``: the search's ``teacher_frechet`` objective);
-the parameters kept are the best on validation noises drawn from a disjoint seed (early stopping).
+teacher (the reference ODE solve) on training noises (``loss="rmse"``), the Fréchet distance of
+their Gaussian fit to the teacher's (``"frechet"``: the search's ``teacher_frechet`` objective),
+or, for a trained image model, the paired RMSE in a feature network's space (``"features"``:
+||phi(x) - phi(x_teacher)||, phi a domain classifier's penultimate layer; the feature-space loss
+LD3 and GAS use with LPIPS / Inception features); the parameters kept are the best on validation noises drawn from a disjoint seed (early stopping).
 
 **Dynamic-programming nodes** (GITS, Chen et al. ICML'24). From the teacher's trajectory on a fine
 grid of M candidate nodes, the cost of one solver step from candidate i to candidate j is the RMSE
@@ -24,6 +26,7 @@ every comparison should include.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from typing import Callable, NamedTuple
 
@@ -41,7 +44,7 @@ from stepwise.solvers.plan import SolverPlan, stack_plans
 
 NODE_SPACES = ("logsnr", "time")
 LEARN = ("nodes", "nodes+corrections")
-LOSS_NAMES = ("rmse", "frechet")
+LOSS_NAMES = ("rmse", "frechet", "features")
 
 
 # ----------------------------------------------------------------------------- node parameterisation
@@ -95,6 +98,7 @@ class GradientOptions:
     seed: int = 0
     learn: str = "nodes"             # nodes | nodes+corrections (S4S / GAS: additive weight corrections too)
     loss: str = "rmse"               # rmse (paired, LD3) | frechet (Gaussian fit to the teacher's: teacher_frechet)
+                                     # | features (paired RMSE in a feature network's space; needs ``features``)
     relax: float = 0.0               # LD3's relaxed target: training noises may move by <= relax * |x_T| (0: off)
 
     def __post_init__(self):
@@ -159,13 +163,49 @@ def endpoint_frechet(model, schedule, plan: SolverPlan, x_T, ref):
     return frechet_to_reference(samplers.sample(model, schedule, plan, x_T, devices=[]), ref, floor=1e-12)
 
 
-LOSSES = {"rmse": endpoint_rmse, "frechet": endpoint_frechet}
+class FeatureTarget(eqx.Module):
+    """The teacher endpoints' features ``phi(x_teacher)`` and the feature map ``phi`` (an
+    ``evaluation.FeatureExtractor``'s ``apply`` and params; the params are traced leaves, so one
+    compile serves every plan)."""
+
+    apply: Callable = eqx.field(static=True)
+    params: object
+    features: jax.Array
+    input_shape: tuple | None = eqx.field(static=True)
+
+    def __call__(self, x):
+        """phi(x), x reshaped per example to the extractor's input shape."""
+        shape = self.input_shape if self.input_shape is not None else x.shape[1:]
+        return self.apply(self.params, jnp.reshape(x, (x.shape[0],) + tuple(shape)).astype(jnp.float32))
 
 
-def _targets(data: "Teacher", loss: str):
-    """(training target, validation target) of a loss: teacher endpoints (rmse) or their Gaussian fits."""
+def feature_target(extractor, y) -> FeatureTarget:
+    """:class:`FeatureTarget` of the teacher endpoints ``y`` in ``extractor``'s feature space."""
+    shape = None if extractor.input_shape is None else tuple(extractor.input_shape)
+    empty = FeatureTarget(extractor.apply, extractor.params, jnp.zeros((0,)), shape)
+    return FeatureTarget(extractor.apply, extractor.params, jax.jit(empty.__call__)(jnp.asarray(y)), shape)
+
+
+def endpoint_feature_rmse(model, schedule, plan: SolverPlan, x_T, target: FeatureTarget):
+    """Paired RMSE in feature space, sqrt(mean_i mean_d (phi(x_i) - phi(y_i))_d^2), of the plan's
+    endpoints x_i from ``x_T`` against the teacher's y_i (differentiable through phi)."""
+    f = target(samplers.sample(model, schedule, plan, x_T, devices=[]))
+    return jnp.sqrt(jnp.mean((f - target.features) ** 2))
+
+
+LOSSES = {"rmse": endpoint_rmse, "frechet": endpoint_frechet, "features": endpoint_feature_rmse}
+
+
+def _targets(data: "Teacher", loss: str, features=None):
+    """(training target, validation target) of a loss: teacher endpoints (rmse), their Gaussian
+    fits (frechet) or their features in ``features`` (an ``evaluation.FeatureExtractor``)."""
     if loss == "rmse":
         return data.train, data.val
+    if loss == "features":
+        if features is None:
+            raise ValueError("search.gradient_loss: 'features' needs a feature network; allowed: set "
+                             "search.feature_net (a `stepwise train-features` directory), or loss 'rmse' | 'frechet'")
+        return feature_target(features, data.train), feature_target(features, data.val)
     fit = lambda y: frechet_reference(*map(np.asarray, gaussian_fit(jnp.asarray(y))))  # noqa: E731
     return fit(data.train), fit(data.val)
 
@@ -199,14 +239,21 @@ def _adam_step(theta, opt_state, plan, model, schedule, x, t, node_space, min_ga
 _validation = eqx.filter_jit(_loss)
 
 
-def _fingerprint(plan: SolverPlan, options: GradientOptions) -> dict:
-    """What a gradient checkpoint must match to be resumed: the start plan and the options."""
-    return {"plan": plan_hash(plan), "options": dataclasses.asdict(options)}
+def _fingerprint(plan: SolverPlan, options: GradientOptions, features=None) -> dict:
+    """What a gradient checkpoint must match to be resumed: the start plan, the options and the
+    feature network of a feature-space loss (its name, dimension and a digest of its weights)."""
+    out = {"plan": plan_hash(plan), "options": dataclasses.asdict(options)}
+    if options.loss == "features" and features is not None:
+        digest = hashlib.sha256()
+        for leaf in jax.tree.leaves(features.params):
+            digest.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+        out["features"] = {"name": features.name, "dim": int(features.dim), "weights": digest.hexdigest()[:16]}
+    return out
 
 
 def learn_nodes(model, schedule, plan: SolverPlan, options: GradientOptions = GradientOptions(),
                 log: Callable[[str], None] | None = None, *, teacher: Teacher | None = None,
-                checkpoint_dir: str | None = None) -> tuple[SolverPlan, dict]:
+                checkpoint_dir: str | None = None, features=None) -> tuple[SolverPlan, dict]:
     """``plan`` with its time nodes (and, with ``learn="nodes+corrections"``, its weight corrections)
     learned by gradient descent; every other column is kept.
 
@@ -216,7 +263,8 @@ def learn_nodes(model, schedule, plan: SolverPlan, options: GradientOptions = Gr
     training loss is LD3's relaxed one (Tong et al. 2025): each training noise may move within
     |delta_i| <= relax |x_i| (learned jointly, projected after every step) while its target stays the
     teacher endpoint of the unmoved noise, so a plan that cannot match the teacher exactly is not
-    pushed towards an average; validation is never relaxed. With ``checkpoint_dir``
+    pushed towards an average; validation is never relaxed. ``features`` (an
+    ``evaluation.FeatureExtractor``) is the feature map of ``loss="features"``. With ``checkpoint_dir``
     the state (parameters, Adam state, best so far, history) is saved with orbax at every validation
     step and a rerun continues from the newest one: a killed run resumes to the same result bit for
     bit (a checkpoint of another start plan or other options is refused, naming the directory).
@@ -229,14 +277,14 @@ def learn_nodes(model, schedule, plan: SolverPlan, options: GradientOptions = Gr
     if o.relax > 0:
         theta["delta"] = jnp.zeros_like(data.x_train)
     static = (o.node_space, float(o.min_gap), o.loss)
-    train_target, val_target = _targets(data, o.loss)
+    train_target, val_target = _targets(data, o.loss, features)
     step = lambda th, st: _adam_step(th, st, plan, model, schedule, data.x_train, train_target, *static, float(o.lr),
                                      float(o.relax))
     plan_only = lambda th: {k: v for k, v in th.items() if k != "delta"}   # noqa: E731  validation is not relaxed
     val = lambda th: float(_validation(plan_only(th), plan, model, schedule, data.x_val, val_target, *static))
     state = optax.adam(o.lr).init(theta)
     best_theta, best_val, start = theta, None, 1
-    resumed = _restore(checkpoint_dir, plan, o, theta, state) if checkpoint_dir else None
+    resumed = _restore(checkpoint_dir, _fingerprint(plan, o, features), theta, state) if checkpoint_dir else None
     if resumed is not None:
         theta, state, best_theta, best_val, history, start = resumed
         if log:
@@ -253,17 +301,17 @@ def learn_nodes(model, schedule, plan: SolverPlan, options: GradientOptions = Gr
             if v < best_val:
                 best_theta, best_val = theta, v
             if log:
-                log(f"  gradient step {k:4d}: train RMSE {float(tr):.6g}  validation {v:.6g}")
+                log(f"  gradient step {k:4d}: train {o.loss} {float(tr):.6g}  validation {v:.6g}")
             if checkpoint_dir:
                 save_step(checkpoint_dir, k, {"theta": theta, "opt": state, "best": best_theta},
-                          {"fingerprint": _fingerprint(plan, o), "best_validation": best_val, "history": history})
+                          {"fingerprint": _fingerprint(plan, o, features), "best_validation": best_val, "history": history})
     learned = decode_params(best_theta, plan, schedule, *static[:2])
     return learned, {"history": history, "best_validation": best_val,
                      "seeds": {"train": o.seed, "validation": o.seed + 1}}
 
 
-def node_refiner(model, schedule, space, options: GradientOptions, teacher: Teacher | None = None
-                 ) -> Callable[[Genome], Genome]:
+def node_refiner(model, schedule, space, options: GradientOptions, teacher: Teacher | None = None,
+                 features=None) -> Callable[[Genome], Genome]:
     """genome -> the genome with its time nodes refined by ``options.steps`` gradient steps
     (:func:`learn_nodes` in the space's node coordinate and gap floor, so the refined nodes are
     exactly a genome of the space); every discrete decision is kept. Deterministic: the teacher's
@@ -273,22 +321,23 @@ def node_refiner(model, schedule, space, options: GradientOptions, teacher: Teac
     data = teacher if teacher is not None else teacher_data(model, schedule, o)
 
     def refine(g: Genome) -> Genome:
-        plan, _ = learn_nodes(model, schedule, decode(g, space), o, teacher=data)
+        plan, _ = learn_nodes(model, schedule, decode(g, space), o, teacher=data, features=features)
         return with_nodes(g, np.asarray(plan.ts, np.float64), space)
 
     return refine
 
 
-def _restore(directory, plan, options, theta, state):
+def _restore(directory, fingerprint: dict, theta, state):
     """(theta, Adam state, best theta, best validation, history, next step) from the newest
     checkpoint in ``directory``, or None when it holds none."""
     out = restore_step(directory, {"theta": theta, "opt": state, "best": theta})
     if out is None:
         return None
     step, arrays, meta = out
-    if meta.get("fingerprint") != json.loads(json.dumps(_fingerprint(plan, options))):
-        raise ValueError(f"gradient checkpoint {directory}: it belongs to another start plan or other gradient "
-                         "options; allowed: the same search settings, or a new run directory")
+    if meta.get("fingerprint") != json.loads(json.dumps(fingerprint)):
+        raise ValueError(f"gradient checkpoint {directory}: it belongs to another start plan, other gradient "
+                         "options or another feature network; allowed: the same search settings, or a new run "
+                         "directory")
     return (arrays["theta"], arrays["opt"], arrays["best"], float(meta["best_validation"]),
             list(meta["history"]), step + 1)
 

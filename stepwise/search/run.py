@@ -287,12 +287,14 @@ def plan_meta(schedule, model, model_info, evaluator, search_value, ours, best_b
 
 
 def learned_plan(model, schedule, nfe: int, method: str, evaluator: Evaluator, *, gradient=None, dp_grid: int = 64,
-                 seed: int = 0, checkpoint_dir: str | None = None, log: Callable[[str], None] = print):
+                 seed: int = 0, checkpoint_dir: str | None = None, log: Callable[[str], None] = print,
+                 features=None):
     """(learned plan, the baseline it started from, info, seconds): the best baseline by search score
     with learned nodes: ``method="gradient"`` descends on them through the sampler
     (:func:`search.learned.learn_nodes`, resumable from ``checkpoint_dir``), ``"dp"`` picks them by
     dynamic programming over a teacher trajectory (:func:`search.learned.dp_nodes`, DDIM step
-    costs); every other column of that baseline is kept."""
+    costs); every other column of that baseline is kept. ``features``: the feature map of a
+    ``loss="features"`` gradient run (an ``evaluation.FeatureExtractor``)."""
     if method not in ("gradient", "dp"):
         raise ValueError(f"search.strategy: {method!r} is not a learned-plan method; allowed: ['gradient', 'dp']")
     baselines = baseline_plans(nfe, schedule)
@@ -303,7 +305,9 @@ def learned_plan(model, schedule, nfe: int, method: str, evaluator: Evaluator, *
     t0 = time.perf_counter()
     if method == "gradient":
         opts = gradient or learned.GradientOptions(seed=seed)
-        plan, info = learned.learn_nodes(model, schedule, start, opts, log=log, checkpoint_dir=checkpoint_dir)
+        plan, info = learned.learn_nodes(model, schedule, start, opts, log=log, checkpoint_dir=checkpoint_dir,
+                                         features=features)
+        info["loss"] = opts.loss
     else:
         ts = learned.dp_nodes(model, schedule, solvers.ddim, start.num_steps, grid=dp_grid, seed=seed)
         plan, info = start.replace(ts=ts), {"grid": dp_grid}
@@ -314,7 +318,7 @@ def learned_plan(model, schedule, nfe: int, method: str, evaluator: Evaluator, *
 
 def run_learned(model, schedule, workdir, *, nfe: int, method: str, evaluator: Evaluator,
                 gradient=None, dp_grid: int = 64, seed: int = 0, final: FinalOptions = FinalOptions(),
-                model_info: dict | None = None, log: Callable[[str], None] = print) -> dict:
+                model_info: dict | None = None, log: Callable[[str], None] = print, features=None) -> dict:
     """:func:`learned_plan` (a gradient run resumes from ``workdir/gradient``), then the final
     comparison and files as :func:`run_search`."""
     workdir = Path(os.path.abspath(os.fspath(workdir)))
@@ -322,7 +326,8 @@ def run_learned(model, schedule, workdir, *, nfe: int, method: str, evaluator: E
     check_measurable(model, final.reference)
     plan, start_name, info, learn_s = learned_plan(model, schedule, nfe, method, evaluator, gradient=gradient,
                                                    dp_grid=dp_grid, seed=seed,
-                                                   checkpoint_dir=str(workdir / "gradient"), log=log)
+                                                   checkpoint_dir=str(workdir / "gradient"), log=log,
+                                                   features=features)
     baselines = baseline_plans(nfe, schedule)
     search_value = evaluator.score([plan])[0]
     log(f"{method}: {start_name} with learned nodes, search score {search_value:.6g} "
