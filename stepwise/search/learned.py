@@ -13,8 +13,9 @@ every increment at least the floor g. The loss is the paired RMSE of the plan's 
 teacher (the reference ODE solve) on training noises (``loss="rmse"``), the Fréchet distance of
 their Gaussian fit to the teacher's (``"frechet"``: the search's ``teacher_frechet`` objective),
 or, for a trained image model, the paired RMSE in a feature network's space (``"features"``:
-||phi(x) - phi(x_teacher)||, phi a domain classifier's penultimate layer; the feature-space loss
-LD3 and GAS use with LPIPS / Inception features); the parameters kept are the best on validation noises drawn from a disjoint seed (early stopping).
+||phi(x) - phi(x_teacher)||, phi a domain classifier's penultimate layer: a feature-space loss in
+the spirit of LD3's LPIPS option); the parameters kept are the best on validation noises drawn
+from a disjoint seed (early stopping).
 
 **Dynamic-programming nodes** (GITS, Chen et al. ICML'24). From the teacher's trajectory on a fine
 grid of M candidate nodes, the cost of one solver step from candidate i to candidate j is the RMSE
