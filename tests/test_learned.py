@@ -233,7 +233,8 @@ def test_gradient_strategy_through_the_search_entry_point(tmp_path, gmm_factory)
 
     model = gmm_factory(3)
     s = section("search", dict(strategy="gradient", gradient_steps=10, gradient_samples=32, search_samples=64,
-                               batch_size=256, final_samples=256, final_top_baselines=4))
+                               batch_size=256, final_samples=256, final_top_baselines=4,
+                               final_tuned_baselines=1))
     summ = run_search_section(s, model, SCHED, 3, tmp_path / "g", log=lambda m: None)
     assert summ["strategy"] == "gradient" and summ["start"] in {r["solver"] for r in summ["final_table"]}
     assert summ["headline"] == "frechet_to_reference" and summ["comparisons"]["frechet_to_reference"]["plan"]["n"] == 256
@@ -292,7 +293,7 @@ def _random_domain_cnn(seed: int = 0, feature_dim: int = 16):
     from stepwise.evaluation import DomainCNN, TrainedFeatureNet, feature_net_extractor
 
     net = DomainCNN(num_classes=10, feature_dim=feature_dim, widths=(8, 16))
-    params = net.init(jax.random.key(seed), jnp.zeros((1, 8, 8)))["params"]
+    params = jax.jit(net.init)(jax.random.key(seed), jnp.zeros((1, 8, 8)))["params"]
     return feature_net_extractor(TrainedFeatureNet(net, params, (8, 8)))
 
 

@@ -57,7 +57,8 @@ def test_two_process_search_equals_one_process(tmp_path):
             "--config.search.children=4", "--config.search.screen=16", "--config.search.predictor_warmup=8",
             "--config.search.predictor_train_steps=20", "--config.search.predictor_hidden=16",
             "--config.search.timesteps_only_generations=1", "--config.search.final_samples=128",
-            "--config.search.final_top_baselines=3", "--config.search.final_reference=False"]
+            "--config.search.final_top_baselines=3", "--config.search.final_reference=False",
+            "--config.search.final_tuned_baselines=2"]
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     one = subprocess.run([sys.executable, *tiny, "--workdir", str(tmp_path / "one")], env=env,
                          capture_output=True, text=True, timeout=600)

@@ -53,6 +53,15 @@ def test_interval_contains_its_point_and_names_n():
     assert iv.n == 1234 and iv.resamples == 101 and iv.includes(0.5)
 
 
+def test_an_interval_that_misses_its_point_says_so():
+    """Replicates all well above the point (a resampled Fréchet distance's upward bias larger than
+    the spread): the basic interval lies below the point and the printed row says why."""
+    iv = protocol.interval(1.0, np.linspace(1.5, 1.7, 101), n=128, nonnegative=True)
+    assert iv.high < 1.0 and not iv.includes(1.0)
+    assert str(iv).endswith("(bias > half-width: n too small)")
+    assert "bias" not in str(protocol.interval(0.5, np.linspace(0.0, 1.0, 101), n=128))
+
+
 def test_a_plan_that_equals_its_baseline_has_a_ratio_interval_containing_one():
     rng = np.random.default_rng(2)
     ref = rng.standard_normal((600, 6))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ TINY = ["--config", str(ROOT / "configs" / "search_digits_gmm.py"), "--config.nf
         "--config.search.screen=16", "--config.search.predictor_warmup=8", "--config.search.predictor_train_steps=20",
         "--config.search.predictor_hidden=16", "--config.search.timesteps_only_generations=1",
         "--config.search.final_samples=128", "--config.search.final_top_baselines=3",
-        "--config.search.final_reference=False"]
+        "--config.search.final_tuned_baselines=1", "--config.search.final_reference=False"]   # [:-1]: with a reference
 
 
 def _cmd(workdir):
@@ -39,9 +38,12 @@ def _result(workdir):
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
+    """The search through the entry point's function, in this process (the killed run below is a real
+    process)."""
+    from stepwise.cli import main
+
     wd = tmp_path_factory.mktemp("search") / "full"
-    out = subprocess.run(_cmd(wd), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert main(["search", *TINY, "--workdir", str(wd)]) == 0
     return wd
 
 
@@ -61,14 +63,16 @@ def test_tiny_search_improves_on_initial_population(uninterrupted):
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_gives_the_same_result(uninterrupted, tmp_path):
+def test_resume_after_sigkill_gives_the_same_result(uninterrupted, tmp_path, capsys):
+    from stepwise.cli import main
+
     wd = tmp_path / "killed"
     killed_at = sigkill_at_checkpoint(_cmd(wd), wd / "checkpoints", 3, poll=0.05, cwd=ROOT, env=_env())
     assert killed_at is not None, "the search finished or stalled before it could be killed"
     assert not (wd / "schedule.json").exists()
-    out = subprocess.run(_cmd(wd), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "resumed from generation" in out.stdout
+    capsys.readouterr()
+    assert main(["search", *TINY, "--workdir", str(wd)]) == 0
+    assert "resumed from generation" in capsys.readouterr().out
     a_sched, a_summ = _result(uninterrupted)
     b_sched, b_summ = _result(wd)
     assert b_summ["resumed_from"] is not None and b_summ["resumed_from"] >= killed_at
@@ -95,7 +99,7 @@ def test_search_on_a_network_without_exact_moments(tmp_path):
     settings = dict(objective="teacher_rmse", generations=2, search_samples=32, batch_size=32, population=4,
                     top_k=2, children=3, screen=8, predictor_warmup=4, predictor_train_steps=5,
                     predictor_hidden=8, timesteps_only_generations=1, final_samples=64,
-                    final_top_baselines=2)
+                    final_top_baselines=2, final_tuned_baselines=1)
     summ = run_search_section(section("search", settings), model, VPLinear(), 3, tmp_path / "s", log=lambda m: None)
     assert summ["final_key"] == "frechet_to_reference"
     for row in summ["final_table"]:

@@ -289,28 +289,31 @@ def test_budgeted_mask_search_compares_against_full_network_baselines_within_bud
 
 
 @pytest.mark.slow
-def test_cli_search_with_skip_on_a_trained_checkpoint_and_sample_replays_it(tmp_path):
+def test_cli_search_with_skip_on_a_trained_checkpoint_and_sample_replays_it(tmp_path, monkeypatch):
     """`stepwise train` a tiny UNet, `stepwise search --config.search.skip=True --config.search.budget=...`
     on it, then `stepwise sample --config.plan=<schedule.json>` replays the masks (the plan it stores
-    has the file's masks)."""
-    run = lambda *a: subprocess.run([sys.executable, "-m", "stepwise", *a], capture_output=True, text=True,
-                                    cwd=str(tmp_path))
+    has the file's masks). The commands run through the entry point's function, in this process."""
+    from stepwise.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    run = lambda *a: main(list(a))  # noqa: E731
     train = run("train", "--workdir", "ck", "--config.train.image_size=8", "--config.train.steps=3",
                 "--config.train.batch_size=8", "--config.train.measure_cost=False", "--config.train.log_every=1",
                 "--config.train.checkpoint_every=3", "--config.train.warmup_steps=1", "--config.train.eval_examples=8")
-    assert train.returncode == 0, train.stderr
+    assert train == 0
     model = ["--config.model.kind=checkpoint", "--config.model.checkpoint=ck"]
     search = run("search", "--workdir", "s", *model, "--config.nfe=4", "--config.search.skip=True",
                  "--config.search.budget=3", "--config.search.objective=teacher_rmse", "--config.search.generations=1",
                  "--config.search.search_samples=16", "--config.search.batch_size=16", "--config.search.population=4",
                  "--config.search.children=2", "--config.search.strategy=evolution",
-                 "--config.search.final_samples=128", "--config.search.final_top_baselines=1")
-    assert search.returncode == 0, search.stderr
+                 "--config.search.final_samples=128", "--config.search.final_top_baselines=1",
+                 "--config.search.final_tuned_baselines=0")
+    assert search == 0
     summary = json.loads((tmp_path / "s" / "search.json").read_text())
     assert summary["cost"] <= 3.0
     sample = run("sample", "--workdir", "smp", *model, "--config.plan=s/schedule.json", "--config.num_samples=8",
                  "--config.batch_size=8")
-    assert sample.returncode == 0, sample.stderr
+    assert sample == 0
     from stepwise.cli.runtime import load_model_path
     from stepwise.search.schedule_file import load_plan
 

@@ -141,7 +141,7 @@ def train_feature_net(images: Any, labels: Any, *, key: jax.Array, num_classes: 
         raise ValueError(f"steps and batch_size must be >= 1, got {steps}, {batch_size}")
     model = DomainCNN(num_classes=k, feature_dim=feature_dim, widths=tuple(widths))
     init_key, data_key = jax.random.split(key)
-    params = model.init(init_key, jnp.zeros((1, *x.shape[1:])))["params"]
+    params = jax.jit(model.init)(init_key, jnp.zeros((1, *x.shape[1:])))["params"]   # one compile, not one per layer
     tx = optax.adam(optax.cosine_decay_schedule(learning_rate, steps, alpha=0.05))
     opt_state = tx.init(params)
     xd, yd = jnp.asarray(x), jnp.asarray(y)

@@ -255,7 +255,7 @@ class InceptionV3FID(nn.Module):
 # ----------------------------------------------------------------------------- params
 def init_inception(key: jax.Array, *, dtype: Any = jnp.float32) -> dict:
     """Random (He-normal conv, identity batch norm) parameters; for tests and benchmarks."""
-    params = InceptionV3FID(resize=False).init(key, jnp.zeros((1, 75, 75, 3), dtype))["params"]
+    params = jax.jit(InceptionV3FID(resize=False).init)(key, jnp.zeros((1, 75, 75, 3), dtype))["params"]  # one compile
     return jax.tree.map(lambda a: a.astype(dtype), params)
 
 

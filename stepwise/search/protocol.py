@@ -6,8 +6,10 @@ Intervals come from a paired bootstrap: one set of resampled noise indices per r
 to the plan, to the best baseline and to the reference together, so the interval of their ratio
 reflects the pairing. They are basic (reverse-percentile) intervals, [2 t - q_hi, 2 t - q_lo] for a
 point t and replicate quantiles q (Davison & Hinkley 1997, eq. 5.6): a resampled Fréchet distance is
-biased upward (duplicated rows inflate the covariance error), and the basic interval removes that
-first-order bias where the plain percentile interval may not even contain the point. Ratios use
+biased upward (duplicated rows inflate the covariance error), and the basic interval is the one that
+moves down with that first-order bias. When the bias exceeds the half-width (few samples for the
+dimension) the interval lies wholly below the plug-in point; it is printed marked "bias > half-width"
+so nobody reads such a row as a resolved estimate. Ratios use
 the same construction on the log scale. A ratio is a number only when its denominator is resolved: when the
 interval of the denominator includes zero (an excess over the exact ODE inside its own sampling
 noise), the ratio is reported as a lower bound, "below the noise floor (ratio >= L)".
@@ -26,7 +28,7 @@ CONFIDENCE = 0.95
 
 @dataclasses.dataclass(frozen=True)
 class Interval:
-    """A point estimate with a percentile bootstrap interval (``n`` samples, ``resamples`` replicates)."""
+    """A point estimate with its basic bootstrap interval (``n`` samples, ``resamples`` replicates)."""
 
     value: float
     low: float
@@ -41,7 +43,8 @@ class Interval:
         return dataclasses.asdict(self)
 
     def __str__(self) -> str:
-        return f"{self.value:.4g} [{self.low:.4g}, {self.high:.4g}]"
+        text = f"{self.value:.4g} [{self.low:.4g}, {self.high:.4g}]"
+        return text if self.includes(self.value) else text + " (bias > half-width: n too small)"
 
 
 @dataclasses.dataclass(frozen=True)
