@@ -35,7 +35,11 @@ domain-feature Fréchet distance to the held-out test images to every comparison
         --final-samples 500 --final-top-baselines 24 --batch-size 500 --out runs/bench-learned-unet
 
 Resumable: each arm's plan is kept in ``<out>/plans/`` once found, searches resume from their
-checkpoints, finished NFEs are kept in ``<out>/results.json`` (written atomically).
+checkpoints, finished NFEs are kept in ``<out>/results.json`` (written atomically); an NFE is
+evaluated again (every arm's kept plan, the same final noise) when a rerun asks for an arm it lacks;
+a kept plan found with other search settings is refused. The ``dp`` and ``gradient*`` arms of one
+seed share one evaluator (one teacher solve and one scoring of the baselines); each still reports
+its wall time as if run alone (the shared setup is added to every arm that reuses it).
 """
 from __future__ import annotations
 
@@ -73,11 +77,27 @@ search_gmm = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(search_gmm)
 
 
+def shared_evaluator(evaluators: dict, settings: dict, model, sched, nfe: int, seed: int):
+    """(evaluator, setup seconds, reused) of search seed ``seed``: its search noise, teacher solve
+    and score cache, with every baseline at ``nfe`` scored, made once per NFE and shared by the
+    learned arms and the tuned baselines (they score the same baselines on the same noise; an arm's
+    overrides never touch the evaluator's fields). An arm that reuses it adds the setup seconds to
+    its wall time, so every arm's wall time counts the teacher solve and baseline scoring it needs."""
+    reused = seed in evaluators
+    if not reused:
+        t0 = time.perf_counter()
+        ev = search_evaluator(section("search", {**settings, "seed": seed}), model, sched, log=None)
+        ev.score([p for _, p in baseline_plans(nfe, sched)])
+        evaluators[seed] = (ev, time.perf_counter() - t0)
+    return (*evaluators[seed], reused)
+
+
 def run_arm(arm: str, model, sched, nfe: int, seed: int, workdir: Path, settings: dict | None = None,
-            features=None):
+            features=None, evaluators: dict | None = None):
     """(plan, record) of one arm at one NFE and seed; resumable (searches from their checkpoints,
     the gradient run from its own). ``settings``: search-section overrides shared by every arm;
-    ``features``: the feature map of the ``*_features`` arms."""
+    ``features``: the feature map of the ``*_features`` arms; ``evaluators``: this NFE's
+    :func:`shared_evaluator` cache (the ``dp`` / ``gradient*`` arms use it)."""
     arm, overrides = ARM_SETTINGS[arm]
     overrides = {**(settings or {}), **overrides}
     s = section("search", {"strategy": arm, "seed": seed, **overrides})
@@ -86,8 +106,8 @@ def run_arm(arm: str, model, sched, nfe: int, seed: int, workdir: Path, settings
         plan, score, evals, wall, _ = search_gmm.search_one(model, sched, nfe, seed, {"strategy": arm, **overrides},
                                                             workdir)
         return plan, {"search_score": score, "evaluations": evals, "wall_s": round(wall, 1)}
-    evaluator = search_evaluator(s, model, sched, log=None)
     if arm == "hybrid":
+        evaluator = search_evaluator(s, model, sched, log=None)
         space = search_space(s, nfe, sched)
         refine, finish = hybrid_refinements(s, model, sched, space, workdir, log=lambda m: None, features=features)
         strategy = search_strategy(s, space, refine=refine)
@@ -97,12 +117,18 @@ def run_arm(arm: str, model, sched, nfe: int, seed: int, workdir: Path, settings
                                           log=lambda m: None)
         return plan, {"search_score": score, "evaluations": len(st.archive), "refined_elites": len(st.refined),
                       "final_refinement_kept": refinement["kept"], "wall_s": round(time.perf_counter() - t0, 1)}
+    evaluator, setup_s, reused = shared_evaluator({} if evaluators is None else evaluators, settings or {},
+                                                  model, sched, nfe, seed)
     plan, start, info, _ = learned_plan(model, sched, nfe, arm, evaluator, gradient=gradient_options(s),
                                         seed=seed, checkpoint_dir=str(workdir / "gradient"), log=None,
                                         features=features)
-    return plan, {"search_score": float(evaluator.score([plan])[0]), "start": start,
-                  "start_search_score": info["start_search_score"], "evaluations": evaluator.evaluations,
-                  "wall_s": round(time.perf_counter() - t0, 1)}
+    rec = {"search_score": float(evaluator.score([plan])[0]), "start": start,
+           "start_search_score": info["start_search_score"],
+           "wall_s": round(time.perf_counter() - t0 + (setup_s if reused else 0.0), 1),
+           "shared_setup_s": round(setup_s, 1)}
+    if "wall_s" in info:    # a gradient run: its descent time over every resumed run, and where it resumed
+        rec.update(descent_wall_s=info["wall_s"], resumed_at=info["resumed_at"])
+    return plan, rec
 
 
 def main(argv=None) -> int:
@@ -146,24 +172,29 @@ def main(argv=None) -> int:
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     for nfe in a.nfes:
-        if str(nfe) in results:
-            continue
-        arms, records = {}, {}
+        done = results.get(str(nfe), {})
+        if set(a.arms) <= set(done.get("arms", {})) and done.get("final_samples") == len(x_T):
+            continue    # this NFE's final evaluation already covers every requested arm
+        arms, records, evaluators = {}, {}, {}
         for arm in a.arms:
             for seed in a.seeds:
                 name = f"{arm}(seed={seed})"
                 path, rec_path = out / "plans" / f"nfe{nfe}-{arm}-{seed}.json", out / "plans" / f"nfe{nfe}-{arm}-{seed}.rec.json"
                 if path.exists() and rec_path.exists():
                     plan, rec = load_plan(path, sched), json.loads(rec_path.read_text())
+                    if rec.get("settings", settings) != settings:
+                        raise SystemExit(f"{rec_path}: found with search settings {rec['settings']}, this run has "
+                                         f"{settings}; allowed: the same settings, or another --out")
                 else:
                     plan, rec = run_arm(arm, model, sched, nfe, seed, out / f"nfe{nfe}-{arm}-seed{seed}",
-                                        settings, features)
+                                        settings, features, evaluators)
+                    rec["settings"] = settings
                     save_plan(path, plan, {"schedule": sched.describe()})
                     write_json_atomic(rec_path, rec)
                 arms[name], records[name] = plan, rec
                 print(f"nfe {nfe} {name}: search score {rec['search_score']:.6g}, {rec['wall_s']}s", flush=True)
         baselines = baseline_plans(nfe, sched)
-        ev = search_evaluator(section("search", {**settings, "seed": a.seeds[0]}), model, sched, log=None)
+        ev = shared_evaluator(evaluators, settings, model, sched, nfe, a.seeds[0])[0]
         scores = ev.score([p for _, p in baselines])
         tuned = learned.gits_baselines(model, sched, baselines, scores, 8, seed=ev.seed, samples=256)
         if a.final_top_baselines:
@@ -210,14 +241,15 @@ def print_table(results: dict, arms) -> None:
     print("|---|---|---|---|" + "---|" * len(arms))
     for key in sorted(results, key=int):
         r = results[key]
-        run0 = r["arms"][arms[0]]["runs"][0]
+        run0 = next(iter(r["arms"].values()))["runs"][0]
         metrics = [m for m in ("frechet_to_reference", "excess", "heldout_fd") if m in run0.get("comparisons", {})] \
             or [r["headline"]]
         for metric in metrics:
             first = run0["comparisons"][metric] if "comparisons" in run0 else run0["comparison"]
             base = first["baseline"]
             print(f"| {r['nfe']} | {metric} | {first['baseline_name']} | {base['value']:.4g} [{base['low']:.4g}, "
-                  f"{base['high']:.4g}] | " + " | ".join(_cell(r["arms"][arm]["runs"], metric) for arm in arms) + " |")
+                  f"{base['high']:.4g}] | " + " | ".join(_cell(r["arms"][arm]["runs"], metric) if arm in r["arms"]
+                                                      else "not run" for arm in arms) + " |")
     any_r = next(iter(results.values()), None)
     if any_r:
         print(f"\nn = {any_r['final_samples']} fresh noises (seed {any_r['final_seed']}), "

@@ -126,9 +126,12 @@ def test_gradient_checkpoint_of_another_plan_is_refused(tmp_path, gmm_factory):
     o = GradientOptions(steps=2, train_samples=8, val_samples=8, val_every=1)
     teacher = teacher_data(model, SCHED, o)
     a = solvers.build_preset("ddim", 3, SCHED, "logsnr")
-    learn_nodes(model, SCHED, a, o, teacher=teacher, checkpoint_dir=str(tmp_path / "g"))
+    _, first = learn_nodes(model, SCHED, a, o, teacher=teacher, checkpoint_dir=str(tmp_path / "g"))
     again, info = learn_nodes(model, SCHED, a, o, teacher=teacher, checkpoint_dir=str(tmp_path / "g"))
     assert info["history"][-1]["step"] == 2                 # finished run: restored, nothing redone
+    assert first["resumed_at"] is None and info["resumed_at"] == 2
+    # the resumed run reports the first run's descent time too, not only its own (milliseconds)
+    assert first["wall_s"] > 0 and info["wall_s"] >= 0.9 * first["wall_s"]
     with pytest.raises(ValueError, match="gradient checkpoint .* another start plan"):
         learn_nodes(model, SCHED, solvers.build_preset("ddim", 3, SCHED, "time_uniform"), o, teacher=teacher,
                     checkpoint_dir=str(tmp_path / "g"))

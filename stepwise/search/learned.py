@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import time
 from typing import Callable, NamedTuple
 
 import equinox as eqx
@@ -258,7 +259,9 @@ def learn_nodes(model, schedule, plan: SolverPlan, options: GradientOptions = Gr
     """``plan`` with its time nodes (and, with ``learn="nodes+corrections"``, its weight corrections)
     learned by gradient descent; every other column is kept.
 
-    Returns (the plan with the best validation loss, a history of (step, train, validation) loss).
+    Returns (the plan with the best validation loss, info): info holds the history of (step, train,
+    validation) loss, the best validation loss, the noise seeds, ``wall_s`` (seconds of descent,
+    summed over every run of a resumed job) and ``resumed_at`` (the step it resumed after, or None).
     The initial plan is the step-0 candidate, so the result is never worse on validation noise.
     ``teacher`` reuses noises and reference solves (:func:`teacher_data`). With ``relax`` > 0 the
     training loss is LD3's relaxed one (Tong et al. 2025): each training noise may move within
@@ -284,10 +287,11 @@ def learn_nodes(model, schedule, plan: SolverPlan, options: GradientOptions = Gr
     plan_only = lambda th: {k: v for k, v in th.items() if k != "delta"}   # noqa: E731  validation is not relaxed
     val = lambda th: float(_validation(plan_only(th), plan, model, schedule, data.x_val, val_target, *static))
     state = optax.adam(o.lr).init(theta)
-    best_theta, best_val, start = theta, None, 1
+    best_theta, best_val, start, prior_wall = theta, None, 1, 0.0
     resumed = _restore(checkpoint_dir, _fingerprint(plan, o, features), theta, state) if checkpoint_dir else None
+    t0 = time.perf_counter()
     if resumed is not None:
-        theta, state, best_theta, best_val, history, start = resumed
+        theta, state, best_theta, best_val, history, start, prior_wall = resumed
         if log:
             log(f"  gradient: resumed at step {start - 1} from {checkpoint_dir}")
     else:
@@ -305,10 +309,13 @@ def learn_nodes(model, schedule, plan: SolverPlan, options: GradientOptions = Gr
                 log(f"  gradient step {k:4d}: train {o.loss} {float(tr):.6g}  validation {v:.6g}")
             if checkpoint_dir:
                 save_step(checkpoint_dir, k, {"theta": theta, "opt": state, "best": best_theta},
-                          {"fingerprint": _fingerprint(plan, o, features), "best_validation": best_val, "history": history})
+                          {"fingerprint": _fingerprint(plan, o, features), "best_validation": best_val,
+                           "history": history, "wall_s": prior_wall + time.perf_counter() - t0})
     learned = decode_params(best_theta, plan, schedule, *static[:2])
     return learned, {"history": history, "best_validation": best_val,
-                     "seeds": {"train": o.seed, "validation": o.seed + 1}}
+                     "seeds": {"train": o.seed, "validation": o.seed + 1},
+                     "wall_s": round(prior_wall + time.perf_counter() - t0, 2),
+                     "resumed_at": start - 1 if resumed is not None else None}
 
 
 def node_refiner(model, schedule, space, options: GradientOptions, teacher: Teacher | None = None,
@@ -329,8 +336,8 @@ def node_refiner(model, schedule, space, options: GradientOptions, teacher: Teac
 
 
 def _restore(directory, fingerprint: dict, theta, state):
-    """(theta, Adam state, best theta, best validation, history, next step) from the newest
-    checkpoint in ``directory``, or None when it holds none."""
+    """(theta, Adam state, best theta, best validation, history, next step, wall seconds of the
+    steps before it) from the newest checkpoint in ``directory``, or None when it holds none."""
     out = restore_step(directory, {"theta": theta, "opt": state, "best": theta})
     if out is None:
         return None
@@ -340,7 +347,7 @@ def _restore(directory, fingerprint: dict, theta, state):
                          "options or another feature network; allowed: the same search settings, or a new run "
                          "directory")
     return (arrays["theta"], arrays["opt"], arrays["best"], float(meta["best_validation"]),
-            list(meta["history"]), step + 1)
+            list(meta["history"]), step + 1, float(meta.get("wall_s", 0.0)))
 
 
 # ----------------------------------------------------------------------------- dynamic programming
