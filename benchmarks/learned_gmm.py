@@ -51,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stepwise.cli.options import (gradient_options, hybrid_refinements, search_evaluator, search_space,
+from stepwise.cli.options import (GRADIENT_FIELDS, gradient_options, hybrid_refinements, search_evaluator, search_space,
                                   search_strategy, section)
 from stepwise.io import write_json_atomic
 from stepwise.search import learned, protocol
@@ -102,8 +102,9 @@ def run_arm(arm: str, model, sched, nfe: int, seed: int, workdir: Path, settings
     overrides = {**(settings or {}), **overrides}
     s = section("search", {"strategy": arm, "seed": seed, **overrides})
     t0 = time.perf_counter()
-    if arm in ("evolution", "predictor"):
-        plan, score, evals, wall, _ = search_gmm.search_one(model, sched, nfe, seed, {"strategy": arm, **overrides},
+    if arm in ("evolution", "predictor"):   # no gradient steps: the shared gradient settings do not apply
+        plain = {k: v for k, v in overrides.items() if k not in GRADIENT_FIELDS}
+        plan, score, evals, wall, _ = search_gmm.search_one(model, sched, nfe, seed, {"strategy": arm, **plain},
                                                             workdir)
         return plan, {"search_score": score, "evaluations": evals, "wall_s": round(wall, 1)}
     if arm == "hybrid":
@@ -143,7 +144,7 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoint", default="", help="a `stepwise train` run to search on instead of the mixture")
     ap.add_argument("--feature-net", default="", help="with --checkpoint: score on held-out test images too")
     ap.add_argument("--search-samples", type=int, default=0, help="0: the search default")
-    ap.add_argument("--gradient-samples", type=int, default=0, help="0: the search default")
+    ap.add_argument("--gradient-samples", type=int, default=0, help="0: the search default (arms with gradient steps)")
     ap.add_argument("--batch-size", type=int, default=2500, help="sampler chunk of the final evaluation")
     ap.add_argument("--final-top-baselines", type=int, default=0,
                     help="0: every baseline in the final evaluation; k: the k best by search score (+ GITS)")
