@@ -174,6 +174,9 @@ def main(argv=None) -> int:
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     for nfe in a.nfes:
         done = results.get(str(nfe), {})
+        if done and done.get("settings", settings) != settings:
+            raise SystemExit(f"{results_path}: NFE {nfe} was evaluated with search settings {done['settings']}, "
+                             f"this run has {settings}; allowed: the same settings, or another --out")
         if set(a.arms) <= set(done.get("arms", {})) and done.get("final_samples") == len(x_T):
             continue    # this NFE's final evaluation already covers every requested arm
         arms, records, evaluators = {}, {}, {}
@@ -217,6 +220,7 @@ def main(argv=None) -> int:
             }
         results[str(nfe)] = {"nfe": nfe, "final_samples": len(x_T), "final_seed": a.final_seed,
                              "baselines": len(baselines), "tuned_baselines": len(tuned), "headline": head,
+                             "settings": settings,
                              "bootstrap": info["bootstrap"], "arms": per_arm, "table": rows,
                              "model": a.checkpoint or "digits_gmm(10)", "held_out": held_out and held_out.label}
         write_json_atomic(results_path, results)

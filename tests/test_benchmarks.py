@@ -1,0 +1,53 @@
+"""The benchmark script that produces the learned-plans table runs end to end on the exact mixture,
+resumes without redoing work, and refuses kept plans of other settings."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _learned_gmm():
+    spec = importlib.util.spec_from_file_location("learned_gmm", ROOT / "benchmarks" / "learned_gmm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_learned_benchmark_runs_a_search_and_a_learned_arm_then_resumes(tmp_path, capsys):
+    bench = _learned_gmm()
+    args = ["--nfes", "3", "--seeds", "0", "--arms", "dp", "predictor", "--final-samples", "200",
+            "--resamples", "10", "--search-samples", "64", "--gradient-samples", "16",
+            "--final-top-baselines", "4", "--out", str(tmp_path)]
+    assert bench.main(args) == 0
+    table = capsys.readouterr().out
+    results = json.loads((tmp_path / "results.json").read_text())
+    r = results["3"]
+    assert set(r["arms"]) == {"dp", "predictor"} and r["final_samples"] == 200
+    assert r["final_seed"] != 0 and r["baselines"] == 4 and r["tuned_baselines"] >= 1
+    for arm in ("dp", "predictor"):
+        run = r["arms"][arm]["runs"][0]
+        assert run["seed"] == 0 and run["settings"] == {"search_samples": 64, "gradient_samples": 16,
+                                                        "batch_size": 64}
+        head = run["comparisons"][r["headline"]]
+        assert head["baseline_name"] and head["ratio"]["low"] <= head["ratio"]["high"]
+        assert f"| 3 | {r['headline']} | {head['baseline_name']} |" in table
+    assert r["arms"]["predictor"]["runs"][0]["evaluations"] > 0
+
+    # a rerun of the same command redoes nothing: the results file is left as it was
+    before = (tmp_path / "results.json").stat().st_mtime_ns
+    assert bench.main(args) == 0
+    assert (tmp_path / "results.json").stat().st_mtime_ns == before
+
+    # results and kept plans of other search settings are refused by file, not silently mixed in
+    other = [a if a != "64" else "32" for a in args]
+    with pytest.raises(SystemExit, match=r"results\.json: NFE 3 was evaluated with search settings"):
+        bench.main(other)
+    (tmp_path / "results.json").unlink()
+    with pytest.raises(SystemExit, match=r"nfe3-dp-0\.rec\.json: found with search settings"):
+        bench.main(other)
