@@ -54,9 +54,9 @@ import numpy as np
 from stepwise.cli.options import (GRADIENT_FIELDS, gradient_options, hybrid_refinements, search_evaluator, search_space,
                                   search_strategy, section)
 from stepwise.io import write_json_atomic
-from stepwise.search import learned, protocol
-from stepwise.search.evaluator import baseline_plans, reference_endpoints
-from stepwise.search.run import finish_plan, final_evaluation, final_noise, initial_genomes, learned_plan, search_loop
+from stepwise.search import protocol
+from stepwise.search.evaluator import baseline_plans
+from stepwise.search.run import finish_plan, final_evaluation, initial_genomes, learned_plan, search_loop
 from stepwise.search.schedule_file import load_plan, save_plan
 from stepwise.search.space import decode
 
@@ -162,14 +162,7 @@ def main(argv=None) -> int:
                 if v}
     if a.search_samples:
         settings["batch_size"] = min(a.search_samples, 2048)
-    cache = out / f"final_{a.final_samples}_{a.final_seed}.npz"
-    if cache.exists():
-        with np.load(cache) as z:
-            x_T, ref = z["x_T"], z["ref"]
-    else:
-        x_T = final_noise(model, sched, a.final_samples, a.final_seed)
-        ref = reference_endpoints(model, sched, x_T, a.batch_size)
-        np.savez(cache, x_T=x_T, ref=ref)
+    x_T, ref = search_gmm.final_data(out, model, sched, a.final_samples, a.final_seed, a.batch_size)
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     for nfe in a.nfes:
@@ -197,12 +190,8 @@ def main(argv=None) -> int:
                     write_json_atomic(rec_path, rec)
                 arms[name], records[name] = plan, rec
                 print(f"nfe {nfe} {name}: search score {rec['search_score']:.6g}, {rec['wall_s']}s", flush=True)
-        baselines = baseline_plans(nfe, sched)
         ev = shared_evaluator(evaluators, settings, model, sched, nfe, a.seeds[0])[0]
-        scores = ev.score([p for _, p in baselines])
-        tuned = learned.gits_baselines(model, sched, baselines, scores, 8, seed=ev.seed, samples=256)
-        if a.final_top_baselines:
-            baselines = [baselines[i] for i in np.argsort(scores, kind="stable")[:a.final_top_baselines]]
+        baselines, tuned = search_gmm.comparison_baselines(model, sched, nfe, ev, a.final_top_baselines)
         rows, info = final_evaluation(model, sched, {**arms, **dict(baselines), **dict(tuned)},
                                       num_samples=len(x_T), seed=a.final_seed, batch_size=a.batch_size,
                                       final_data=(x_T, ref), focus=tuple(arms), resamples=a.resamples,

@@ -66,6 +66,32 @@ def load_model(a):
     return runtime.load_model_path(a.checkpoint), held_out
 
 
+def final_data(out: Path, model, sched, num_samples: int, seed: int, batch_size: int):
+    """(x_T, reference endpoints) of the final evaluation's fresh noise, solved once and kept in
+    ``<out>/final_<n>_<seed>.npz`` for every later (resumed or extended) run."""
+    cache = out / f"final_{num_samples}_{seed}.npz"
+    if cache.exists():
+        with np.load(cache) as z:
+            return z["x_T"], z["ref"]
+    t0 = time.perf_counter()
+    x_T = final_noise(model, sched, num_samples, seed)
+    ref = reference_endpoints(model, sched, x_T, batch_size)
+    np.savez(cache, x_T=x_T, ref=ref)
+    print(f"reference solve of {num_samples} fresh noises: {time.perf_counter() - t0:.0f}s", flush=True)
+    return x_T, ref
+
+
+def comparison_baselines(model, sched, nfe: int, evaluator, top: int = 0):
+    """(baselines, tuned) of a final comparison: every preset baseline at ``nfe`` (or the ``top``
+    best by search score), and GITS-node versions of the 8 best by search score."""
+    baselines = baseline_plans(nfe, sched)
+    scores = evaluator.score([p for _, p in baselines])
+    tuned = learned.gits_baselines(model, sched, baselines, scores, 8, seed=evaluator.seed, samples=256)
+    if top:
+        baselines = [baselines[i] for i in np.argsort(scores, kind="stable")[:top]]
+    return baselines, tuned
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nfes", type=int, nargs="+", default=[4, 5, 6, 8, 10])
@@ -92,16 +118,7 @@ def main(argv=None) -> int:
                 "batch_size": min(a.search_samples, 2048)}
     if set(a.seeds) & {a.final_seed}:
         raise SystemExit("--final-seed must differ from every search seed")
-    cache = out / f"final_{a.final_samples}_{a.final_seed}.npz"
-    if cache.exists():
-        with np.load(cache) as z:
-            x_T, ref = z["x_T"], z["ref"]
-    else:
-        t0 = time.perf_counter()
-        x_T = final_noise(model, sched, a.final_samples, a.final_seed)
-        ref = reference_endpoints(model, sched, x_T, a.batch_size)
-        np.savez(cache, x_T=x_T, ref=ref)
-        print(f"reference solve of {a.final_samples} fresh noises: {time.perf_counter() - t0:.0f}s", flush=True)
+    x_T, ref = final_data(out, model, sched, a.final_samples, a.final_seed, a.batch_size)
 
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
@@ -116,12 +133,8 @@ def main(argv=None) -> int:
             runs.append({"seed": seed, "search_noise_seed": noise_seed, "search_score": score,
                          "evaluations": evals, "search_wall_s": round(wall, 1)})
             print(f"nfe {nfe} seed {seed}: search score {score:.6g}, {evals} evaluations, {wall:.0f}s", flush=True)
-        baselines = baseline_plans(nfe, sched)
         ev = search_evaluator(section("search", {**settings, "seed": a.seeds[0]}), model, sched, log=None)
-        scores = ev.score([p for _, p in baselines])
-        tuned = learned.gits_baselines(model, sched, baselines, scores, 8, seed=ev.seed, samples=256)   # GITS nodes
-        if a.final_top_baselines:
-            baselines = [baselines[i] for i in np.argsort(scores, kind="stable")[:a.final_top_baselines]]
+        baselines, tuned = comparison_baselines(model, sched, nfe, ev, a.final_top_baselines)
         baselines += tuned
         rows, info = final_evaluation(model, sched, {**searched, **dict(baselines)}, num_samples=len(x_T),
                                       seed=a.final_seed, batch_size=a.batch_size, final_data=(x_T, ref),

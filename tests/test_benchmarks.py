@@ -1,5 +1,6 @@
-"""The benchmark script that produces the learned-plans table runs end to end on the exact mixture,
-resumes without redoing work, and refuses kept plans of other settings."""
+"""The benchmark scripts that produce the search and learned-plans tables run end to end on the
+exact mixture; the learned-plans one resumes without redoing work and refuses kept plans of other
+settings."""
 from __future__ import annotations
 
 import importlib.util
@@ -11,16 +12,34 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _learned_gmm():
-    spec = importlib.util.spec_from_file_location("learned_gmm", ROOT / "benchmarks" / "learned_gmm.py")
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 @pytest.mark.slow
+def test_search_benchmark_compares_every_seed_with_the_named_best_baseline(tmp_path, capsys):
+    bench = _script("search_gmm")
+    assert bench.main(["--nfes", "3", "--seeds", "0", "1", "--generations", "1", "--search-samples", "64",
+                       "--final-samples", "200", "--resamples", "10", "--final-top-baselines", "4",
+                       "--out", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    r = json.loads((tmp_path / "results.json").read_text())["3"]
+    assert [run["seed"] for run in r["runs"]] == [0, 1] and r["final_samples"] == 200
+    assert len({run["search_noise_seed"] for run in r["runs"]}) == 2 and r["final_seed"] not in (0, 1)
+    assert r["baselines"] > 4                       # the 4 best presets + their GITS-node versions
+    for run in r["runs"]:
+        head = run["comparisons"][r["headline"]]
+        assert head["baseline_name"] and head["ratio"]["low"] <= head["ratio"]["high"]
+        assert head["ratio_text"] in table
+    assert (tmp_path / "final_200_20261201.npz").exists()
+
+
+@pytest.mark.slow
 def test_learned_benchmark_runs_a_search_and_a_learned_arm_then_resumes(tmp_path, capsys):
-    bench = _learned_gmm()
+    bench = _script("learned_gmm")
     args = ["--nfes", "3", "--seeds", "0", "--arms", "dp", "predictor", "--final-samples", "200",
             "--resamples", "10", "--search-samples", "64", "--gradient-samples", "16",
             "--final-top-baselines", "4", "--out", str(tmp_path)]
