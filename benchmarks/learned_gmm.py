@@ -92,6 +92,13 @@ def shared_evaluator(evaluators: dict, settings: dict, model, sched, nfe: int, s
     return (*evaluators[seed], reused)
 
 
+def check_settings(path: Path, found: dict, settings: dict, what: str) -> None:
+    """Refuse a kept result (``found``, from ``path``) made with other search settings than this run's."""
+    if found.get("settings", settings) != settings:
+        raise SystemExit(f"{path}: {what} with search settings {found['settings']}, this run has {settings}; "
+                         "allowed: the same settings, or another --out")
+
+
 def run_arm(arm: str, model, sched, nfe: int, seed: int, workdir: Path, settings: dict | None = None,
             features=None, evaluators: dict | None = None):
     """(plan, record) of one arm at one NFE and seed; resumable (searches from their checkpoints,
@@ -167,9 +174,7 @@ def main(argv=None) -> int:
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     for nfe in a.nfes:
         done = results.get(str(nfe), {})
-        if done and done.get("settings", settings) != settings:
-            raise SystemExit(f"{results_path}: NFE {nfe} was evaluated with search settings {done['settings']}, "
-                             f"this run has {settings}; allowed: the same settings, or another --out")
+        check_settings(results_path, done, settings, f"NFE {nfe} was evaluated")
         if set(a.arms) <= set(done.get("arms", {})) and done.get("final_samples") == len(x_T):
             continue    # this NFE's final evaluation already covers every requested arm
         arms, records, evaluators = {}, {}, {}
@@ -179,9 +184,7 @@ def main(argv=None) -> int:
                 path, rec_path = out / "plans" / f"nfe{nfe}-{arm}-{seed}.json", out / "plans" / f"nfe{nfe}-{arm}-{seed}.rec.json"
                 if path.exists() and rec_path.exists():
                     plan, rec = load_plan(path, sched), json.loads(rec_path.read_text())
-                    if rec.get("settings", settings) != settings:
-                        raise SystemExit(f"{rec_path}: found with search settings {rec['settings']}, this run has "
-                                         f"{settings}; allowed: the same settings, or another --out")
+                    check_settings(rec_path, rec, settings, "found")
                 else:
                     plan, rec = run_arm(arm, model, sched, nfe, seed, out / f"nfe{nfe}-{arm}-seed{seed}",
                                         settings, features, evaluators)

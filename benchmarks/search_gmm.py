@@ -35,7 +35,7 @@ import numpy as np
 from stepwise import denoisers, schedules
 from stepwise.cli import runtime
 from stepwise.cli.options import search_evaluator, search_space, search_strategy, section
-from stepwise.io import write_json_atomic
+from stepwise.io import savez_atomic, write_json_atomic
 from stepwise.search import learned, protocol
 from stepwise.search.evaluator import baseline_plans, reference_endpoints
 from stepwise.search.run import final_evaluation, final_noise, initial_genomes, search_loop
@@ -76,7 +76,7 @@ def final_data(out: Path, model, sched, num_samples: int, seed: int, batch_size:
     t0 = time.perf_counter()
     x_T = final_noise(model, sched, num_samples, seed)
     ref = reference_endpoints(model, sched, x_T, batch_size)
-    np.savez(cache, x_T=x_T, ref=ref)
+    savez_atomic(cache, x_T=x_T, ref=ref)      # a run killed while writing leaves no half file to load
     print(f"reference solve of {num_samples} fresh noises: {time.perf_counter() - t0:.0f}s", flush=True)
     return x_T, ref
 
