@@ -36,8 +36,8 @@ domain-feature Fréchet distance to the held-out test images to every comparison
 
 Resumable: each arm's plan is kept in ``<out>/plans/`` once found, searches resume from their
 checkpoints, finished NFEs are kept in ``<out>/results.json`` (written atomically); an NFE is
-evaluated again (every arm's kept plan, the same final noise) when a rerun asks for an arm it lacks;
-a kept plan found with other search settings is refused. The ``dp`` and ``gradient*`` arms of one
+evaluated again (every kept arm and seed of it and the new ones, on the same final noise) when a
+rerun asks for an arm or seed it lacks; a kept plan found with other search settings is refused. The ``dp`` and ``gradient*`` arms of one
 seed share one evaluator (one teacher solve and one scoring of the baselines); each still reports
 its wall time as if run alone (the shared setup is added to every arm that reuses it).
 """
@@ -90,6 +90,16 @@ def shared_evaluator(evaluators: dict, settings: dict, model, sched, nfe: int, s
         ev.score([p for _, p in baseline_plans(nfe, sched)])
         evaluators[seed] = (ev, time.perf_counter() - t0)
     return (*evaluators[seed], reused)
+
+
+def arm_seeds(done: dict, arms, seeds) -> dict[str, list[int]]:
+    """The (arm -> search seeds) an NFE's final evaluation covers: those of its kept results
+    ``done`` joined with the requested ``arms`` x ``seeds`` (a rerun that asks for another arm or
+    seed evaluates it beside the kept ones on the same final noise; none of them is dropped)."""
+    jobs = {arm: [run["seed"] for run in rec["runs"]] for arm, rec in done.get("arms", {}).items()}
+    for arm in arms:
+        jobs[arm] = sorted(set(jobs.get(arm, [])) | set(seeds))
+    return jobs
 
 
 def check_settings(path: Path, found: dict, settings: dict, what: str) -> None:
@@ -175,11 +185,12 @@ def main(argv=None) -> int:
     for nfe in a.nfes:
         done = results.get(str(nfe), {})
         check_settings(results_path, done, settings, f"NFE {nfe} was evaluated")
-        if set(a.arms) <= set(done.get("arms", {})) and done.get("final_samples") == len(x_T):
-            continue    # this NFE's final evaluation already covers every requested arm
+        jobs = arm_seeds(done, a.arms, a.seeds)
+        if jobs == arm_seeds(done, [], []) and done.get("final_samples") == len(x_T):
+            continue    # this NFE's final evaluation already covers every requested arm and seed
         arms, records, evaluators = {}, {}, {}
-        for arm in a.arms:
-            for seed in a.seeds:
+        for arm, seeds in jobs.items():
+            for seed in seeds:
                 name = f"{arm}(seed={seed})"
                 path, rec_path = out / "plans" / f"nfe{nfe}-{arm}-{seed}.json", out / "plans" / f"nfe{nfe}-{arm}-{seed}.rec.json"
                 if path.exists() and rec_path.exists():
@@ -193,7 +204,7 @@ def main(argv=None) -> int:
                     write_json_atomic(rec_path, rec)
                 arms[name], records[name] = plan, rec
                 print(f"nfe {nfe} {name}: search score {rec['search_score']:.6g}, {rec['wall_s']}s", flush=True)
-        ev = shared_evaluator(evaluators, settings, model, sched, nfe, a.seeds[0])[0]
+        ev = shared_evaluator(evaluators, settings, model, sched, nfe, min(min(v) for v in jobs.values()))[0]
         baselines, tuned = search_gmm.comparison_baselines(model, sched, nfe, ev, a.final_top_baselines)
         rows, info = final_evaluation(model, sched, {**arms, **dict(baselines), **dict(tuned)},
                                       num_samples=len(x_T), seed=a.final_seed, batch_size=a.batch_size,
@@ -201,12 +212,12 @@ def main(argv=None) -> int:
                                       held_out=held_out)
         head = info["headline"]
         per_arm = {}
-        for arm in a.arms:
-            names = [f"{arm}(seed={s})" for s in a.seeds]
+        for arm, seeds in jobs.items():
+            names = [f"{arm}(seed={s})" for s in seeds]
             ratios = [info["comparisons"][n][head]["ratio"] for n in names]
             per_arm[arm] = {
                 "runs": [{"seed": s, **records[n], "comparison": info["comparisons"][n][head],
-                          "comparisons": info["comparisons"][n]} for s, n in zip(a.seeds, names)],
+                          "comparisons": info["comparisons"][n]} for s, n in zip(seeds, names)],
                 "ratio_over_seeds": protocol.summarize_seeds([q["value"] for q in ratios if not q["lower_bound_only"]]),
                 "seeds_below_noise_floor": sum(q["lower_bound_only"] for q in ratios),
             }
@@ -216,8 +227,8 @@ def main(argv=None) -> int:
                              "bootstrap": info["bootstrap"], "arms": per_arm, "table": rows,
                              "model": a.checkpoint or "digits_gmm(10)", "held_out": held_out and held_out.label}
         write_json_atomic(results_path, results)
-        print(f"nfe {nfe}: " + "; ".join(f"{arm} {per_arm[arm]['ratio_over_seeds']}" for arm in a.arms), flush=True)
-    print_table(results, a.arms)
+        print(f"nfe {nfe}: " + "; ".join(f"{arm} {per_arm[arm]['ratio_over_seeds']}" for arm in jobs), flush=True)
+    print_table(results, list(dict.fromkeys(arm for r in results.values() for arm in r["arms"])))
     return 0
 
 

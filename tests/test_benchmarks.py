@@ -40,15 +40,20 @@ def test_search_benchmark_compares_every_seed_with_the_named_best_baseline(tmp_p
 @pytest.mark.slow
 def test_learned_benchmark_runs_a_search_and_a_learned_arm_then_resumes(tmp_path, capsys):
     bench = _script("learned_gmm")
-    args = ["--nfes", "3", "--seeds", "0", "--arms", "dp", "predictor", "--final-samples", "200",
-            "--resamples", "10", "--search-samples", "64", "--gradient-samples", "16",
-            "--final-top-baselines", "4", "--out", str(tmp_path)]
+    common = ["--nfes", "3", "--seeds", "0", "--final-samples", "200", "--resamples", "10", "--search-samples", "64",
+              "--gradient-samples", "16", "--final-top-baselines", "4", "--out", str(tmp_path)]
+    assert bench.main(["--arms", "dp", *common]) == 0
+    first = json.loads((tmp_path / "results.json").read_text())["3"]
+    capsys.readouterr()
+
+    # a rerun asking for another arm evaluates it beside the kept one on the same final noise
+    args = ["--arms", "predictor", *common]
     assert bench.main(args) == 0
     table = capsys.readouterr().out
-    results = json.loads((tmp_path / "results.json").read_text())
-    r = results["3"]
+    r = json.loads((tmp_path / "results.json").read_text())["3"]
     assert set(r["arms"]) == {"dp", "predictor"} and r["final_samples"] == 200
     assert r["final_seed"] != 0 and r["baselines"] == 4 and r["tuned_baselines"] >= 1
+    assert r["arms"]["dp"]["runs"][0]["comparisons"] == first["arms"]["dp"]["runs"][0]["comparisons"]
     for arm in ("dp", "predictor"):
         run = r["arms"][arm]["runs"][0]
         assert run["seed"] == 0 and run["settings"] == {"search_samples": 64, "gradient_samples": 16,
@@ -58,9 +63,10 @@ def test_learned_benchmark_runs_a_search_and_a_learned_arm_then_resumes(tmp_path
         assert f"| 3 | {r['headline']} | {head['baseline_name']} |" in table
     assert r["arms"]["predictor"]["runs"][0]["evaluations"] > 0
 
-    # a rerun of the same command redoes nothing: the results file is left as it was
+    # a rerun of either command redoes nothing: the results file is left as it was
     before = (tmp_path / "results.json").stat().st_mtime_ns
-    assert bench.main(args) == 0
+    for arms in (["dp"], ["predictor"], ["dp", "predictor"]):
+        assert bench.main(["--arms", *arms, *common]) == 0
     assert (tmp_path / "results.json").stat().st_mtime_ns == before
 
     # results and kept plans of other search settings are refused by file, not silently mixed in
@@ -68,5 +74,5 @@ def test_learned_benchmark_runs_a_search_and_a_learned_arm_then_resumes(tmp_path
     with pytest.raises(SystemExit, match=r"results\.json: NFE 3 was evaluated with search settings"):
         bench.main(other)
     (tmp_path / "results.json").unlink()
-    with pytest.raises(SystemExit, match=r"nfe3-dp-0\.rec\.json: found with search settings"):
+    with pytest.raises(SystemExit, match=r"nfe3-predictor-0\.rec\.json: found with search settings"):
         bench.main(other)
