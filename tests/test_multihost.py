@@ -16,10 +16,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _two_processes(args, env, timeout=900):
-    """Run ``python args --config.process_id=i`` for i = 0, 1; (stdout, stderr) of each, both exit 0."""
-    procs = [subprocess.Popen([sys.executable, *args, f"--config.process_id={i}"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+def _two_processes(args, env, timeout=900, beside=()):
+    """Run ``python args --config.process_id=i`` for i = 0, 1, and the ``beside`` runs (argument
+    lists) at the same time; (stdout, stderr) of each, all exit 0."""
+    runs = [[*args, f"--config.process_id={i}"] for i in range(2)] + list(beside)
+    procs = [subprocess.Popen([sys.executable, *r], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for r in runs]
     outs = [p.communicate(timeout=timeout) for p in procs]
     for p, (o, e) in zip(procs, outs):
         assert p.returncode == 0, e[-3000:]
@@ -60,13 +62,10 @@ def test_two_process_search_equals_one_process(tmp_path):
             "--config.search.final_top_baselines=3", "--config.search.final_reference=False",
             "--config.search.final_tuned_baselines=2"]
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    one = subprocess.run([sys.executable, *tiny, "--workdir", str(tmp_path / "one")], env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert one.returncode == 0, one.stderr[-3000:]
     port = _free_port()
     two = [*tiny, "--workdir", str(tmp_path / "two"), "--config.distributed=True",
            f"--config.coordinator=127.0.0.1:{port}", "--config.num_processes=2"]
-    outs = _two_processes(two, env)
+    outs = _two_processes(two, env, beside=[[*tiny, "--workdir", str(tmp_path / "one")]])   # one process, alongside
     assert "searched nfe=3" in outs[0][0] and "searched nfe=3" not in outs[1][0]   # only process 0 reports
     a = json.loads((tmp_path / "one" / "schedule.json").read_text())
     b = json.loads((tmp_path / "two" / "schedule.json").read_text())
