@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stepwise.evaluation.stats import frechet_distance
+from stepwise.evaluation.stats import frechet_between, sample_frechet
 from stepwise.io import write_json_atomic
 from stepwise.search import protocol
 
@@ -133,9 +133,8 @@ def mixture_cells(nfe: int, ns: list[int], trials: int, resamples: int, truth_sa
     ref = np.asarray(samplers.reference_solve(model, sched, x_T), np.float64)
     ends = {k: np.asarray(samplers.sample(model, sched, p, x_T), np.float64) for k, p in plans.items()}
     mean, cov = model.moments()
-    truth = {"paired": {k: frechet_distance(e.mean(0), np.cov(e, rowvar=False), ref.mean(0),
-                                            np.cov(ref, rowvar=False)) for k, e in ends.items()},
-             "fixed": {k: frechet_distance(e.mean(0), np.cov(e, rowvar=False), mean, cov) for k, e in ends.items()}}
+    truth = {"paired": {k: frechet_between(e, ref) for k, e in ends.items()},
+             "fixed": {k: sample_frechet(e, mean, cov) for k, e in ends.items()}}
     cells = {}
     for n in ns:
         rng = np.random.default_rng([seed, n])

@@ -37,8 +37,8 @@ domain-feature Fréchet distance to the held-out test images to every comparison
 Resumable: each arm's plan is kept in ``<out>/plans/`` once found, searches resume from their
 checkpoints, finished NFEs are kept in ``<out>/results.json`` (written atomically); an NFE is
 evaluated again (every kept arm and seed of it and the new ones, on the same final noise) when a
-rerun asks for an arm or seed it lacks; a kept plan found with other search settings is refused. The ``dp`` and ``gradient*`` arms of one
-seed share one evaluator (one teacher solve and one scoring of the baselines); each still reports
+rerun asks for an arm or seed it lacks; a kept plan found with other search settings is refused.
+The ``dp`` and ``gradient*`` arms of one seed share one evaluator (one teacher solve and one scoring of the baselines); each still reports
 its wall time as if run alone (the shared setup is added to every arm that reuses it).
 """
 from __future__ import annotations
@@ -98,7 +98,8 @@ def arm_seeds(done: dict, arms, seeds) -> dict[str, list[int]]:
     seed evaluates it beside the kept ones on the same final noise; none of them is dropped)."""
     jobs = {arm: [run["seed"] for run in rec["runs"]] for arm, rec in done.get("arms", {}).items()}
     for arm in arms:
-        jobs[arm] = sorted(set(jobs.get(arm, [])) | set(seeds))
+        kept = jobs.get(arm, [])
+        jobs[arm] = kept + [s for s in seeds if s not in kept]
     return jobs
 
 
@@ -185,8 +186,8 @@ def main(argv=None) -> int:
     for nfe in a.nfes:
         done = results.get(str(nfe), {})
         check_settings(results_path, done, settings, f"NFE {nfe} was evaluated")
-        jobs = arm_seeds(done, a.arms, a.seeds)
-        if jobs == arm_seeds(done, [], []) and done.get("final_samples") == len(x_T):
+        jobs, kept = arm_seeds(done, a.arms, a.seeds), arm_seeds(done, [], [])
+        if jobs == kept and done.get("final_samples") == len(x_T):
             continue    # this NFE's final evaluation already covers every requested arm and seed
         arms, records, evaluators = {}, {}, {}
         for arm, seeds in jobs.items():
@@ -204,7 +205,7 @@ def main(argv=None) -> int:
                     write_json_atomic(rec_path, rec)
                 arms[name], records[name] = plan, rec
                 print(f"nfe {nfe} {name}: search score {rec['search_score']:.6g}, {rec['wall_s']}s", flush=True)
-        ev = shared_evaluator(evaluators, settings, model, sched, nfe, min(min(v) for v in jobs.values()))[0]
+        ev = shared_evaluator(evaluators, settings, model, sched, nfe, next(iter(jobs.values()))[0])[0]
         baselines, tuned = search_gmm.comparison_baselines(model, sched, nfe, ev, a.final_top_baselines)
         rows, info = final_evaluation(model, sched, {**arms, **dict(baselines), **dict(tuned)},
                                       num_samples=len(x_T), seed=a.final_seed, batch_size=a.batch_size,
