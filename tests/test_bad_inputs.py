@@ -97,6 +97,8 @@ CLI_CASES = [
     (["search", "--config.search.strategy=hybrid", "--config.search.hybrid_steps=0"],
      r"search.hybrid_steps: 0 is invalid; allowed: an integer >= 1"),
     (["search", "--config.search.hybrid_top=3"], r"search.hybrid_top: only strategy 'hybrid' uses it"),
+    (["search", "--config.search.final_extrapolation_draws=-1"],
+     r"search.final_extrapolation_draws: -1 is invalid; allowed: 0 \(off\) or a positive integer"),
     (["search", "--config.search.strategy=gradient", "--config.search.gradient_relax=2"],
      r"search.gradient_relax: 2.0 is invalid; allowed: 0 <= relax < 1"),
     (["search", "--config.search.strategy=gradient", "--config.search.gradient_loss=l1"],

@@ -195,3 +195,21 @@ def test_fid_bootstrap_interval():
     assert small.n == 300 and big.to_dict()["n"] == 4000
     with pytest.raises(ValueError, match="confidence"):
         st.fid_bootstrap(np.zeros((5, d)), ref, key=jax.random.key(0), confidence=1.5)
+
+
+@pytest.mark.parametrize("m,d", [(200, 16), (12, 40), (30, 30)])
+def test_frechet_rows_equals_the_eigenvalue_form_of_the_frechet_distance(m, d):
+    """One SVD of X Y^T (or of the Cholesky factors when tall) against an independent formula:
+    tr (S_x S_y)^(1/2) = sum sqrt(eig(S_x S_y)); wide, square and tall row sets; one rank-deficient."""
+    rng = np.random.default_rng(m + d)
+    x = rng.standard_normal((m, d)) * np.linspace(1.0, 0.2, d)
+    y = 0.8 * x + 0.3 * rng.standard_normal((m, d)) + 0.05
+    x[:, 1] = x[:, 0]                                      # a singular covariance
+    sx, sy = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    ev = np.clip(np.linalg.eigvals(sx @ sy).real, 0.0, None)
+    want = np.sum((x.mean(0) - y.mean(0)) ** 2) + np.trace(sx) + np.trace(sy) - 2 * np.sum(np.sqrt(ev))
+    assert st.frechet_rows(x, y) == pytest.approx(want, rel=1e-7)
+    assert st.frechet_rows_to(x, y.mean(0), st.covariance_root(sy)) == pytest.approx(want, rel=1e-6)
+    assert st.frechet_rows(np.full_like(x, np.nan), y) == float("inf")
+    with pytest.raises(ValueError, match="same shape"):
+        st.frechet_rows(x, y[:-1])

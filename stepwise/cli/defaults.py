@@ -145,6 +145,8 @@ def search_defaults() -> ml_collections.ConfigDict:
     s.final_top_baselines = 0         # 0: every baseline; k: only the k best by search score
     s.final_seed_offset = 10007
     s.final_tuned_baselines = 8       # the k best baselines by search score also run with GITS (DP) nodes; 0: none
+    s.final_extrapolation_draws = 4   # bias-extrapolated (FID_inf) distances and ratios beside the plug-in ones:
+                                      # random halvings of the noise per bootstrap replicate; 0: off
     s.final_reference = True          # reference-solve the final noise (excess distance, RMSE)
     s.feature_net = ""                # model.kind=checkpoint: a domain classifier (`stepwise train-features`); the
                                       # final comparison adds the Fréchet distance in its feature space to the

@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 import ml_collections
+import numpy as np
 
 from stepwise.cli import defaults
+from stepwise.search import protocol
 from stepwise.search.evaluator import OBJECTIVES, Evaluator
 from stepwise.search.run import FinalOptions
 from stepwise.search.space import CATEGORICAL_TABLES, NODE_SPACES, SearchSpace
@@ -227,9 +229,14 @@ def search_evaluator(s, model, schedule, log: Callable[[str], None] | None = pri
 
 
 def final_options(s) -> FinalOptions:
+    draws = _get(s, "final_extrapolation_draws")
+    if not isinstance(draws, (int, np.integer)) or isinstance(draws, bool) or draws < 0:
+        raise ValueError(f"search.final_extrapolation_draws: {draws!r} is invalid; allowed: 0 (off) or a positive "
+                         "integer (random halvings of the final noise per bootstrap replicate)")
     return FinalOptions(samples=int(_get(s, "final_samples")), top_baselines=int(_get(s, "final_top_baselines")),
                         seed_offset=int(_get(s, "final_seed_offset")), reference=bool(_get(s, "final_reference")),
-                        tuned_baselines=int(_get(s, "final_tuned_baselines")))
+                        tuned_baselines=int(_get(s, "final_tuned_baselines")),
+                        extrapolation=protocol.Extrapolation(draws=int(draws)) if draws else None)
 
 
 def check_search_section(s, nfe: int, schedule) -> None:

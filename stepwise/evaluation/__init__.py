@@ -19,7 +19,8 @@ from stepwise.evaluation.stats import (FrechetDistanceError, GaussianStats, Metr
                               fid_bootstrap, fid_from_stats, fid_infinity, frechet_distance,
                               frechet_between, frechet_to_moments, gaussian_stats, kid, moments_finalize,
                               moments_init, moments_merge, moments_update, polynomial_mmd2,
-                              sample_frechet, stats_from_batches)
+                              sample_frechet, stats_from_batches, frechet_rows, frechet_rows_to,
+                              covariance_root, inverse_n_fit)
 
 __all__ = ["FrechetReference", "frechet_reference", "frechet_to_reference", "gaussian_fit", 
     # features
@@ -36,6 +37,7 @@ __all__ = ["FrechetReference", "frechet_reference", "frechet_to_reference", "gau
     "moments_finalize", "gaussian_stats", "stats_from_batches", "frechet_distance",
     "fid_from_stats", "frechet_to_moments", "kid", "polynomial_mmd2", "fid_infinity",
     "fid_bootstrap", "FrechetDistanceError", "sample_frechet", "frechet_between",
+    "frechet_rows", "frechet_rows_to", "covariance_root", "inverse_n_fit",
     # files
     "STAT_FORMATS", "save_stats", "load_stats", "load_adm_reference", "stats_file_info",
     # reports

@@ -27,7 +27,8 @@ __all__ = [
     "GaussianStats", "Metric", "MomentState", "moments_init", "moments_update",
     "moments_finalize", "gaussian_stats", "stats_from_batches", "frechet_distance",
     "fid_from_stats", "frechet_to_moments", "kid", "polynomial_mmd2", "fid_infinity",
-    "fid_bootstrap", "FrechetDistanceError",
+    "fid_bootstrap", "FrechetDistanceError", "frechet_rows", "frechet_rows_to", "covariance_root",
+    "inverse_n_fit",
 ]
 
 
@@ -262,6 +263,59 @@ def frechet_between(a: Any, b: Any) -> float:
     return sample_frechet(a, b.mean(0), np.cov(b, rowvar=False))
 
 
+def _reduced(a: np.ndarray) -> np.ndarray:
+    """``R`` of ``a = Q R`` (Q with orthonormal columns) when ``a`` is tall, else ``a``: the nuclear
+    norm of ``a b^T`` is that of ``R_a R_b^T``. ``R^T R = a^T a``, so ``R`` is the Cholesky factor of
+    the Gram matrix (a QR when that is singular)."""
+    if a.shape[0] <= a.shape[1]:
+        return a
+    try:
+        return np.linalg.cholesky(a.T @ a).T
+    except np.linalg.LinAlgError:
+        return np.linalg.qr(a, mode="r")
+
+
+def _nuclear(a: np.ndarray, b: np.ndarray) -> float:
+    """``||a b^T||_*`` (sum of singular values) without forming a matrix larger than min(m, d)^2."""
+    return float(np.linalg.svd(_reduced(a) @ _reduced(b).T, compute_uv=False).sum())
+
+
+def frechet_rows(x: Any, y: Any) -> float:
+    """Fréchet distance between the Gaussian fits (``np.cov``) of two row sets of equal size ``m``,
+    exactly, with one SVD of size min(m, d) instead of a d x d ``sqrtm``: with centred rows
+    ``X, Y``, ``tr (S_x S_y)^(1/2) = ||X Y^T||_* / (m - 1)`` (the nonzero eigenvalues of ``S_x S_y``
+    are the squared singular values of ``X Y^T / (m - 1)``). ``inf`` for non-finite samples."""
+    x = np.asarray(x, np.float64).reshape(np.shape(x)[0], -1)
+    y = np.asarray(y, np.float64).reshape(np.shape(y)[0], -1)
+    if x.shape != y.shape or x.shape[0] < 2:
+        raise ValueError(f"frechet_rows: row sets {x.shape} and {y.shape} must have the same shape, >= 2 rows")
+    if not np.all(np.isfinite(x)):
+        return float("inf")
+    xm, ym = x.mean(0), y.mean(0)
+    xc, yc = x - xm, y - ym
+    k = x.shape[0] - 1
+    return float(np.sum((xm - ym) ** 2) + (np.sum(xc ** 2) + np.sum(yc ** 2) - 2.0 * _nuclear(xc, yc)) / k)
+
+
+def covariance_root(cov: Any) -> np.ndarray:
+    """The symmetric square root of a covariance matrix (eigenvalues clipped at 0)."""
+    w, v = np.linalg.eigh(np.asarray(cov, np.float64))
+    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+
+
+def frechet_rows_to(x: Any, mean: Any, cov_root: np.ndarray) -> float:
+    """Fréchet distance of the Gaussian fit of rows ``x`` to fixed moments ``(mean, cov_root^2)``
+    (:func:`covariance_root`), exactly: ``tr (S_x C)^(1/2) = ||X C^(1/2)||_* / sqrt(m - 1)``."""
+    x = np.asarray(x, np.float64).reshape(np.shape(x)[0], -1)
+    if not np.all(np.isfinite(x)):
+        return float("inf")
+    xm = x.mean(0)
+    xc = x - xm
+    k = x.shape[0] - 1
+    return float(np.sum((xm - np.asarray(mean, np.float64)) ** 2) + np.sum(xc ** 2) / k
+                 + np.sum(cov_root ** 2) - 2.0 * _nuclear(xc, cov_root) / np.sqrt(k))
+
+
 # ----------------------------------------------------------------------------- KID
 def polynomial_mmd2(x: np.ndarray, y: np.ndarray, degree: int = 3, gamma: float | None = None,
                     coef0: float = 1.0) -> float:
@@ -327,9 +381,16 @@ def fid_infinity(features: Any, ref: GaussianStats, *, key: jax.Array,
     rng = _generator(key)
     fids = np.array([frechet_distance(*_moments(x[rng.choice(n, k, replace=False)]),
                                       ref.mu, ref.sigma, eps) for k in ns])
-    slope, intercept = np.polyfit(1.0 / ns, fids, 1)
+    intercept, slope = inverse_n_fit(ns, fids)
     return Metric("fid_inf", float(intercept), n, ref.n,
                   extra={"slope": float(slope), "ns": ns.tolist(), "fids": fids.tolist()})
+
+
+def inverse_n_fit(sizes: Any, values: Any) -> tuple[float, float]:
+    """``(a, b)`` of the least-squares line ``value = a + b / size``: ``a`` is a plug-in estimate
+    extrapolated to infinitely many samples when its bias is ``O(1/size)`` (Chong & Forsyth 2020)."""
+    slope, intercept = np.polyfit(1.0 / np.asarray(sizes, np.float64), np.asarray(values, np.float64), 1)
+    return float(intercept), float(slope)
 
 
 def _moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

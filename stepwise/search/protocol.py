@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from stepwise.evaluation import sample_frechet
+from stepwise.evaluation import covariance_root, frechet_rows, frechet_rows_to, inverse_n_fit, sample_frechet
 
 CONFIDENCE = 0.95
 
@@ -167,9 +167,8 @@ class Extrapolation:
 def extrapolated(dist: Callable[[np.ndarray], float], rows: np.ndarray, levels) -> float:
     """Intercept at ``1/m = 0`` of the line through the mean distance ``dist(rows[block])`` of each
     subset size ``m`` of :meth:`Extrapolation.levels`."""
-    inv = [1.0 / m for m, _ in levels]
     vals = [float(np.mean([dist(rows[p]) for p in pos])) for _, pos in levels]
-    return float(np.polyfit(inv, vals, 1)[1])
+    return inverse_n_fit([m for m, _ in levels], vals)[0]
 
 
 def debiased(dist: Callable[[np.ndarray], float], idx: np.ndarray, extrapolation: Extrapolation
@@ -185,15 +184,16 @@ def debiased(dist: Callable[[np.ndarray], float], idx: np.ndarray, extrapolation
 
 
 def paired_distance(x, ref) -> Callable[[np.ndarray], float]:
-    """``rows -> `` Fréchet distance of ``x[rows]`` to the reference endpoints ``ref[rows]`` of the same noise."""
+    """``rows -> `` Fréchet distance of ``x[rows]`` to the reference endpoints ``ref[rows]`` of the
+    same noise (exact, by one SVD: :func:`stepwise.evaluation.frechet_rows`)."""
     x, r = _flat(x), _flat(ref)
-    return lambda rows: sample_frechet(x[rows], r[rows].mean(0), np.cov(r[rows], rowvar=False))
+    return lambda rows: frechet_rows(x[rows], r[rows])
 
 
 def fixed_distance(x, mean, cov) -> Callable[[np.ndarray], float]:
     """``rows -> `` Fréchet distance of ``x[rows]`` to fixed moments (exact or held-out)."""
-    x = _flat(x)
-    return lambda rows: sample_frechet(x[rows], mean, cov)
+    x, root = _flat(x), covariance_root(cov)
+    return lambda rows: frechet_rows_to(x[rows], mean, root)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -216,6 +216,10 @@ class HeldOut:
         """Distance of samples ``x`` to the held-out moments, and its replicates on the rows ``idx``
         (the comparison's shared bootstrap rows, so two plans' distances stay paired)."""
         return exact_frechet(_features(self.extractor, x), self.mean, self.cov, idx)
+
+    def feature_distance(self, x) -> Callable[[np.ndarray], float]:
+        """``rows ->`` distance of the samples ``x[rows]`` to the held-out moments (for :func:`debiased`)."""
+        return fixed_distance(_features(self.extractor, x), self.mean, self.cov)
 
 
 def _features(extractor, x) -> np.ndarray:
@@ -276,31 +280,50 @@ def ratio(num: float, num_reps: np.ndarray, den: float, den_reps: np.ndarray,
 
 @dataclasses.dataclass(frozen=True)
 class Comparison:
-    """A plan against the best baseline on one metric (lower is better), chosen on the final noise."""
+    """A plan against the best baseline on one metric (lower is better), chosen on the final noise;
+    ``*_inf``: the same with bias-extrapolated distances (:func:`debiased`), when computed."""
 
     metric: str
     plan: Interval
     baseline_name: str
     baseline: Interval
     ratio: Ratio
+    plan_inf: Interval | None = None
+    baseline_inf: Interval | None = None
+    ratio_inf: Ratio | None = None
 
     def to_dict(self) -> dict:
-        return {"metric": self.metric, "plan": self.plan.to_dict(), "baseline_name": self.baseline_name,
-                "baseline": self.baseline.to_dict(), "ratio": self.ratio.to_dict(), "ratio_text": str(self.ratio)}
+        out = {"metric": self.metric, "plan": self.plan.to_dict(), "baseline_name": self.baseline_name,
+               "baseline": self.baseline.to_dict(), "ratio": self.ratio.to_dict(), "ratio_text": str(self.ratio)}
+        if self.ratio_inf is not None:
+            out.update(plan_inf=self.plan_inf.to_dict(), baseline_inf=self.baseline_inf.to_dict(),
+                       ratio_inf=self.ratio_inf.to_dict(), ratio_inf_text=str(self.ratio_inf))
+        return out
 
     def __str__(self) -> str:
-        return (f"{self.metric}: {self.plan} vs best baseline {self.baseline_name} {self.baseline}; "
+        text = (f"{self.metric}: {self.plan} vs best baseline {self.baseline_name} {self.baseline}; "
                 f"ratio {self.ratio}")
+        if self.ratio_inf is not None:
+            text += (f"; bias-extrapolated: {self.plan_inf} vs {self.baseline_inf}; ratio {self.ratio_inf}")
+        return text
 
 
 def compare(metric: str, plan: tuple[float, np.ndarray], baseline_name: str, baseline: tuple[float, np.ndarray],
-            n: int, confidence: float = CONFIDENCE) -> Comparison:
-    """A plan against a (the best) baseline: both with intervals, and their paired ratio."""
+            n: int, confidence: float = CONFIDENCE, debiased: tuple | None = None) -> Comparison:
+    """A plan against a (the best) baseline: both with intervals, and their paired ratio.
+    ``debiased``: ((point, replicates, plug-in) of the plan, the same of the baseline) from
+    :func:`debiased` on the same bootstrap rows: adds the bias-extrapolated intervals and ratio."""
     (p, p_reps), (b, b_reps) = plan, baseline
     nonneg = metric != "excess"
+    extra = {}
+    if debiased is not None:
+        (pi, pi_reps, pc), (bi, bi_reps, bc) = debiased
+        extra = {"plan_inf": interval(pi, pi_reps, n, confidence, nonneg, center=pc),
+                 "baseline_inf": interval(bi, bi_reps, n, confidence, nonneg, center=bc),
+                 "ratio_inf": ratio(bi, bi_reps, pi, pi_reps, confidence, centers=(bc, pc))}
     return Comparison(metric, interval(p, p_reps, n, confidence, nonneg), baseline_name,
                       interval(b, b_reps, n, confidence, nonneg),
-                      ratio(b, b_reps, p, p_reps, confidence))
+                      ratio(b, b_reps, p, p_reps, confidence), **extra)
 
 
 def summarize_seeds(values: Sequence[float]) -> dict:

@@ -48,6 +48,7 @@ class FinalOptions:
     reference: bool = True
     tuned_baselines: int = 8
     held_out: Any = None    # a search.protocol.HeldOut: also compare on held-out data (trained networks)
+    extrapolation: Any = protocol.Extrapolation()   # bias-extrapolated distances beside the plug-in ones; None: off
 
     def __post_init__(self):
         if not isinstance(self.samples, (int, np.integer)) or self.samples < 2:
@@ -79,7 +80,9 @@ def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: in
                      reference: bool = True, rmse_samples: int = 1000, log=None,
                      final_data: tuple | None = None, focus: tuple[str, ...] = ("searched",),
                      resamples: int = 200, bootstrap_seed: int = 0,
-                     held_out: protocol.HeldOut | None = None) -> tuple[list[dict], dict]:
+                     held_out: protocol.HeldOut | None = None,
+                     extrapolation: protocol.Extrapolation | None = protocol.Extrapolation()
+                     ) -> tuple[list[dict], dict]:
     """Every plan on FRESH noise (``seed``), then each plan named in ``focus`` against the best of
     the OTHER plans (the baselines) per metric, with paired-bootstrap intervals
     (:mod:`search.protocol`): ``info["comparisons"][name][metric]``.
@@ -88,6 +91,9 @@ def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: in
     noise; the headline whenever a reference exists), ``excess`` (exact-moment distance minus the
     reference solve's, exact models) and ``frechet`` (to the exact moments); ``rmse_to_reference``
     is reported too. The best baseline is chosen per metric on this noise and named.
+    ``extrapolation``: every Fréchet metric (not the excess) is also compared with bias-extrapolated
+    distances (:func:`search.protocol.debiased`, ``comparisons[...]["ratio_inf"]``): the plug-in
+    distance's O(1/n) bias pulls paired ratios toward 1 (benchmarks/interval_coverage.py).
     ``final_data`` = (x_T, reference endpoints or None) reuses noise and its solve (benchmarks over
     many NFEs). A model without exact moments (a trained network) is measured against the
     reference solve only, so it needs ``reference``.
@@ -147,17 +153,31 @@ def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: in
                 return held_out.frechet(x, idx)
             return protocol.exact_frechet(x, mean, cov, idx)
 
+        def debiased(metric, x):
+            if extrapolation is None or metric == "excess":
+                return None
+            dist = (protocol.paired_distance(x, ref) if metric == "frechet_to_reference"
+                    else held_out.feature_distance(x) if metric == "heldout_fd"
+                    else protocol.fixed_distance(x, mean, cov))
+            return protocol.debiased(dist, idx, extrapolation)
+
         info["comparisons"] = {}
         base_reps = {k: reps(k, xb) for k, (_, _, xb) in best.items()}   # once, shared by every focus plan
+        base_inf = {k: debiased(k, xb) for k, (_, _, xb) in best.items()}
         for f in (f for f in focus if f in plans):
-            comps = {k: protocol.compare(k, reps(k, kept[f]), name, base_reps[k], num_samples)
-                     for k, (name, _, _) in best.items()}
+            comps = {}
+            for k, (name, _, _) in best.items():
+                d = debiased(k, kept[f])
+                comps[k] = protocol.compare(k, reps(k, kept[f]), name, base_reps[k], num_samples,
+                                            debiased=None if d is None else (d, base_inf[k]))
             info["comparisons"][f] = {k: c.to_dict() for k, c in comps.items()}
             if log:
                 for c in comps.values():
                     log(f"  {f}: {c}")
         info["headline"] = headline_metric(rows)
         info["bootstrap"] = {"resamples": resamples, "seed": bootstrap_seed, "confidence": protocol.CONFIDENCE}
+        if extrapolation is not None:
+            info["extrapolation"] = dataclasses.asdict(extrapolation)
     return rows, info
 
 
@@ -253,7 +273,7 @@ def final_comparison(model, schedule, plan, baselines, evaluator: Evaluator, fin
     rows, info = final_evaluation(model, schedule, plans, num_samples=final.samples,
                                   seed=seed + final.seed_offset, batch_size=evaluator.batch_size,
                                   reference=final.reference, log=log, final_data=final_data,
-                                  held_out=final.held_out)
+                                  held_out=final.held_out, extrapolation=final.extrapolation)
     key = info["headline"]
     comps = info["comparisons"]["searched"]
     best_base = next(r for r in rows if r["solver"] == comps[key]["baseline_name"])
