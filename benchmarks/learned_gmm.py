@@ -233,10 +233,11 @@ def main(argv=None) -> int:
     return 0
 
 
-def _cell(runs: list, metric: str) -> str:
+def _cell(runs: list, metric: str, suffix: str = "") -> str:
     """Ratio best-baseline / arm of one metric: median [range] over seeds, then per seed with its
-    95% interval, then the median wall time."""
+    95% interval, then the median wall time. ``suffix="_inf"``: the bias-extrapolated ratio."""
     cs = [run["comparisons"][metric] if "comparisons" in run else run["comparison"] for run in runs]
+    cs = [{"ratio": c["ratio" + suffix], "ratio_text": c["ratio" + suffix + "_text"]} for c in cs]
     vals = [c["ratio"]["value"] for c in cs if not c["ratio"]["lower_bound_only"]]
     summ = protocol.summarize_seeds(vals)
     agg = (f"{summ['median']:.3g}x [{summ['min']:.3g}, {summ['max']:.3g}]" if summ["n_seeds"] == len(cs)
@@ -255,10 +256,13 @@ def print_table(results: dict, arms) -> None:
             or [r["headline"]]
         for metric in metrics:
             first = run0["comparisons"][metric] if "comparisons" in run0 else run0["comparison"]
-            base = first["baseline"]
-            print(f"| {r['nfe']} | {metric} | {first['baseline_name']} | {base['value']:.4g} [{base['low']:.4g}, "
-                  f"{base['high']:.4g}] | " + " | ".join(_cell(r["arms"][arm]["runs"], metric) if arm in r["arms"]
-                                                      else "not run" for arm in arms) + " |")
+            for suffix, label in (("", metric), ("_inf", metric + " (bias-extrapolated)")):
+                if "ratio" + suffix not in first:
+                    continue
+                base = first["baseline" + suffix]
+                print(f"| {r['nfe']} | {label} | {first['baseline_name']} | {base['value']:.4g} [{base['low']:.4g}, "
+                      f"{base['high']:.4g}] | " + " | ".join(_cell(r["arms"][arm]["runs"], metric, suffix)
+                                                          if arm in r["arms"] else "not run" for arm in arms) + " |")
     any_r = next(iter(results.values()), None)
     if any_r:
         print(f"\nn = {any_r['final_samples']} fresh noises (seed {any_r['final_seed']}), "

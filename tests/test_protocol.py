@@ -122,8 +122,8 @@ def test_search_with_reference_reports_paired_and_excess_with_intervals(tmp_path
             assert 0.0 <= c[side]["low"] <= c[side]["high"] or c["metric"] == "excess"
         assert c["baseline_name"] in {r["solver"] for r in summ["final_table"]}
         assert "x [" in c["ratio_text"] or c["ratio_text"].startswith("below the noise floor")
-        # beside the plug-in distances: bias-extrapolated ones (not for the excess, a difference)
-        assert ("ratio_inf" in c) == (c["metric"] != "excess")
+        # beside the plug-in paired distances: bias-extrapolated ones (not for fixed moments)
+        assert ("ratio_inf" in c) == (c["metric"] == "frechet_to_reference")
         if "ratio_inf" in c:
             for side in ("plan", "baseline"):
                 assert c[side + "_inf"]["n"] == 256 and 0.0 <= c[side + "_inf"]["low"] <= c[side + "_inf"]["high"]

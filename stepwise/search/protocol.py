@@ -14,9 +14,18 @@ the same construction on the log scale. A ratio is a number only when its denomi
 interval of the denominator includes zero (an excess over the exact ODE inside its own sampling
 noise), the ratio is reported as a lower bound, "below the noise floor (ratio >= L)".
 
+Bias-extrapolated distances (:class:`Extrapolation`, :func:`debiased`): the plug-in distance's
+bias is O(1/n), so the distance on random halves of the rows (twice the bias) and on all rows give a
+line in 1/n whose intercept is nearly unbiased (FID_inf, Chong & Forsyth 2020); its basic interval
+is centred on the plug-in value, the bootstrap world's truth. The final comparison reports both for
+the paired distance.
+
 Measured coverage (benchmarks/interval_coverage.py, RESULTS_search.md): single distances 0.93-1.00
-once n >> d; a paired ratio's interval carries the resampling spread but not the plug-in bias,
-which mostly pulls the ratio toward 1 but inflated it by 2-7% in one constructed case.
+once n >> d; a plug-in paired ratio's interval carries the resampling spread but not the plug-in
+bias, which mostly pulls the ratio toward 1 (0.67-0.74 of the truth at n = 8-16 d) but inflated it
+by 2-7% in one constructed case. The bias-extrapolated paired ratio at n = 8-16 d: 1.00-1.03 of the
+truth, coverage 0.80-1.00; distances to FIXED moments extrapolate badly when a half has fewer rows
+than dimensions (then their intervals reach 0: unresolved, not wrong).
 """
 from __future__ import annotations
 
@@ -216,10 +225,6 @@ class HeldOut:
         """Distance of samples ``x`` to the held-out moments, and its replicates on the rows ``idx``
         (the comparison's shared bootstrap rows, so two plans' distances stay paired)."""
         return exact_frechet(_features(self.extractor, x), self.mean, self.cov, idx)
-
-    def feature_distance(self, x) -> Callable[[np.ndarray], float]:
-        """``rows ->`` distance of the samples ``x[rows]`` to the held-out moments (for :func:`debiased`)."""
-        return fixed_distance(_features(self.extractor, x), self.mean, self.cov)
 
 
 def _features(extractor, x) -> np.ndarray:

@@ -80,6 +80,9 @@ def run(args) -> int:
         print(f"  {c['metric'] + (' (headline)' if c['metric'] == key else ''):>24s}: searched "
               f"{Interval(**c['plan'])} vs {c['baseline_name']} {Interval(**c['baseline'])}")
         print(f"  {'ratio':>24s}: {c['ratio_text']}")
+        if "ratio_inf" in c:   # the same with bias-extrapolated distances (FID_inf), see search.protocol
+            print(f"  {'bias-extrapolated':>24s}: searched {Interval(**c['plan_inf'])} vs "
+                  f"{Interval(**c['baseline_inf'])}; ratio {c['ratio_inf_text']}")
     wrote = [str(workdir / f) for f in (SCHEDULE_FILE, "search.json", "report.md", "report.html") if (workdir / f).exists()]
     print(f"wrote {', '.join(wrote)}")
     return 0
