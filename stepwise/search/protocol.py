@@ -99,32 +99,28 @@ def bootstrap_indices(n: int, resamples: int, seed: int) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class PairedReference:
-    """The reference endpoints' moments on the full noise set and on every bootstrap row set,
-    computed once and shared by all the plans compared against them."""
+    """The reference endpoints (flattened) and the shared bootstrap rows of one comparison."""
 
     rows: np.ndarray          # (n, d) reference endpoints, flattened
     idx: np.ndarray           # (resamples, n) shared bootstrap rows
-    point: tuple              # (mean, cov) of all rows
-    replicates: tuple         # ((mean, cov), ...) per bootstrap row set
 
 
 def paired_reference(ref, idx: np.ndarray) -> PairedReference:
-    r = _flat(ref)
-    return PairedReference(r, np.asarray(idx), (r.mean(0), np.cov(r, rowvar=False)),
-                           tuple((r[i].mean(0), np.cov(r[i], rowvar=False)) for i in idx))
+    return PairedReference(_flat(ref), np.asarray(idx))
 
 
 def paired_frechet(x, ref, idx: np.ndarray | None = None) -> tuple[float, np.ndarray]:
     """Fréchet distance of endpoints ``x`` to the reference endpoints of the same noise, and its
     replicates on the shared bootstrap rows (rows of x and ref stay paired). ``ref`` is a
-    :class:`PairedReference` (built once per comparison) or the raw endpoints with ``idx``."""
+    :class:`PairedReference` (built once per comparison) or the raw endpoints with ``idx``.
+    Exact, by one SVD of size min(n, d) per replicate (:func:`stepwise.evaluation.frechet_rows`)."""
     if not isinstance(ref, PairedReference):
         ref = paired_reference(ref, idx)
     x = _flat(x)
     if x.shape != ref.rows.shape:
         raise ValueError(f"paired distance: samples {x.shape} and reference {ref.rows.shape} must be the same noise")
-    point = sample_frechet(x, *ref.point)
-    reps = np.array([sample_frechet(x[i], *stats) for i, stats in zip(ref.idx, ref.replicates)])
+    point = frechet_rows(x, ref.rows)
+    reps = np.array([frechet_rows(x[i], ref.rows[i]) for i in ref.idx])
     return point, reps
 
 

@@ -99,7 +99,7 @@ class PointRunner:
     def __init__(self, models, sched, x_T, ref, idx, moments, batch_size, repeats, directory: Path, log=print,
                  held_out=None):
         self.models, self.sched, self.x_T, self.moments, self.held_out = models, sched, x_T, moments, held_out
-        self.ref = protocol.paired_reference(ref, idx)   # the reference's replicate moments, once
+        self.ref = protocol.paired_reference(ref, idx)   # the reference endpoints and shared bootstrap rows
         self.bs, self.repeats, self.dir, self.log = int(batch_size), int(repeats), directory, log
         self.dir.mkdir(parents=True, exist_ok=True)
         self._warm = set()  # step counts whose executable is compiled (one warm-up per count)
