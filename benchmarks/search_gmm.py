@@ -150,6 +150,8 @@ def main(argv=None) -> int:
             "runs": runs,
             "ratio_over_seeds": protocol.summarize_seeds([q["value"] for q in ratios if not q["lower_bound_only"]]),
             "seeds_below_noise_floor": sum(q["lower_bound_only"] for q in ratios),
+            "ratio_inf_over_seeds": protocol.summarize_seeds(
+                [q["value"] for r in runs if (q := r["comparisons"][head].get("ratio_inf")) and not q["lower_bound_only"]]),
             "table": rows,
         }
         write_json_atomic(results_path, results)
@@ -168,16 +170,20 @@ def print_tables(results: dict) -> None:
     print("|---|---|---|---|---|---|---|")
     for key in sorted(results, key=int):
         r = results[key]
-        for metric in (m for m in ("frechet_to_reference", "excess", "heldout_fd") if m in r["runs"][0]["comparisons"]):
+        first = r["runs"][0]["comparisons"]
+        rows = [(m, "") for m in ("frechet_to_reference", "excess", "heldout_fd") if m in first]
+        rows += [(m, "_inf") for m, _ in rows if "ratio_inf" in first[m]]   # the paired metric only
+        for metric, suffix in rows:
             cs = [run["comparisons"][metric] for run in r["runs"]]
             base = {c["baseline_name"] for c in cs}
-            vals = [c["ratio"]["value"] for c in cs if not c["ratio"]["lower_bound_only"]]
+            vals = [c["ratio" + suffix]["value"] for c in cs if not c["ratio" + suffix]["lower_bound_only"]]
             summ = protocol.summarize_seeds(vals)
             agg = (f"{summ['median']:.3g} [{summ['min']:.3g}, {summ['max']:.3g}]" if summ["n_seeds"] == len(cs)
                    else f"{len(cs) - summ['n_seeds']} of {len(cs)} seeds below the noise floor")
-            print(f"| {r['nfe']} | {metric} | {', '.join(sorted(base))} | {_iv(cs[0]['baseline'])} | "
-                  + " / ".join(_iv(c["plan"]) for c in cs) + " | "
-                  + " / ".join(c["ratio_text"] for c in cs) + f" | {agg} |")
+            label = metric + (" (bias-extrapolated)" if suffix else "")
+            print(f"| {r['nfe']} | {label} | {', '.join(sorted(base))} | {_iv(cs[0]['baseline' + suffix])} | "
+                  + " / ".join(_iv(c["plan" + suffix]) for c in cs) + " | "
+                  + " / ".join(c["ratio" + suffix + "_text"] for c in cs) + f" | {agg} |")
     any_r = next(iter(results.values()), None)
     if any_r:
         print(f"\nn = {any_r['final_samples']} fresh noises (seed {any_r['final_seed']}), "

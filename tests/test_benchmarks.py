@@ -34,6 +34,10 @@ def test_search_benchmark_compares_every_seed_with_the_named_best_baseline(tmp_p
         head = run["comparisons"][r["headline"]]
         assert head["baseline_name"] and head["ratio"]["low"] <= head["ratio"]["high"]
         assert head["ratio_text"] in table
+        assert head["ratio_inf_text"] in table          # the bias-extrapolated paired ratio has its row
+    assert "frechet_to_reference (bias-extrapolated)" in table and "excess (bias-extrapolated)" not in table
+    assert r["ratio_inf_over_seeds"]["n_seeds"] + sum(
+        run["comparisons"][r["headline"]]["ratio_inf"]["lower_bound_only"] for run in r["runs"]) == 2
     assert (tmp_path / "final_200_20261201.npz").exists()
 
 
