@@ -188,7 +188,9 @@ def print_tables(results: dict) -> None:
     if any_r:
         print(f"\nn = {any_r['final_samples']} fresh noises (seed {any_r['final_seed']}), "
               f"{any_r['bootstrap']['resamples']} paired bootstrap resamples; search seeds "
-              f"{[run['seed'] for run in any_r['runs']]}; {any_r['baselines']} baselines per NFE; model "
+              f"{[run['seed'] for run in any_r['runs']]}; baselines per NFE "
+              + ", ".join(f"{r['nfe']}: {r['baselines']}" for r in sorted(results.values(), key=lambda r: r["nfe"]))
+              + "; model "
               f"{any_r.get('model', 'digits_gmm(10)')}" + (f"; held-out: {any_r['held_out']}" if any_r.get("held_out") else "") + ".")
 
 
