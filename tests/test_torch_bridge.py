@@ -206,14 +206,42 @@ def _cli(*args, cwd=None):
 
 
 @pytest.mark.slow
-def test_cli_samples_a_local_diffusers_model(tmp_path, unet):
+def test_cli_searches_and_samples_a_local_diffusers_model(tmp_path, unet):
+    """`stepwise search --config.model.kind=diffusers --config.model.path=DIR` (paired RMSE to the
+    bridged model's own reference solve; the final comparison on fresh noise by the paired Fréchet
+    distance), then `stepwise sample --config.plan=<schedule.json>` on the same directory runs the
+    searched plan: its samples equal
+    samplers.sample of the loaded plan, with the bridged model here, on sample's noise of seed 0.
+    A schedule the model was not trained with, or a missing directory, is refused by name."""
+    from stepwise.search.schedule_file import load_plan
+
     unet.save_pretrained(tmp_path / "m")
-    r = _cli("sample", "--workdir", str(tmp_path / "run"), "--config.model.kind=diffusers",
-             f"--config.model.path={tmp_path / 'm'}", "--config.schedule=vp_discrete", "--config.nfe=4",
-             "--config.num_samples=8", "--config.batch_size=8", "--config.reference_samples=4")
+    model = ["--config.model.kind=diffusers", f"--config.model.path={tmp_path / 'm'}", "--config.schedule=vp_discrete"]
+    r = _cli("search", "--workdir", str(tmp_path / "s"), *model, "--config.nfe=3",
+             "--config.search.objective=teacher_rmse", "--config.search.strategy=evolution",
+             "--config.search.generations=1", "--config.search.population=3", "--config.search.top_k=2",
+             "--config.search.children=2", "--config.search.timesteps_only_generations=0",
+             "--config.search.search_samples=8", "--config.search.batch_size=8",
+             "--config.search.final_samples=8", "--config.search.final_top_baselines=1",
+             "--config.search.final_tuned_baselines=0", "--config.search.final_reference=True")
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((tmp_path / "s" / "search.json").read_text())
+    assert summary["evaluations"] >= 5 and np.isfinite(summary["search_score"])
+    paired = summary["comparisons"]["frechet_to_reference"]          # the paired headline metric
+    assert paired["plan"]["n"] == 8 and paired["plan"]["low"] <= paired["plan"]["value"] <= paired["plan"]["high"]
+    bridged = tb.load_diffusers(str(tmp_path / "m"))
+    plan = load_plan(tmp_path / "s" / "schedule.json", bridged.schedule)
+    assert plan.nfe() == 3
+    r = _cli("sample", "--workdir", str(tmp_path / "smp"), *model, f"--config.plan={tmp_path / 's' / 'schedule.json'}",
+             "--config.num_samples=4", "--config.batch_size=4", "--config.reference_samples=0")
     assert r.returncode == 0, r.stderr[-2000:]
-    x = np.load(tmp_path / "run" / "samples.npz")["samples"]
-    assert x.shape[0] == 8 and np.isfinite(x).all()
+    with np.load(tmp_path / "smp" / "samples.npz") as f:
+        got = f["samples"]
+    key = jax.random.fold_in(jax.random.key(0), 0)           # sample's noise: seed 0, process 0, batch 0
+    x_T = jax.random.normal(jax.random.fold_in(key, 0), (4, 8, 8, 1)) * bridged.schedule.prior_std()
+    want = np.asarray(samplers.sample(bridged, bridged.schedule, plan, x_T))
+    assert got.shape == (4, 8, 8, 1) and np.isfinite(got).all()
+    np.testing.assert_allclose(got, want, atol=1e-5)
     r = _cli("sample", "--workdir", str(tmp_path / "run2"), "--config.model.kind=diffusers",
              f"--config.model.path={tmp_path / 'm'}", "--config.schedule=vp_linear")
     assert r.returncode == 2 and "config.schedule" in r.stderr
