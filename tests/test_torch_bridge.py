@@ -51,6 +51,30 @@ def test_unet2d_forward_matches_torch(unet, kind, pred):
     assert d.cost > 1e4  # FLOPs per sample from XLA's cost analysis, not a placeholder
 
 
+def test_low_precision_runs_the_bridged_network_in_bfloat16(unet):
+    """denoisers.LowPrecision(bridged) computes the network in bfloat16: every convolution of the
+    lowered call takes bfloat16 operands, and the output differs from torch's float32 forward by far
+    more than rounding that forward to bfloat16 would (it is not a float32 computation cast at the
+    end); the sampler keeps its float32 state."""
+    from stepwise import denoisers
+
+    d = tb.from_unet2d(unet, {"prediction_type": "epsilon"})
+    low = denoisers.LowPrecision(d, "bfloat16")
+    x = np.random.default_rng(1).normal(size=(3, 8, 8, 1)).astype(np.float32)
+    with torch.no_grad():
+        ref32 = nhwc(unet(nchw(x), torch.tensor(T * 1000 - 1)).sample)
+    convs = [ln for ln in jax.jit(lambda x, t: low(x, t)).lower(jnp.asarray(x), jnp.asarray(T)).as_text().splitlines()
+             if "stablehlo.convolution" in ln]
+    assert convs and all("bf16" in ln and "f32" not in ln for ln in convs), convs[:2]
+    got = low(jnp.asarray(x), jnp.asarray(T))
+    assert got.dtype == jnp.bfloat16
+    rounding = np.abs(np.asarray(jnp.asarray(ref32).astype(jnp.bfloat16).astype(jnp.float32)) - ref32).max()
+    assert np.abs(np.asarray(got.astype(jnp.float32)) - ref32).max() > 4 * rounding
+    plan = solvers.build_preset("dpm_solver_pp", 3, d.schedule, "logsnr", order=2)
+    out = samplers.sample(low, d.schedule, plan, jnp.asarray(x))
+    assert out.dtype == jnp.float32 and np.isfinite(np.asarray(out)).all()
+
+
 def test_unet2d_condition_forward_and_null_embedding():
     torch.manual_seed(1)
     cu = diffusers.UNet2DConditionModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16),

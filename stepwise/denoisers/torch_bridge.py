@@ -160,6 +160,16 @@ class TorchDenoiser(Denoiser):
         self.cost = float(cost) if cost is not None else max(forward_flops(self, batch=1), 1.0)
 
     @property
+    def compute_dtype(self):
+        """The dtype the network runs in: its floating weights' (float32 as extracted; bfloat16 under
+        ``denoisers.LowPrecision``, which casts them), whatever the sampler's state dtype is."""
+        kinds = {w.dtype for w in jax.tree.leaves(self.weights) if eqx.is_inexact_array(w)}
+        if len(kinds) > 1:
+            raise ValueError(f"TorchDenoiser: weights of several floating dtypes {sorted(map(str, kinds))}; "
+                             "cast them to one")
+        return kinds.pop() if kinds else jnp.dtype(jnp.float32)
+
+    @property
     def num_classes(self) -> int:
         """Classes of a label-conditioned network (the null class excluded), 0 otherwise."""
         return int(self.null_class) if self.conditioning == "labels" and self.null_class is not None else 0
@@ -184,13 +194,13 @@ class TorchDenoiser(Denoiser):
         if x.shape[1:] != self.data_shape:
             raise ValueError(f"TorchDenoiser: x has shape {x.shape}, expected (batch, *{self.data_shape})")
         b = x.shape[0]
+        dt = self.compute_dtype
         t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (b,))
-        x_in = x.astype(jnp.float32)
+        x_in = x.astype(dt)
         if self.channels_last and x.ndim == 4:
             x_in = jnp.transpose(x_in, (0, 3, 1, 2))
-        weights = jax.tree.map(lambda w: w.astype(jnp.float32) if eqx.is_inexact_array(w) else w, self.weights)
-        out = self.forward(weights, (x_in, noise_input(self.schedule, t, self.time_input).astype(jnp.float32))
-                           + self._cond_args(cond, b, jnp.float32))
+        out = self.forward(self.weights, (x_in, noise_input(self.schedule, t, self.time_input).astype(dt))
+                           + self._cond_args(cond, b, dt))
         if self.out_channels is not None:
             out = out[:, :self.out_channels]
         if self.channels_last and x.ndim == 4:
