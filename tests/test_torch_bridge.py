@@ -63,8 +63,8 @@ def test_low_precision_runs_the_bridged_network_in_bfloat16(unet):
     x = np.random.default_rng(1).normal(size=(3, 8, 8, 1)).astype(np.float32)
     with torch.no_grad():
         ref32 = nhwc(unet(nchw(x), torch.tensor(T * 1000 - 1)).sample)
-    convs = [ln for ln in jax.jit(lambda x, t: low(x, t)).lower(jnp.asarray(x), jnp.asarray(T)).as_text().splitlines()
-             if "stablehlo.convolution" in ln]
+    hlo = jax.jit(lambda x, t: low(x, t)).lower(jnp.asarray(x), jnp.asarray(T)).as_text()
+    convs = [ln for ln in hlo.splitlines() if "stablehlo.convolution" in ln]
     assert convs and all("bf16" in ln and "f32" not in ln for ln in convs), convs[:2]
     got = low(jnp.asarray(x), jnp.asarray(T))
     assert got.dtype == jnp.bfloat16
@@ -234,9 +234,10 @@ def test_cli_searches_and_samples_a_local_diffusers_model(tmp_path, unet):
     """`stepwise search --config.model.kind=diffusers --config.model.path=DIR` (paired RMSE to the
     bridged model's own reference solve; the final comparison on fresh noise by the paired Fréchet
     distance), then `stepwise sample --config.plan=<schedule.json>` on the same directory runs the
-    searched plan: its samples equal
-    samplers.sample of the loaded plan, with the bridged model here, on sample's noise of seed 0.
-    A schedule the model was not trained with, or a missing directory, is refused by name."""
+    searched plan: its samples equal samplers.sample of the loaded plan, with the bridged model here,
+    on sample's noise of seed 0. A schedule the model was not trained with, or a missing directory,
+    is refused by name."""
+    from stepwise.cli.commands.sample import batch_noise
     from stepwise.search.schedule_file import load_plan
 
     unet.save_pretrained(tmp_path / "m")
@@ -261,8 +262,7 @@ def test_cli_searches_and_samples_a_local_diffusers_model(tmp_path, unet):
     assert r.returncode == 0, r.stderr[-2000:]
     with np.load(tmp_path / "smp" / "samples.npz") as f:
         got = f["samples"]
-    key = jax.random.fold_in(jax.random.key(0), 0)           # sample's noise: seed 0, process 0, batch 0
-    x_T = jax.random.normal(jax.random.fold_in(key, 0), (4, 8, 8, 1)) * bridged.schedule.prior_std()
+    x_T = batch_noise(0, 0, 0, 4, (8, 8, 1), bridged.schedule)     # sample's noise: seed 0, process 0, batch 0
     want = np.asarray(samplers.sample(bridged, bridged.schedule, plan, x_T))
     assert got.shape == (4, 8, 8, 1) and np.isfinite(got).all()
     np.testing.assert_allclose(got, want, atol=1e-5)

@@ -52,8 +52,6 @@ def run(args) -> int:
     labels, threshold = runtime.build_guidance(cfg, model, n_local, None)
     if labels is not None and not cfg.plan:
         plan = plan.replace(guidance=jnp.full(plan.guidance.shape, cfg.guidance))
-    # Each process draws its own noise: batch b of process p uses fold_in(fold_in(seed, p), b).
-    key = jax.random.fold_in(jax.random.key(cfg.seed), jax.process_index())
     shape = tuple(model.data_shape)
     dim = int(np.prod(shape))
     stats = evaluation.moments_init(dim)
@@ -62,7 +60,7 @@ def run(args) -> int:
     t0 = time.perf_counter()
     for b, i in enumerate(runtime.progress(range(0, n_local, bs), "sampling", enabled=cfg.progress)):
         m = min(bs, n_local - i)
-        x_T = jax.random.normal(jax.random.fold_in(key, b), (m,) + shape) * sched.prior_std()
+        x_T = batch_noise(cfg.seed, jax.process_index(), b, m, shape, sched)
         first_noise = x_T if first_noise is None else first_noise
         c = None if labels is None else labels[i:i + m]
         try:
@@ -112,6 +110,16 @@ def run(args) -> int:
         print(f"  {k:>26s}: {v:.6g}" if isinstance(v, float) else f"  {k:>26s}: {v}")
     print(f"wrote {workdir / ('samples.npz' if keep is not None else 'metrics.json')}")
     return 0
+
+
+def batch_noise(seed: int, process: int, batch: int, rows: int, shape, schedule):
+    """x_T of batch ``batch`` of process ``process`` in `stepwise sample`: each process draws its
+    own noise, N(0, prior_std^2) under the key fold_in(fold_in(key(seed), process), batch), so a run's
+    noise can be redrawn outside the command."""
+    import jax
+
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), process), batch)
+    return jax.random.normal(key, (rows,) + tuple(shape)) * schedule.prior_std()
 
 
 def _keep_partial(workdir, keep, rows: int, writer: bool) -> str:
