@@ -10,6 +10,8 @@ seeds (seed s: its own search noise, proposals and predictor; the arms of one se
 * (d) AutoDiffusion's two-stage schedule at NFE M > B: nodes and solver decisions with the full
   network first, then per-step skip masks only, every candidate projected onto the budget;
 * (e) the joint search of nodes, solver decisions and masks at NFE M under the same budget;
+* with ``--earliest``, (d) and (e) again with the fixed projection order (earliest steps skipped
+  first) instead of the measured one (``search.skip_order``: least measured damage per cost saved);
 
 then ONE final evaluation on fresh noise (``--final-seed``) of every plan: the paired Fréchet
 distance to the reference solve of the same noise, with 95% paired-bootstrap intervals, each
@@ -40,19 +42,23 @@ from stepwise.search.run import final_evaluation, final_noise, initial_genomes, 
 from stepwise.search.schedule_file import plan_from_dict, plan_to_dict
 from stepwise.search.space import decode
 
-ARMS = {"c_nodes_solver": dict(skip=False), "d_two_stage_masks": dict(skip=True, skip_schedule="two_stage"),
-        "e_joint_masks": dict(skip=True, skip_schedule="joint")}
+ARMS = {"c_nodes_solver": dict(skip=False),
+        "d_two_stage_masks": dict(skip=True, skip_schedule="two_stage", skip_order="sensitivity"),
+        "e_joint_masks": dict(skip=True, skip_schedule="joint", skip_order="sensitivity")}
+# the projection of the first measurement (earliest steps skipped first), kept for the comparison
+EARLIEST = {"d_two_stage_masks_earliest": dict(skip=True, skip_schedule="two_stage", skip_order="earliest"),
+            "e_joint_masks_earliest": dict(skip=True, skip_schedule="joint", skip_order="earliest")}
 
 
 def search_arm(model, sched, evaluator, arm: str, seed: int, nfe: int, budget: float, settings: dict, workdir: Path):
     """One resumable search; returns (best plan, its search score, evaluations, wall seconds)."""
-    opts = {**settings, **ARMS[arm], "seed": seed}
+    opts = {**settings, **{**ARMS, **EARLIEST}[arm], "seed": seed}
     if opts["skip"]:
         opts["budget"] = budget
     s = section("search", opts)
-    units, hooks, shares = skip_setup(s, model)
+    units, make_hooks, shares = skip_setup(s, model)
     space = search_space(s, nfe, sched, unit_counts=units)
-    strategy = search_strategy(s, space, hooks)
+    strategy = search_strategy(s, space, make_hooks(space))
     _, initial = initial_genomes(nfe, space, seed)
     st, info = search_loop(strategy, evaluator, initial, seed, str(workdir / "checkpoints"), log=lambda m: None)
     g, score = st.best
@@ -74,6 +80,8 @@ def main(argv=None) -> int:
                     help="baselines in the final evaluation: the best k by search score (seed-0 search noise)")
     ap.add_argument("--out", default="runs/bench-skip")
     ap.add_argument("--timing-only", action="store_true", help="only the wall-time cross-check of mask costs")
+    ap.add_argument("--earliest", action="store_true",
+                    help="also the mask arms with the earliest-steps-first projection (search.skip_order=earliest)")
     a = ap.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -95,7 +103,7 @@ def main(argv=None) -> int:
     for seed in a.seeds:
         evaluator = search_evaluator(section("search", {**settings, "seed": seed}), model, sched, log=None)
         first = evaluator if first is None else first
-        for arm in ARMS:
+        for arm in {**ARMS, **(EARLIEST if a.earliest else {})}:
             key = f"{arm}/seed{seed}"
             if key in done:
                 continue

@@ -90,6 +90,8 @@ CLI_CASES = [
     (["search", "--config.search.budget=-1"], r"search.budget: -1.0 is invalid; allowed: 0 \(none\) or a cost"),
     (["search", "--config.search.budget=3"], r"search.budget: 3.0 is below nfe=\d+; only plans that skip"),
     (["search", "--config.search.skip_schedule=nope"], r"search.skip_schedule: 'nope' is invalid; allowed: \['joint', 'two_stage'\]"),
+    (["search", "--config.search.skip_order=nope"], r"search.skip_order: 'nope' is invalid; allowed: \['sensitivity', 'earliest'\]"),
+    (["search", "--config.search.skip_order=earliest"], r"search.skip_order: only used with search.skip=True"),
     (["search", "--config.search.strategy=hybrid", "--config.search.hybrid_base=gradient"],
      r"search.hybrid_base: 'gradient' is invalid; allowed: \['evolution', 'predictor'\]"),
     (["search", "--config.search.strategy=hybrid", "--config.search.hybrid_top=0"],

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,7 +18,7 @@ from stepwise.denoisers.unet import FlaxDenoiser, UNet, init_params, unet_kwargs
 from stepwise.samplers import executor
 from stepwise.schedules import VPLinear
 from stepwise.search import space as S
-from stepwise.search.budget import skip_projection
+from stepwise.search.budget import SkipSensitivity, skip_damage, skip_projection, unit_sensitivity
 from stepwise.search.stitching import budget_hooks
 from stepwise.search.strategies import Evolution, EvolutionOptions
 
@@ -91,8 +92,6 @@ def test_lowered_flops_match_the_compiled_call_with_the_dead_branch_removed(unet
     """call_flops counts the lowered call with a NumPy mask (one branch traced); the compiled call
     of the traced-cond network with a constant mask (XLA removes the dead branch) agrees within 1%,
     and so does call_flops(compiled=True) (unet.forward_flops' path)."""
-    import equinox as eqx
-
     units = len(unet.skip_units)
     mask = np.zeros(units, np.int32)
     mask[[0, 3, 5]] = 1
@@ -260,6 +259,69 @@ def test_budget_projection_and_every_candidate_fits(unet):
         st = strat.tell(st, cands, list(np.random.default_rng(len(seen)).random(len(cands))))
     assert len(seen) >= 10
     assert all(solvers.cost(S.view(c, space), [1.0], unit_shares=shares) <= 3.5 * (1 + 1e-9) for c in seen)
+
+
+def test_unit_sensitivity_is_the_measured_shift_of_the_data_prediction(unet):
+    """rms[k, u] = RMS of D_u - D at the k-th state of the model's own DPM-Solver++(2M) solve,
+    recomputed here with constant masks (the other branch of each unit: no traced condition)."""
+    from stepwise.denoisers.base import x0_eps
+    from stepwise.schedules import discretize
+
+    sched = VPLinear()
+    sens = unit_sensitivity(unet, sched, num_samples=8, nodes=4, seed=3)
+    units = len(unet.skip_units)
+    assert sens.rms.shape == (4, units) and np.all(np.diff(sens.lam) > 0)
+    ts = discretize("logsnr", 4, sched)
+    x_T = jax.random.normal(jax.random.key(3), (8,) + SHAPE) * sched.prior_std()
+    _, traj = samplers.sample(unet, sched, solvers.dpm_solver_pp(ts, order=2), x_T, return_trajectory=True)
+    k, u = 2, 4   # ts decrease, so log-SNR increases along the nodes: node k is row k of the table
+    mask = np.zeros(units, np.int32)
+    full = x0_eps(unet.with_skip(mask), traj[k], ts[k])[0]
+    mask[u] = 1
+    want = float(jnp.sqrt(jnp.mean((x0_eps(unet.with_skip(mask), traj[k], ts[k])[0] - full) ** 2)))
+    assert sens.rms[k, u] == pytest.approx(want, rel=1e-4)
+    assert np.all(sens.rms > 0)                       # every unit of the perturbed net moves D somewhere
+    assert sens.at(sens.lam[[0, -1]] + np.array([-5.0, 5.0])) == pytest.approx(sens.rms[[0, -1]])  # clamped ends
+    mid = sens.at([0.5 * (sens.lam[0] + sens.lam[1])])[0]
+    assert mid == pytest.approx(0.5 * (sens.rms[0] + sens.rms[1]))
+
+
+def test_skip_damage_weights_each_evaluation_by_its_first_order_step():
+    """damage[r, u] = sum over the evaluations using row r of (alpha_{j+1} - sigma_{j+1} alpha_j /
+    sigma_j) rms_u(lambda_j): written out by hand for a 3-step plan with a UniC corrector on its last
+    step (row 2 then has the node-2 call and the corrector's call at node 3)."""
+    sched = VPLinear()
+    ts = np.array([1.0, 0.6, 0.3, 0.05])
+    plan = solvers.make_plan(ts, order=[1, 2, 2], corrector=["none", "none", "unic"], analytic_first=True,
+                             skip=np.zeros((3, 2), np.int32))
+    lam = np.asarray(sched.lambda_(jnp.asarray(ts)), np.float64)
+    sens = SkipSensitivity(np.array([lam.min() - 1, lam.max() + 1]), np.array([[1.0, 2.0], [3.0, 6.0]]))
+    rms_u0 = 1.0 + 2.0 * (lam - (lam.min() - 1)) / (lam.max() - lam.min() + 2)   # the linear table at lam
+    a, s = (np.asarray(f(jnp.asarray(ts)), np.float64) for f in (sched.alpha, sched.sigma))
+    w = a[1:] - s[1:] * a[:-1] / s[:-1]
+    got = skip_damage(sens, sched, plan)
+    assert got[0] == pytest.approx([0.0, 0.0])                                   # analytic first step: no call
+    assert got[1] == pytest.approx(w[1] * rms_u0[1] * np.array([1.0, 2.0]), rel=1e-5)
+    assert got[2] == pytest.approx((w[2] * rms_u0[2] + w[2] * rms_u0[3]) * np.array([1.0, 2.0]), rel=1e-5)
+
+
+def test_damage_ordered_projection_skips_least_damage_per_cost_saved():
+    """With a damage matrix the projection skips, greedily, the least damage per unit of cost
+    saved (not the earliest step); units already skipped stay; the budget holds; without damage the
+    order is the old one (earliest step first)."""
+    shares = [np.array([0.1, 0.4, 0.2])]
+    plan = solvers.make_plan(np.linspace(1.0, 0.01, 4), order=[1, 2, 2], skip=np.array([[0, 0, 0], [0, 0, 1], [0, 0, 0]]))
+    damage = np.array([[9.0, 9.0, 9.0], [9.0, 4.0, 0.0], [0.5, 8.0, 1.0]])
+    # per cost saved: row 2 unit 0: 5.0, row 2 unit 2: 5.0, row 1 unit 1: 10.0, row 2 unit 1: 20.0, ...
+    got = skip_projection(plan, [1.0], 3.0 - 0.2 - 0.1 - 0.2, shares, damage=damage)
+    want = np.array([[0, 0, 0], [0, 0, 1], [1, 0, 1]])
+    assert np.array_equal(got, want)
+    assert solvers.cost(eqx.tree_at(lambda p: p.skip, plan, jnp.asarray(got)), [1.0], unit_shares=shares) <= 2.5 + 1e-9
+    got = skip_projection(plan, [1.0], 2.1, shares, damage=damage)   # needs 0.7 more: + row 1 unit 1 (10.0)
+    assert np.array_equal(got, np.array([[0, 0, 0], [0, 1, 1], [1, 0, 1]]))
+    early = skip_projection(plan, [1.0], 2.5, shares)
+    assert np.array_equal(early, np.array([[0, 1, 0], [0, 0, 1], [0, 0, 0]]))    # earliest step, dearest unit
+    assert skip_projection(plan, [1.0], 0.5, shares, damage=damage) is None
 
 
 def test_budgeted_mask_search_compares_against_full_network_baselines_within_budget(tmp_path):

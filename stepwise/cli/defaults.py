@@ -119,6 +119,8 @@ def search_defaults() -> ml_collections.ConfigDict:
     s.budget = 0.0                    # compute budget in full-model evaluations (0: none); with skip, masks make plans fit
     s.p_skip = 0.05                   # per step and unit, probability that a mutation flips the unit
     s.skip_schedule = "joint"         # joint | two_stage (nodes and solver first, then masks only)
+    s.skip_order = "sensitivity"      # which units a candidate over budget gives up first: sensitivity (least
+                                      # measured damage per cost saved) | earliest (earliest steps first)
     # predictor (strategy=predictor)
     s.screen = 128                    # proposals ranked by the predictor per generation
     s.explore = 1                     # of the children, this many are random unscreened proposals

@@ -70,7 +70,8 @@ def codes(column: str, names: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(out))
 
 
-SKIP_FIELDS = ("p_skip", "skip_schedule")
+SKIP_FIELDS = ("p_skip", "skip_schedule", "skip_order")
+SKIP_ORDERS = ("sensitivity", "earliest")
 
 
 def search_space(s, nfe: int, schedule, num_models: int = 1, unit_counts: tuple = ()) -> SearchSpace:
@@ -116,6 +117,14 @@ def evolution_options(s) -> EvolutionOptions:
                             generations=int(_get(s, "generations")), skip_schedule=_get(s, "skip_schedule"))
 
 
+def skip_order(s) -> str:
+    """``search.skip_order``, checked."""
+    order = _get(s, "skip_order")
+    if order not in SKIP_ORDERS:
+        raise ValueError(f"search.skip_order: {order!r} is invalid; allowed: {list(SKIP_ORDERS)}")
+    return order
+
+
 def check_skip_options(s, nfe: int) -> None:
     """``search.skip`` / ``search.budget``: a budget in (0, nfe]; without masks a budget below the NFE
     cannot be met; the mask options need ``skip``."""
@@ -123,6 +132,7 @@ def check_skip_options(s, nfe: int) -> None:
     if not (budget == 0.0 or 0.0 < budget <= nfe):
         raise ValueError(f"search.budget: {budget!r} is invalid; allowed: 0 (none) or a cost in (0, nfe={nfe}] "
                          "full-model evaluations")
+    skip_order(s)
     if not bool(_get(s, "skip")):
         base = defaults.search_defaults()
         changed = [k for k in SKIP_FIELDS if _get(s, k) != base[k]]
@@ -134,22 +144,36 @@ def check_skip_options(s, nfe: int) -> None:
                              "meet it (set search.skip=True) or lower nfe")
 
 
-def skip_setup(s, model) -> tuple[tuple, Hooks, list | None]:
-    """(unit counts, budget hooks, unit shares) of a ``search`` section for ``model``: empty when
-    masks are not searched. Unit shares are measured from XLA's cost analysis
-    (``denoisers.skipping.unit_shares``)."""
+def skip_setup(s, model) -> tuple[tuple, Callable[[SearchSpace], Hooks], list | None]:
+    """(unit counts, space -> budget hooks, unit shares) of a ``search`` section for ``model``:
+    empty when masks are not searched. Unit shares are measured from XLA's cost analysis
+    (``denoisers.skipping.unit_shares``); with ``skip_order="sensitivity"`` the hooks' projection
+    skips the units of least measured damage first (``search.budget.unit_sensitivity``, measured
+    once when the hooks are made, on the search seed's noise)."""
     if not bool(_get(s, "skip")):
-        return (), Hooks(), None
+        return (), lambda space: Hooks(), None
     from stepwise.denoisers.skipping import unit_shares
+    from stepwise.search.budget import skip_damage, unit_sensitivity
+    from stepwise.search.space import view
     from stepwise.search.stitching import budget_hooks
 
     units = tuple(getattr(model, "skip_units", ()))
     if not units:
         raise ValueError(f"search.skip: the model ({type(model).__name__}) has no skippable units; allowed: a Flax "
                          "UNet or MLP checkpoint (model.kind=checkpoint)")
+    order = skip_order(s)
     shares = [unit_shares(model)]
     budget = float(_get(s, "budget"))
-    hooks = budget_hooks([1.0], budget, p_swap=0.0, unit_shares=shares) if budget > 0 else Hooks()
+
+    def hooks(space: SearchSpace) -> Hooks:
+        if budget <= 0:
+            return Hooks()
+        damage = None
+        if order == "sensitivity":
+            sens = unit_sensitivity(model, space.schedule, seed=int(_get(s, "seed")))
+            damage = lambda g: skip_damage(sens, space.schedule, view(g, space))  # noqa: E731
+        return budget_hooks([1.0], budget, p_swap=0.0, unit_shares=shares, damage=damage)
+
     return (len(units),), hooks, shares
 
 
@@ -285,8 +309,9 @@ def run_search_section(s, model, schedule, nfe: int, workdir, held_out=None, **k
                            final=final, features=features,
                            **{k: v for k, v in kw.items() if k in ("model_info", "log")})
     check_measurable(model, final.reference or kw.get("final_data") is not None)
-    units, hooks, shares = skip_setup(s, model)
+    units, make_hooks, shares = skip_setup(s, model)
     space = search_space(s, nfe, schedule, unit_counts=units)
+    hooks = make_hooks(space)
     refine = finish = None
     if strategy_name == HYBRID:
         refine, finish = hybrid_refinements(s, model, schedule, space, workdir, log=kw.get("log", print),

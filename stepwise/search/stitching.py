@@ -45,10 +45,12 @@ def model_only_space(nfe: int, schedule, num_models: int) -> SearchSpace:
 
 
 # ----------------------------------------------------------------------------- budget hooks
-def budget_hooks(costs, budget: float, p_swap: float = 0.5, unit_shares=None) -> Hooks:
+def budget_hooks(costs, budget: float, p_swap: float = 0.5, unit_shares=None, damage=None) -> Hooks:
     """Strategy hooks that keep every candidate within ``budget`` (see module doc). With
     ``unit_shares`` (genomes with skip masks) a candidate still over budget after the model moves
-    has units skipped, earliest steps first (:func:`search.budget.skip_projection`)."""
+    has units skipped (:func:`search.budget.skip_projection`): earliest steps first, or, with
+    ``damage`` (genome -> (N, U) price, e.g. :func:`search.budget.skip_damage`), the cheapest
+    damage per unit of cost saved first."""
     costs = np.asarray(costs, np.float64)
     masked = unit_shares is not None
 
@@ -58,7 +60,9 @@ def budget_hooks(costs, budget: float, p_swap: float = 0.5, unit_shares=None) ->
         if col is not None:
             cols["model"] = col.astype(g.cols["model"].dtype)
         if masked and MASK in cols:
-            cols[MASK] = skip_projection(Genome(g.incr, cols, g.analytic_first), costs, budget, unit_shares)
+            moved = Genome(g.incr, cols, g.analytic_first)
+            cols[MASK] = skip_projection(moved, costs, budget, unit_shares,
+                                         damage=None if damage is None else damage(moved))
             if cols[MASK] is None:
                 return None
         elif not within_budget(Genome(g.incr, cols, g.analytic_first), budget, "cost", costs):
