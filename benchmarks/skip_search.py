@@ -80,6 +80,9 @@ def main(argv=None) -> int:
                     help="baselines in the final evaluation: the best k by search score (seed-0 search noise)")
     ap.add_argument("--out", default="runs/bench-skip")
     ap.add_argument("--timing-only", action="store_true", help="only the wall-time cross-check of mask costs")
+    ap.add_argument("--projection-only", action="store_true",
+                    help="only the controlled check: two presets at --masked-nfe projected onto --budget by each "
+                         "search.skip_order, teacher RMSE on --search-samples noises (seed --seeds[0])")
     ap.add_argument("--earliest", action="store_true",
                     help="also the mask arms with the earliest-steps-first projection (search.skip_order=earliest)")
     a = ap.parse_args(argv)
@@ -91,6 +94,12 @@ def main(argv=None) -> int:
         shares = skip_setup(section("search", {"skip": True}), model)[2][0]
         rows = timing(model, shares)
         write_json_atomic(out / "timing.json", rows)
+        for r in rows:
+            print(r)
+        return 0
+    if a.projection_only:
+        rows = projection_check(model, a.budget, a.masked_nfe, a.search_samples, a.seeds[0])
+        write_json_atomic(out / "projection.json", rows)
         for r in rows:
             print(r)
         return 0
@@ -148,6 +157,41 @@ def main(argv=None) -> int:
     write_json_atomic(out / "results.json", results)
     print_tables(results)
     return 0
+
+
+def projection_check(model, budget: float, nfe: int, samples: int, seed: int) -> list[dict]:
+    """The same full-network plans (DPM-Solver++(2M) / logSNR and iPNDM(3) / time-quadratic at
+    ``nfe``) projected onto ``budget`` by each skip order; teacher RMSE to a 500-step reference
+    solve of ``samples`` noises, beside the full network at ``nfe`` and at ``round(budget)``
+    evaluations. Also the measured sensitivity table (``search.budget.unit_sensitivity``)."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    from stepwise import samplers, schedules
+    from stepwise.denoisers.skipping import unit_shares
+    from stepwise.search.budget import skip_damage, skip_projection, unit_sensitivity
+
+    sched = model.schedule
+    sens = unit_sensitivity(model, sched, seed=seed)
+    shares = [unit_shares(model)]
+    x_T = final_noise(model, sched, samples, seed)
+    ref = reference_endpoints(model, sched, x_T, 500)
+    rmse = lambda p: float(jnp.sqrt(jnp.mean((samplers.sample(model, sched, p, jnp.asarray(x_T)) - ref) ** 2)))  # noqa: E731
+    presets = {"dpm_solver_pp(2)/logsnr": lambda n: solvers.dpm_solver_pp(schedules.discretize("logsnr", n, sched), order=2),
+               "ipndm(3)/time_quadratic": lambda n: solvers.ipndm(schedules.discretize("time_quadratic", n, sched), order=3)}
+    rows = [{"sensitivity_lam": [round(float(v), 3) for v in sens.lam], "units": list(model.skip_units),
+             "sensitivity_rms": [[round(float(v), 4) for v in r] for r in sens.rms]}]
+    for name, make in presets.items():
+        full = eqx.tree_at(lambda p: p.skip, make(nfe), jnp.zeros((nfe, len(model.skip_units)), jnp.int32))
+        row = {"plan": name, f"full_nfe{nfe}": rmse(make(nfe)), f"full_nfe{round(budget)}": rmse(make(round(budget)))}
+        for order, damage in (("earliest", None), ("sensitivity", skip_damage(sens, sched, full))):
+            mask = skip_projection(full, [1.0], budget, shares, damage=damage)
+            plan = eqx.tree_at(lambda p: p.skip, full, jnp.asarray(mask))
+            row[order] = {"rmse": rmse(plan), "cost": round(solvers.cost(plan, [1.0], unit_shares=shares), 4),
+                          "skipped_per_step": mask.sum(1).tolist()}
+        rows.append(row)
+    return rows
 
 
 def timing(model, shares, batch: int = 256, repeats: int = 7, seed: int = 0) -> list[dict]:
