@@ -159,37 +159,54 @@ def main(argv=None) -> int:
     return 0
 
 
-def projection_check(model, budget: float, nfe: int, samples: int, seed: int) -> list[dict]:
+def projection_check(model, budget: float, nfe: int, samples: int, seed: int, resamples: int = 200) -> list[dict]:
     """The same full-network plans (DPM-Solver++(2M) / logSNR and iPNDM(3) / time-quadratic at
     ``nfe``) projected onto ``budget`` by each skip order; teacher RMSE to a 500-step reference
-    solve of ``samples`` noises, beside the full network at ``nfe`` and at ``round(budget)``
-    evaluations. Also the measured sensitivity table (``search.budget.unit_sensitivity``)."""
+    solve of ``samples`` noises (seed ``seed``), beside the full network at ``nfe`` and at
+    ``round(budget)`` evaluations, each with its 95% paired-bootstrap interval (the same rows for
+    every plan), and the paired ratios earliest / measured order and masked / full network at
+    ``round(budget)``. Also the measured sensitivity table (``search.budget.unit_sensitivity``)."""
     import equinox as eqx
-    import jax
     import jax.numpy as jnp
 
     from stepwise import samplers, schedules
     from stepwise.denoisers.skipping import unit_shares
+    from stepwise.search import protocol
     from stepwise.search.budget import skip_damage, skip_projection, unit_sensitivity
 
     sched = model.schedule
     sens = unit_sensitivity(model, sched, seed=seed)
     shares = [unit_shares(model)]
     x_T = final_noise(model, sched, samples, seed)
-    ref = reference_endpoints(model, sched, x_T, 500)
-    rmse = lambda p: float(jnp.sqrt(jnp.mean((samplers.sample(model, sched, p, jnp.asarray(x_T)) - ref) ** 2)))  # noqa: E731
+    ref = np.asarray(reference_endpoints(model, sched, x_T, 500), np.float64).reshape(samples, -1)
+    idx = protocol.bootstrap_indices(samples, resamples, seed)
+
+    def rmse(plan):   # (RMSE, its replicates on the shared rows idx)
+        x = np.asarray(samplers.sample(model, sched, plan, jnp.asarray(x_T)), np.float64).reshape(samples, -1)
+        row_mse = np.mean((x - ref) ** 2, axis=1)
+        return float(np.sqrt(row_mse.mean())), np.sqrt(row_mse[idx].mean(axis=1))
+
+    def cell(r):
+        return {"rmse": str(protocol.interval(r[0], r[1], samples, nonnegative=True))}
+
     presets = {"dpm_solver_pp(2)/logsnr": lambda n: solvers.dpm_solver_pp(schedules.discretize("logsnr", n, sched), order=2),
                "ipndm(3)/time_quadratic": lambda n: solvers.ipndm(schedules.discretize("time_quadratic", n, sched), order=3)}
-    rows = [{"sensitivity_lam": [round(float(v), 3) for v in sens.lam], "units": list(model.skip_units),
+    rows = [{"samples": samples, "seed": seed, "resamples": resamples, "units": list(model.skip_units),
+             "sensitivity_lam": [round(float(v), 3) for v in sens.lam],
              "sensitivity_rms": [[round(float(v), 4) for v in r] for r in sens.rms]}]
     for name, make in presets.items():
         full = eqx.tree_at(lambda p: p.skip, make(nfe), jnp.zeros((nfe, len(model.skip_units)), jnp.int32))
-        row = {"plan": name, f"full_nfe{nfe}": rmse(make(nfe)), f"full_nfe{round(budget)}": rmse(make(round(budget)))}
+        at_budget = rmse(make(round(budget)))
+        row = {"plan": name, f"full_nfe{nfe}": cell(rmse(make(nfe))), f"full_nfe{round(budget)}": cell(at_budget)}
+        masked = {}
         for order, damage in (("earliest", None), ("sensitivity", skip_damage(sens, sched, full))):
             mask = skip_projection(full, [1.0], budget, shares, damage=damage)
             plan = eqx.tree_at(lambda p: p.skip, full, jnp.asarray(mask))
-            row[order] = {"rmse": rmse(plan), "cost": round(solvers.cost(plan, [1.0], unit_shares=shares), 4),
+            masked[order] = rmse(plan)
+            row[order] = {**cell(masked[order]), "cost": round(solvers.cost(plan, [1.0], unit_shares=shares), 4),
                           "skipped_per_step": mask.sum(1).tolist()}
+        row["earliest / sensitivity"] = str(protocol.ratio(*masked["earliest"], *masked["sensitivity"]))
+        row[f"sensitivity / full_nfe{round(budget)}"] = str(protocol.ratio(*masked["sensitivity"], *at_budget))
         rows.append(row)
     return rows
 

@@ -324,6 +324,30 @@ def test_damage_ordered_projection_skips_least_damage_per_cost_saved():
     assert skip_projection(plan, [1.0], 0.5, shares, damage=damage) is None
 
 
+def test_search_hooks_project_by_the_configured_skip_order():
+    """skip_setup's hooks (what every CLI search uses) project an over-budget genome exactly as
+    skip_projection with the measured damage (skip_order=sensitivity, on the search seed's noise) or
+    with the earliest-first order (skip_order=earliest); a genome within budget is left as it is."""
+    from stepwise.cli.options import search_space, section, skip_setup
+
+    model, sched = _mlp(), VPLinear()
+    projected = {}
+    for order in ("sensitivity", "earliest"):
+        s = section("search", dict(skip=True, budget=2.5, seed=4, skip_order=order))
+        units, make_hooks, shares = skip_setup(s, model)
+        space = search_space(s, 3, sched, unit_counts=units)
+        g = S.random_genome(space, np.random.default_rng(1)).replace(cols=None)
+        g.cols[S.MASK] = np.zeros_like(g.cols[S.MASK])
+        projected[order] = make_hooks(space).constraint(g).cols[S.MASK]
+        damage = None
+        if order == "sensitivity":
+            damage = skip_damage(unit_sensitivity(model, sched, seed=4), sched, S.view(g, space))
+        assert np.array_equal(projected[order], skip_projection(g, [1.0], 2.5, shares, damage=damage))
+        roomy = section("search", dict(skip=True, budget=3.0, seed=4, skip_order=order))
+        assert np.array_equal(skip_setup(roomy, model)[1](space).constraint(g).cols[S.MASK], g.cols[S.MASK])
+    assert not np.array_equal(projected["sensitivity"], projected["earliest"])
+
+
 def test_budgeted_mask_search_compares_against_full_network_baselines_within_budget(tmp_path):
     from stepwise.cli.options import run_search_section, section
 

@@ -79,7 +79,7 @@ def skip_projection(plan, model_costs, budget: float, unit_shares, rtol: float =
     least damage per unit of cost saved (ties: earliest step, then unit); without it, earliest step
     first and within a step its most expensive running unit first (T-Stitch's order for a smaller
     model; for bypassed units of the trained digits UNet it is the wrong end: the same plans projected
-    this way sample 40-170x farther from the reference solve, benchmarks/RESULTS.md)."""
+    this way sample 39-261x farther from the reference solve, benchmarks/RESULTS.md)."""
     costs = np.asarray(model_costs, np.float64)
     mask = _skip_of(plan).copy()
     model = np.asarray(plan.model, np.int64)

@@ -61,6 +61,8 @@ def budget_hooks(costs, budget: float, p_swap: float = 0.5, unit_shares=None, da
             cols["model"] = col.astype(g.cols["model"].dtype)
         if masked and MASK in cols:
             moved = Genome(g.incr, cols, g.analytic_first)
+            if within_budget(moved, budget, "cost", costs, unit_shares=unit_shares):
+                return Genome(g.incr.copy(), cols, g.analytic_first)   # fits: nothing to price or skip
             cols[MASK] = skip_projection(moved, costs, budget, unit_shares,
                                          damage=None if damage is None else damage(moved))
             if cols[MASK] is None:
