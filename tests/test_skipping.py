@@ -428,3 +428,70 @@ def test_mask_search_is_deterministic_and_resumes(tmp_path):
     assert any(st.get("skip") for st in a["steps"])            # a 3-evaluation plan under 2.5 must skip units
     again = run(tmp_path / "a")
     assert again["resumed_from"] == 3 and again["steps"] == a["steps"]
+
+
+def test_skip_damage_prices_each_evaluation_with_its_own_models_table():
+    """With one table per model (a stitched plan), row r's price uses the table of the model that
+    row evaluates; units a model lacks cost 0, and a model without a table (None) prices nothing."""
+    sched = VPLinear()
+    ts = np.array([1.0, 0.6, 0.3, 0.05])
+    plan = solvers.make_plan(ts, order=[1, 2, 2], model=[0, 1, 0], skip=np.zeros((3, 2), np.int32))
+    lam = np.asarray(sched.lambda_(jnp.asarray(ts)), np.float64)
+    ends = np.array([lam.min() - 1, lam.max() + 1])
+    big = SkipSensitivity(ends, np.array([[1.0, 2.0], [1.0, 2.0]]))     # constant in log-SNR
+    small = SkipSensitivity(ends, np.array([[5.0], [5.0]]))            # one unit only
+    a, s = (np.asarray(f(jnp.asarray(ts)), np.float64) for f in (sched.alpha, sched.sigma))
+    w = a[1:] - s[1:] * a[:-1] / s[:-1]
+    got = skip_damage([big, small], sched, plan)
+    assert got == pytest.approx(np.array([[w[0] * 1.0, w[0] * 2.0], [w[1] * 5.0, 0.0], [w[2] * 1.0, w[2] * 2.0]]))
+    assert skip_damage([big, None], sched, plan)[1] == pytest.approx([0.0, 0.0])
+    assert skip_damage(big, sched, plan.replace(model=np.zeros(3, np.int32))) == pytest.approx(
+        skip_damage([big, small], sched, plan.replace(model=np.zeros(3, np.int32))))
+    with pytest.raises(ValueError, match="model 1"):
+        skip_damage([big], sched, plan)
+
+
+def test_search_hooks_of_a_model_pair_stitch_first_then_skip_by_each_models_damage():
+    """skip_setup on a DenoiserSet (the joint search of solver, model column and masks): a genome
+    over budget moves its earliest steps to the cheaper model (T-Stitch's projection) and keeps its
+    masks while that suffices; below the all-cheap cost every step takes the cheaper model and units
+    are skipped, in the order of the damage
+    priced with each member's own measured sensitivity; every projected genome fits the budget."""
+    from stepwise.cli.options import search_space, section, skip_setup
+    from stepwise.denoisers import DenoiserSet
+
+    big = _mlp()
+    net = MLP(out_dim=16, width=8, depth=2)
+    small = FlaxDenoiser(net, _perturbed(init_params(net, jax.random.key(1), (16,))), "eps", VPLinear(), (16,))
+    sched = VPLinear()
+    pair = DenoiserSet([big, small], sched)
+    costs = [1.0, call_flops(small) / call_flops(big)]
+    assert costs[1] < 0.5
+    for budget, stitched in ((2.0 + costs[1], True), (2.5 * costs[1], False)):
+        s = section("search", dict(skip=True, budget=budget, seed=4))
+        units, make_hooks, shares = skip_setup(s, pair, costs=costs)
+        assert units == (len(big.skip_units), len(small.skip_units)) and units[1] < units[0]
+        space = search_space(s, 3, sched, num_models=2, unit_counts=units)
+        g = S.random_genome(space, np.random.default_rng(1)).replace(cols=None)
+        g.cols["model"] = np.zeros(3, np.int64)
+        g.cols[S.MASK] = np.zeros_like(g.cols[S.MASK])
+        g = g.replace(analytic_first=0)
+        hooks = make_hooks(space)
+        if stitched:   # a unit the small model lacks, skipped in the step that moves to it
+            g.cols[S.MASK][0, units[0] - 1] = 1
+        out = hooks.constraint(g)
+        assert solvers.cost(S.view(out, space), costs, unit_shares=shares) <= budget * (1 + 1e-9)
+        if stitched:   # one step to the small model (the earliest), which runs it whole
+            assert out.cols["model"].tolist() == [1, 0, 0] and not out.cols[S.MASK].any()
+            swapped = hooks.moves[0](out.replace(cols={**out.cols, S.MASK: np.eye(3, units[0], dtype=np.int64)}),
+                                     np.random.default_rng(0))   # trades models AND their mask rows
+            i = int(np.flatnonzero(swapped.cols["model"] == 1)[0])
+            assert i != 0 and swapped.cols[S.MASK][i].tolist() == np.eye(3, units[0], dtype=int)[0].tolist()
+            assert swapped.cols[S.MASK][0].tolist() == np.eye(3, units[0], dtype=int)[i].tolist()
+        else:          # even all-small is over budget: every step on the small model, then units skipped
+            assert out.cols["model"].tolist() == [1, 1, 1]
+            moved = g.replace(cols={**g.cols, "model": out.cols["model"]})
+            sens = [unit_sensitivity(m, sched, seed=4) for m in (big, small)]
+            damage = skip_damage(sens, sched, S.view(moved, space))
+            assert np.array_equal(out.cols[S.MASK], skip_projection(moved, costs, budget, shares, damage=damage))
+            assert out.cols[S.MASK].any() and not out.cols[S.MASK][:, units[1]:].any()

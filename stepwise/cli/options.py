@@ -144,25 +144,34 @@ def check_skip_options(s, nfe: int) -> None:
                              "meet it (set search.skip=True) or lower nfe")
 
 
-def skip_setup(s, model) -> tuple[tuple, Callable[[SearchSpace], Hooks], list | None]:
-    """(unit counts, space -> budget hooks, unit shares) of a ``search`` section for ``model``:
-    empty when masks are not searched. Unit shares are measured from XLA's cost analysis
-    (``denoisers.skipping.unit_shares``); with ``skip_order="sensitivity"`` the hooks' projection
-    skips the units of least measured damage first (``search.budget.unit_sensitivity``, measured
-    once when the hooks are made, on the search seed's noise)."""
+def skip_setup(s, model, costs=None) -> tuple[tuple, Callable[[SearchSpace], Hooks], list | None]:
+    """(unit counts per model, space -> budget hooks, unit shares per model) of a ``search`` section
+    for ``model`` (one denoiser, or a ``DenoiserSet`` whose plan column ``model`` picks the member,
+    with relative ``costs`` per call, default: its declared costs over the largest): empty when masks are not searched. Unit shares are measured
+    from XLA's cost analysis (``denoisers.skipping.unit_shares``); with ``skip_order="sensitivity"``
+    the hooks' projection skips the units of least measured damage first
+    (``search.budget.unit_sensitivity`` of each member, measured once when the hooks are made, on
+    the search seed's noise). With several members the hooks also move steps to the cheapest one
+    first (T-Stitch's projection) and swap models between steps (``search.stitching.budget_hooks``)."""
     if not bool(_get(s, "skip")):
         return (), lambda space: Hooks(), None
+    from stepwise.denoisers import DenoiserSet, relative_costs
     from stepwise.denoisers.skipping import unit_shares
     from stepwise.search.budget import skip_damage, unit_sensitivity
     from stepwise.search.space import view
     from stepwise.search.stitching import budget_hooks
 
-    units = tuple(getattr(model, "skip_units", ()))
-    if not units:
+    members = list(model.models) if isinstance(model, DenoiserSet) else [model]
+    units = tuple(len(getattr(m, "skip_units", ())) for m in members)
+    if not any(units):
         raise ValueError(f"search.skip: the model ({type(model).__name__}) has no skippable units; allowed: a Flax "
                          "UNet or MLP checkpoint (model.kind=checkpoint)")
+    costs = [float(c) for c in (relative_costs(model.costs) if costs is None and len(members) > 1
+                                else [1.0] if costs is None else costs)]
+    if len(costs) != len(members):
+        raise ValueError(f"skip_setup: {len(costs)} costs for {len(members)} models")
     order = skip_order(s)
-    shares = [unit_shares(model)]
+    shares = [unit_shares(m) if u else np.zeros(0) for m, u in zip(members, units)]
     budget = float(_get(s, "budget"))
 
     def hooks(space: SearchSpace) -> Hooks:
@@ -170,11 +179,13 @@ def skip_setup(s, model) -> tuple[tuple, Callable[[SearchSpace], Hooks], list | 
             return Hooks()
         damage = None
         if order == "sensitivity":
-            sens = unit_sensitivity(model, space.schedule, seed=int(_get(s, "seed")))
+            seed = int(_get(s, "seed"))
+            sens = [unit_sensitivity(m, space.schedule, seed=seed) if u else None for m, u in zip(members, units)]
             damage = lambda g: skip_damage(sens, space.schedule, view(g, space))  # noqa: E731
-        return budget_hooks([1.0], budget, p_swap=0.0, unit_shares=shares, damage=damage)
+        return budget_hooks(costs, budget, p_swap=0.5 if len(members) > 1 else 0.0, unit_shares=shares,
+                            damage=damage)
 
-    return (len(units),), hooks, shares
+    return units, hooks, shares
 
 
 def predictor_options(s) -> PredictorOptions | None:

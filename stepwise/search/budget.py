@@ -53,14 +53,17 @@ def cheapest_first_projection(plan, model_costs, budget: float, rtol: float = 1e
     ``plan`` is anything with the plan's ``model``, ``corrector`` and ``analytic_first`` columns (a
     SolverPlan, a search genome). Returns the new model column, or None when even the all-cheapest
     assignment is over budget (T-Stitch's observation that early steps tolerate the small model).
+    A moved step runs its new model whole (:func:`moved_rows_whole` clears its skip-mask row).
     """
     costs = np.asarray(model_costs, np.float64)
     cheap = int(np.argmin(costs))
-    col = np.asarray(plan.model, np.int64).copy()
+    old = np.asarray(plan.model, np.int64)
+    col = old.copy()
     view = SimpleNamespace(model=col, corrector=np.asarray(plan.corrector), skip=_skip_of(plan),
                            analytic_first=int(np.asarray(plan.analytic_first)))
     limit = budget * (1 + rtol)
     for _ in range(col.shape[0] + 1):
+        view.skip = moved_rows_whole(_skip_of(plan), old, col)
         if P.cost(view, costs, unit_shares=unit_shares) <= limit:
             return col
         rest = np.flatnonzero(col != cheap)
@@ -68,6 +71,16 @@ def cheapest_first_projection(plan, model_costs, budget: float, rtol: float = 1e
             return None
         col[rest[0]] = cheap
     return None
+
+
+def moved_rows_whole(skip, old_model, new_model) -> np.ndarray | None:
+    """A copy of the (N, U) skip mask with the rows of steps whose model changed cleared: a unit
+    index names a different block in another network, so a step moved to a model runs it whole."""
+    if skip is None:
+        return None
+    out = np.asarray(skip, np.int64).copy()
+    out[np.asarray(old_model) != np.asarray(new_model)] = 0
+    return out
 
 
 def skip_projection(plan, model_costs, budget: float, unit_shares, rtol: float = 1e-9,
@@ -153,23 +166,36 @@ def unit_sensitivity(model, schedule, num_samples: int = 64, nodes: int = 16, se
     return SkipSensitivity(lam[order], rms[order])
 
 
-def skip_damage(sensitivity: SkipSensitivity, schedule, plan) -> np.ndarray:
+def skip_damage(sensitivity, schedule, plan) -> np.ndarray:
     """(N, U) first-order price of bypassing unit u in the evaluations that use step row r of
-    ``plan`` (a SolverPlan or a genome's PlanView): sum over those evaluations, at node j, of
-    w_j * rms_u(lambda(t_j)), where w_j = alpha_{j+1} - sigma_{j+1} alpha_j / sigma_j is the weight
-    with which the first-order data-prediction step from t_j (DDIM / DPM-Solver++, Lu et al. 2022)
-    carries an error of the x0 prediction into the next state (j = N, a final corrector's node,
-    uses the last step's weight). A ranking, not a prediction of the final error: later steps may
-    damp or amplify what a step adds."""
+    ``plan`` (a SolverPlan or a genome's PlanView): sum over those evaluations, at node j by model m,
+    of w_j * rms_mu(lambda(t_j)), where w_j = alpha_{j+1} - sigma_{j+1} alpha_j / sigma_j is the
+    weight with which the first-order data-prediction step from t_j (DDIM / DPM-Solver++, Lu et al.
+    2022) carries an error of the x0 prediction into the next state (j = N, a final corrector's node,
+    uses the last step's weight). ``sensitivity``: one :class:`SkipSensitivity`, or one per model of
+    the plan's model column (None for a model without skippable units; units a model lacks are
+    priced 0). A ranking, not a prediction of the final error: later steps may damp or amplify what
+    a step adds."""
+    per_model = [sensitivity] if isinstance(sensitivity, SkipSensitivity) else list(sensitivity)
     ts = np.asarray(plan.ts, np.float64)
     n = ts.shape[0] - 1
     alpha, sigma, lam = (np.asarray(f(jnp.asarray(ts)), np.float64)
                          for f in (schedule.alpha, schedule.sigma, schedule.lambda_))
     w = alpha[1:] - sigma[1:] * alpha[:-1] / sigma[:-1]
-    rms = sensitivity.at(lam)
     units = np.asarray(plan.skip).shape[1]
+    rms = [None if sens is None else _padded(sens.at(lam), units) for sens in per_model]
     out = np.zeros((n, units))
     for e in P.evaluations(plan):
-        j = min(e.node, n - 1)
-        out[P.mask_row(e.node, n)] += w[j] * rms[e.node, :units]
+        if e.model >= len(rms):
+            raise ValueError(f"skip_damage: the plan uses model {e.model}; sensitivities of {len(rms)} models given")
+        if rms[e.model] is not None:
+            out[P.mask_row(e.node, n)] += w[min(e.node, n - 1)] * rms[e.model][e.node]
+    return out
+
+
+def _padded(rms: np.ndarray, units: int) -> np.ndarray:
+    """``rms`` ((K, U_m)) cut or zero-padded to ``units`` columns."""
+    out = np.zeros((rms.shape[0], units))
+    k = min(units, rms.shape[1])
+    out[:, :k] = rms[:, :k]
     return out

@@ -26,7 +26,7 @@ import numpy as np
 from stepwise.denoisers import DenoiserSet
 from stepwise.evaluation import pareto_front
 from stepwise.io import write_text_atomic
-from stepwise.search.budget import cheapest_first_projection, skip_projection, within_budget
+from stepwise.search.budget import cheapest_first_projection, moved_rows_whole, skip_projection, within_budget
 from stepwise.search.evaluator import Evaluator
 from stepwise.search.schedule_file import save_plan
 from stepwise.search.space import MASK, Genome, SearchSpace, decode, encode, repair
@@ -47,8 +47,8 @@ def model_only_space(nfe: int, schedule, num_models: int) -> SearchSpace:
 # ----------------------------------------------------------------------------- budget hooks
 def budget_hooks(costs, budget: float, p_swap: float = 0.5, unit_shares=None, damage=None) -> Hooks:
     """Strategy hooks that keep every candidate within ``budget`` (see module doc). With
-    ``unit_shares`` (genomes with skip masks) a candidate still over budget after the model moves
-    has units skipped (:func:`search.budget.skip_projection`): earliest steps first, or, with
+    ``unit_shares`` (genomes with skip masks) a candidate that no model move can fit has every step
+    on the cheapest model and then units skipped (:func:`search.budget.skip_projection`): earliest steps first, or, with
     ``damage`` (genome -> (N, U) price, e.g. :func:`search.budget.skip_damage`), the cheapest
     damage per unit of cost saved first."""
     costs = np.asarray(costs, np.float64)
@@ -56,8 +56,13 @@ def budget_hooks(costs, budget: float, p_swap: float = 0.5, unit_shares=None, da
 
     def project(g: Genome) -> Genome | None:
         cols = {k: v.copy() for k, v in g.cols.items()}
-        col = cheapest_first_projection(g, costs, budget, unit_shares=unit_shares) if len(costs) > 1 else None
+        col = None
+        if len(costs) > 1:   # even all-cheapest over budget: every step moves, then units are skipped too
+            col = cheapest_first_projection(g, costs, budget, unit_shares=unit_shares)
+            col = np.full_like(g.cols["model"], int(np.argmin(costs))) if col is None and masked else col
         if col is not None:
+            if MASK in cols:
+                cols[MASK] = moved_rows_whole(cols[MASK], cols["model"], col)
             cols["model"] = col.astype(g.cols["model"].dtype)
         if masked and MASK in cols:
             moved = Genome(g.incr, cols, g.analytic_first)
@@ -79,6 +84,8 @@ def budget_hooks(costs, budget: float, p_swap: float = 0.5, unit_shares=None, da
         i, j = int(rng.choice(a)), int(rng.choice(b))
         cols = {k: v.copy() for k, v in g.cols.items()}
         cols["model"][i], cols["model"][j] = m[j], m[i]
+        if MASK in cols:   # each model keeps its own mask row
+            cols[MASK][[i, j]] = cols[MASK][[j, i]]
         return Genome(g.incr.copy(), cols, g.analytic_first)
 
     return Hooks(moves=(swap,), p_moves=float(p_swap), constraint=project)
