@@ -12,6 +12,13 @@ seeds (seed s: its own search noise, proposals and predictor; the arms of one se
 * (e) the joint search of nodes, solver decisions and masks at NFE M under the same budget;
 * with ``--earliest``, (d) and (e) again with the fixed projection order (earliest steps skipped
   first) instead of the measured one (``search.skip_order``: least measured damage per cost saved);
+* with ``--small-checkpoint`` (a smaller denoiser of the same data and schedule; the budget then
+  counts evaluations of ``--checkpoint``'s model, the small one costing its FLOP ratio per call):
+  (b) T-Stitch with every solver: each preset x discretization x order x AFS at NFE B+1 .. 2B with
+  its first k steps on the small model, k the least that fits the budget, the ``--top-baselines``
+  best by search score evaluated on the final noise; and (f) the joint search of nodes, solver
+  decisions, the model column and both models' masks at NFE M (its first population: the NFE-M
+  presets projected onto the budget, i.e. T-Stitch plans);
 
 then ONE final evaluation on fresh noise (``--final-seed``) of every plan: the paired Fréchet
 distance to the reference solve of the same noise, with 95% paired-bootstrap intervals, each
@@ -21,6 +28,8 @@ accounting (``solvers.cost`` with unit shares measured from XLA's cost analysis)
 
     python benchmarks/skip_search.py --checkpoint runs/digits_unet_small --budget 5 --masked-nfe 7 \\
         --seeds 0 1 2 --out runs/bench-skip
+    python benchmarks/skip_search.py --checkpoint runs/digits_unet_large \\
+        --small-checkpoint runs/digits_unet_small --budget 5 --masked-nfe 7 --out runs/bench-skip-pair
 
 Finished searches are kept in ``<out>/searches.json`` (written atomically) and reused on a rerun.
 """
@@ -33,14 +42,17 @@ from pathlib import Path
 
 import numpy as np
 
-from stepwise import solvers
+from stepwise import denoisers, solvers
 from stepwise.cli.options import search_evaluator, search_space, search_strategy, section, skip_setup
 from stepwise.cli.runtime import load_model_path
+from stepwise.evaluation import pareto_front
+from stepwise.denoisers.skipping import call_flops
 from stepwise.io import savez_atomic, write_json_atomic
 from stepwise.search.evaluator import baseline_plans, reference_endpoints
 from stepwise.search.run import final_evaluation, final_noise, initial_genomes, search_loop
 from stepwise.search.schedule_file import plan_from_dict, plan_to_dict
 from stepwise.search.space import decode
+from stepwise.solvers.transforms import t_stitch
 
 ARMS = {"c_nodes_solver": dict(skip=False),
         "d_two_stage_masks": dict(skip=True, skip_schedule="two_stage", skip_order="sensitivity"),
@@ -48,16 +60,27 @@ ARMS = {"c_nodes_solver": dict(skip=False),
 # the projection of the first measurement (earliest steps skipped first), kept for the comparison
 EARLIEST = {"d_two_stage_masks_earliest": dict(skip=True, skip_schedule="two_stage", skip_order="earliest"),
             "e_joint_masks_earliest": dict(skip=True, skip_schedule="joint", skip_order="earliest")}
+# with a smaller model beside the checkpoint's (--small-checkpoint)
+PAIR = {"f_joint_model_masks": dict(skip=True, skip_schedule="joint", skip_order="sensitivity")}
 
 
-def search_arm(model, sched, evaluator, arm: str, seed: int, nfe: int, budget: float, settings: dict, workdir: Path):
-    """One resumable search; returns (best plan, its search score, evaluations, wall seconds)."""
-    opts = {**settings, **{**ARMS, **EARLIEST}[arm], "seed": seed}
+_SETUPS: dict = {}   # (pair arm, skip order, seed) -> skip_setup's result (one sensitivity measurement)
+
+
+def search_arm(model, sched, evaluator, arm: str, seed: int, nfe: int, budget: float, settings: dict, workdir: Path,
+               pair=None, costs=None):
+    """One resumable search; returns (best plan, its search score, evaluations, wall seconds, unit
+    shares). Arms of ``PAIR`` search the model column of ``pair`` (relative ``costs``) too."""
+    opts = {**settings, **{**ARMS, **EARLIEST, **PAIR}[arm], "seed": seed}
     if opts["skip"]:
         opts["budget"] = budget
     s = section("search", opts)
-    units, make_hooks, shares = skip_setup(s, model)
-    space = search_space(s, nfe, sched, unit_counts=units)
+    models = pair if arm in PAIR else model
+    key = (arm in PAIR, opts.get("skip_order"), seed)   # what the hooks depend on: arms d and e share them
+    if key not in _SETUPS:
+        _SETUPS[key] = skip_setup(s, models, costs=costs if arm in PAIR else None)
+    units, make_hooks, shares = _SETUPS[key]
+    space = search_space(s, nfe, sched, num_models=len(pair) if arm in PAIR else 1, unit_counts=units)
     strategy = search_strategy(s, space, make_hooks(space))
     _, initial = initial_genomes(nfe, space, seed)
     st, info = search_loop(strategy, evaluator, initial, seed, str(workdir / "checkpoints"), log=lambda m: None)
@@ -85,6 +108,9 @@ def main(argv=None) -> int:
                          "search.skip_order, teacher RMSE on --search-samples noises (seed --seeds[0])")
     ap.add_argument("--earliest", action="store_true",
                     help="also the mask arms with the earliest-steps-first projection (search.skip_order=earliest)")
+    ap.add_argument("--small-checkpoint", default=None,
+                    help="a smaller denoiser (same data and schedule): adds (b) T-Stitch with every solver and "
+                         "(f) the joint search of solver, model column and masks")
     a = ap.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -106,27 +132,37 @@ def main(argv=None) -> int:
     settings = dict(strategy="predictor", objective="teacher_rmse", generations=a.generations,
                     children=a.children, search_samples=a.search_samples, batch_size=a.search_samples,
                     timesteps_only_generations=1, p_skip=0.1)
+    pair, costs = None, [1.0]
+    if a.small_checkpoint:   # index 0: the checkpoint's model (a plan's default model column), 1: the small one
+        small = load_model_path(a.small_checkpoint)
+        pair = denoisers.DenoiserSet([model, small], sched)
+        costs = [1.0, call_flops(small) / call_flops(model)]
+    arms = {**ARMS, **(EARLIEST if a.earliest else {}), **(PAIR if pair is not None else {})}
     store = out / "searches.json"
     done = json.loads(store.read_text()) if store.exists() else {}
     shares, first = None, None
     for seed in a.seeds:
-        evaluator = search_evaluator(section("search", {**settings, "seed": seed}), model, sched, log=None)
+        evaluator = search_evaluator(section("search", {**settings, "seed": seed}), model, sched, log=None,
+                                     denoisers=pair)
         first = evaluator if first is None else first
-        for arm in {**ARMS, **(EARLIEST if a.earliest else {})}:
+        for arm in arms:
             key = f"{arm}/seed{seed}"
             if key in done:
                 continue
             nfe = a.budget if arm == "c_nodes_solver" else a.masked_nfe
             t0 = time.perf_counter()
             plan, score, evals, wall, sh = search_arm(model, sched, evaluator, arm, seed, nfe, float(a.budget),
-                                                      settings, out / key.replace("/", "-"))
-            shares = sh if sh is not None else shares
+                                                      settings, out / key.replace("/", "-"), pair=pair, costs=costs)
+            shares = sh if sh is not None and len(sh) == len(costs) else shares
             done[key] = {"plan": plan_to_dict(plan), "search_score": score, "evaluations": evals,
                          "search_wall_s": round(wall, 1), "wall_s": round(time.perf_counter() - t0, 1)}
             write_json_atomic(store, done)
             print(f"{key}: nfe {nfe}, search score {score:.5g}, {evals} evaluations, {wall:.0f} s", flush=True)
     if shares is None:
-        shares = skip_setup(section("search", {"skip": True}), model)[2]
+        shares = skip_setup(section("search", {"skip": True}), pair if pair is not None else model, costs=costs)[2]
+    searched = {k: plan_from_dict(v["plan"], sched) for k, v in done.items()}
+    if pair is not None:
+        searched.update(tstitch_plans(sched, a.budget, costs, first.score, a.top_baselines))
 
     x_T = final_noise(model, sched, a.final_samples, a.final_seed)
     t0 = time.perf_counter()
@@ -137,26 +173,45 @@ def main(argv=None) -> int:
         ref = reference_endpoints(model, sched, x_T, 500)
         savez_atomic(cached, ref=ref)
     ref_wall = time.perf_counter() - t0
-    searched = {k: plan_from_dict(v["plan"], sched) for k, v in done.items()}
     results = {"budget": a.budget, "masked_nfe": a.masked_nfe, "seeds": a.seeds, "final_samples": a.final_samples,
                "final_seed": a.final_seed, "reference_wall_s": round(ref_wall, 1), "checkpoint": a.checkpoint,
-               "unit_shares": [float(s) for s in shares[0]], "searches": done, "comparisons": {}}
+               "small_checkpoint": a.small_checkpoint, "model_costs": costs,
+               "unit_shares": [[float(v) for v in sh] for sh in shares], "searches": done, "comparisons": {}}
     for target in (a.budget, 2 * a.budget):
         every = baseline_plans(target, sched)
         scores = first.score([p for _, p in every])
         base = dict(sorted(zip(every, scores), key=lambda kv: kv[1])[k][0] for k in range(min(a.top_baselines, len(every))))
         results[f"baselines_nfe{target}"] = {"total": len(every), "final": len(base)}
-        rows, info = final_evaluation(model, sched, {**searched, **base}, num_samples=a.final_samples,
+        rows, info = final_evaluation(pair if pair is not None else model, sched, {**searched, **base}, num_samples=a.final_samples,
                                       seed=a.final_seed, batch_size=500, final_data=(x_T, ref),
                                       focus=tuple(searched))
-        costs = {r["solver"]: solvers.cost(({**searched, **base})[r["solver"]], [1.0], unit_shares=shares)
-                 for r in rows}
+        cost = {r["solver"]: solvers.cost(({**searched, **base})[r["solver"]], costs, unit_shares=shares)
+                for r in rows}
         results["comparisons"][f"vs_best_full_nfe{target}"] = {
             k: v["frechet_to_reference"] for k, v in info["comparisons"].items()}
-        results[f"rows_nfe{target}"] = [{**r, "cost": round(costs[r["solver"]], 4)} for r in rows]
+        results[f"rows_nfe{target}"] = [{**r, "cost": round(cost[r["solver"]], 4)} for r in rows]
     write_json_atomic(out / "results.json", results)
     print_tables(results)
     return 0
+
+
+def tstitch_plans(sched, budget: int, costs, score, top: int) -> dict:
+    """Arm (b): every preset x discretization x order x AFS at NFE budget+1 .. 2*budget with its
+    first k steps on the small model (index 1), k the least that fits ``budget`` (cost in
+    evaluations of model 0); the ``top`` best by search ``score``, named ``b_tstitch/<preset>/k<k>``."""
+    from stepwise.search.budget import within_budget
+
+    cands = {}
+    for nfe in range(budget + 1, 2 * budget + 1):
+        for name, plan in baseline_plans(nfe, sched):
+            for k in range(1, plan.num_steps + 1):
+                p = t_stitch(plan, k / plan.num_steps, small=1, large=0)
+                if within_budget(p, budget, "cost", costs):
+                    cands[f"b_tstitch/{name}/k{k}"] = p
+                    break
+    names = list(cands)
+    order = np.argsort(np.asarray(score([cands[n] for n in names]), np.float64), kind="stable")
+    return {names[i]: cands[names[i]] for i in order[:top]}
 
 
 def projection_check(model, budget: float, nfe: int, samples: int, seed: int, resamples: int = 200) -> list[dict]:
@@ -254,6 +309,12 @@ def print_tables(results: dict) -> None:
             r = rows[k]
             print(f"| {k} | {r['nfe']} | {r['cost']:.3f} | {_iv(c['plan'])} | {c['baseline_name']} | "
                   f"{_iv(c['baseline'])} | {c['ratio_text']} |")
+    every = results[f"rows_nfe{b}"] + [r for r in results[f"rows_nfe{2 * b}"] if r["solver"] not in rows]
+    front = pareto_front([r["cost"] for r in every], [r["frechet_to_reference"] for r in every])
+    print("\nPareto front of (cost, paired FD) over every plan evaluated (point values):")
+    print("| plan | NFE | cost | paired FD |\n|---|---|---|---|")
+    for i in front:
+        print(f"| {every[i]['solver']} | {every[i]['nfe']} | {every[i]['cost']:.3f} | {every[i]['frechet_to_reference']:.4g} |")
 
 
 if __name__ == "__main__":

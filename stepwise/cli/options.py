@@ -150,8 +150,8 @@ def skip_setup(s, model, costs=None) -> tuple[tuple, Callable[[SearchSpace], Hoo
     with relative ``costs`` per call, default: its declared costs over the largest): empty when masks are not searched. Unit shares are measured
     from XLA's cost analysis (``denoisers.skipping.unit_shares``); with ``skip_order="sensitivity"``
     the hooks' projection skips the units of least measured damage first
-    (``search.budget.unit_sensitivity`` of each member, measured once when the hooks are made, on
-    the search seed's noise). With several members the hooks also move steps to the cheapest one
+    (``search.budget.unit_sensitivity`` of each member, measured on the search seed's noise when hooks
+    are first made for a schedule). With several members the hooks also move steps to the cheapest one
     first (T-Stitch's projection) and swap models between steps (``search.stitching.budget_hooks``)."""
     if not bool(_get(s, "skip")):
         return (), lambda space: Hooks(), None
@@ -174,13 +174,18 @@ def skip_setup(s, model, costs=None) -> tuple[tuple, Callable[[SearchSpace], Hoo
     shares = [unit_shares(m) if u else np.zeros(0) for m, u in zip(members, units)]
     budget = float(_get(s, "budget"))
 
+    measured: dict = {}   # id(schedule) -> (schedule, sensitivities): measured once per schedule
+
     def hooks(space: SearchSpace) -> Hooks:
         if budget <= 0:
             return Hooks()
         damage = None
         if order == "sensitivity":
-            seed = int(_get(s, "seed"))
-            sens = [unit_sensitivity(m, space.schedule, seed=seed) if u else None for m, u in zip(members, units)]
+            seed, key = int(_get(s, "seed")), id(space.schedule)
+            if key not in measured:
+                measured[key] = (space.schedule, [unit_sensitivity(m, space.schedule, seed=seed) if u else None
+                                                  for m, u in zip(members, units)])
+            sens = measured[key][1]
             damage = lambda g: skip_damage(sens, space.schedule, view(g, space))  # noqa: E731
         return budget_hooks(costs, budget, p_swap=0.5 if len(members) > 1 else 0.0, unit_shares=shares,
                             damage=damage)
