@@ -31,7 +31,9 @@ accounting (``solvers.cost`` with unit shares measured from XLA's cost analysis)
     python benchmarks/skip_search.py --checkpoint runs/digits_unet_large \\
         --small-checkpoint runs/digits_unet_small --budget 5 --masked-nfe 7 --out runs/bench-skip-pair
 
-Finished searches are kept in ``<out>/searches.json`` (written atomically) and reused on a rerun.
+Finished searches are kept in ``<out>/searches.json``, the baselines and T-Stitch plans chosen by
+search score in ``<out>/baselines_nfe*.json`` / ``tstitch.json``, the reference solve of the final
+noise in ``<out>/final_ref_*.npz`` (all written atomically) and reused on a rerun.
 """
 from __future__ import annotations
 
@@ -162,7 +164,8 @@ def main(argv=None) -> int:
         shares = skip_setup(section("search", {"skip": True}), pair if pair is not None else model, costs=costs)[2]
     searched = {k: plan_from_dict(v["plan"], sched) for k, v in done.items()}
     if pair is not None:
-        searched.update(tstitch_plans(sched, a.budget, costs, first.score, a.top_baselines))
+        searched.update(cached_plans(out / "tstitch.json", {"budget": a.budget, "top": a.top_baselines, "seed": a.seeds[0], "samples": a.search_samples}, sched,
+                                     lambda: tstitch_plans(sched, a.budget, costs, first.score, a.top_baselines)))
 
     x_T = final_noise(model, sched, a.final_samples, a.final_seed)
     t0 = time.perf_counter()
@@ -179,8 +182,14 @@ def main(argv=None) -> int:
                "unit_shares": [[float(v) for v in sh] for sh in shares], "searches": done, "comparisons": {}}
     for target in (a.budget, 2 * a.budget):
         every = baseline_plans(target, sched)
-        scores = first.score([p for _, p in every])
-        base = dict(sorted(zip(every, scores), key=lambda kv: kv[1])[k][0] for k in range(min(a.top_baselines, len(every))))
+
+        def best_baselines():
+            scores = first.score([p for _, p in every])
+            order = np.argsort(np.asarray(scores, np.float64), kind="stable")[:a.top_baselines]
+            return {every[i][0]: every[i][1] for i in order}
+
+        base = cached_plans(out / f"baselines_nfe{target}.json", {"top": a.top_baselines, "seed": a.seeds[0], "samples": a.search_samples},
+                            sched, best_baselines)
         results[f"baselines_nfe{target}"] = {"total": len(every), "final": len(base)}
         rows, info = final_evaluation(pair if pair is not None else model, sched, {**searched, **base}, num_samples=a.final_samples,
                                       seed=a.final_seed, batch_size=500, final_data=(x_T, ref),
@@ -193,6 +202,18 @@ def main(argv=None) -> int:
     write_json_atomic(out / "results.json", results)
     print_tables(results)
     return 0
+
+
+def cached_plans(path: Path, key: dict, sched, make) -> dict:
+    """``make()`` (name -> plan), stored in ``path`` with ``key`` (written atomically) and reused by a
+    rerun with the same key: scoring hundreds of candidates on a large network takes most of an hour."""
+    if path.exists():
+        d = json.loads(path.read_text())
+        if d.get("key") == key:
+            return {k: plan_from_dict(v, sched) for k, v in d["plans"].items()}
+    plans = make()
+    write_json_atomic(path, {"key": key, "plans": {k: plan_to_dict(p) for k, p in plans.items()}})
+    return plans
 
 
 def tstitch_plans(sched, budget: int, costs, score, top: int) -> dict:
