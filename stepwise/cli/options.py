@@ -147,12 +147,13 @@ def check_skip_options(s, nfe: int) -> None:
 def skip_setup(s, model, costs=None) -> tuple[tuple, Callable[[SearchSpace], Hooks], list | None]:
     """(unit counts per model, space -> budget hooks, unit shares per model) of a ``search`` section
     for ``model`` (one denoiser, or a ``DenoiserSet`` whose plan column ``model`` picks the member,
-    with relative ``costs`` per call, default: its declared costs over the largest): empty when masks are not searched. Unit shares are measured
-    from XLA's cost analysis (``denoisers.skipping.unit_shares``); with ``skip_order="sensitivity"``
-    the hooks' projection skips the units of least measured damage first
-    (``search.budget.unit_sensitivity`` of each member, measured on the search seed's noise when hooks
-    are first made for a schedule). With several members the hooks also move steps to the cheapest one
-    first (T-Stitch's projection) and swap models between steps (``search.stitching.budget_hooks``)."""
+    with relative ``costs`` per call, default: its declared costs over the largest): empty when
+    masks are not searched. Unit shares are measured from XLA's cost analysis
+    (``denoisers.skipping.unit_shares``); with ``skip_order="sensitivity"`` the hooks' projection
+    skips the units of least measured damage first (``search.budget.unit_sensitivity`` of each
+    member, measured on the search seed's noise when hooks are first made for a schedule). With
+    several members the hooks also move steps to the cheapest one first (T-Stitch's projection) and
+    swap models between steps (``search.stitching.budget_hooks``)."""
     if not bool(_get(s, "skip")):
         return (), lambda space: Hooks(), None
     from stepwise.denoisers import DenoiserSet, relative_costs

@@ -59,7 +59,7 @@ def cheapest_first_projection(plan, model_costs, budget: float, rtol: float = 1e
     cheap = int(np.argmin(costs))
     old = np.asarray(plan.model, np.int64)
     col = old.copy()
-    view = SimpleNamespace(model=col, corrector=np.asarray(plan.corrector), skip=_skip_of(plan),
+    view = SimpleNamespace(model=col, corrector=np.asarray(plan.corrector), skip=None,
                            analytic_first=int(np.asarray(plan.analytic_first)))
     limit = budget * (1 + rtol)
     for _ in range(col.shape[0] + 1):
