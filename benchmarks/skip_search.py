@@ -47,9 +47,10 @@ import numpy as np
 from stepwise import denoisers, solvers
 from stepwise.cli.options import search_evaluator, search_space, search_strategy, section, skip_setup
 from stepwise.cli.runtime import load_model_path
-from stepwise.evaluation import pareto_front
 from stepwise.denoisers.skipping import call_flops
+from stepwise.evaluation import pareto_front
 from stepwise.io import savez_atomic, write_json_atomic
+from stepwise.search.budget import within_budget
 from stepwise.search.evaluator import baseline_plans, reference_endpoints
 from stepwise.search.run import final_evaluation, final_noise, initial_genomes, search_loop
 from stepwise.search.schedule_file import plan_from_dict, plan_to_dict
@@ -163,8 +164,9 @@ def main(argv=None) -> int:
     if shares is None:
         shares = skip_setup(section("search", {"skip": True}), pair if pair is not None else model, costs=costs)[2]
     searched = {k: plan_from_dict(v["plan"], sched) for k, v in done.items()}
+    picked = {"top": a.top_baselines, "seed": a.seeds[0], "samples": a.search_samples}   # what a choice depends on
     if pair is not None:
-        searched.update(cached_plans(out / "tstitch.json", {"budget": a.budget, "top": a.top_baselines, "seed": a.seeds[0], "samples": a.search_samples}, sched,
+        searched.update(cached_plans(out / "tstitch.json", {"budget": a.budget, **picked}, sched,
                                      lambda: tstitch_plans(sched, a.budget, costs, first.score, a.top_baselines)))
 
     x_T = final_noise(model, sched, a.final_samples, a.final_seed)
@@ -188,11 +190,10 @@ def main(argv=None) -> int:
             order = np.argsort(np.asarray(scores, np.float64), kind="stable")[:a.top_baselines]
             return {every[i][0]: every[i][1] for i in order}
 
-        base = cached_plans(out / f"baselines_nfe{target}.json", {"top": a.top_baselines, "seed": a.seeds[0], "samples": a.search_samples},
-                            sched, best_baselines)
+        base = cached_plans(out / f"baselines_nfe{target}.json", picked, sched, best_baselines)
         results[f"baselines_nfe{target}"] = {"total": len(every), "final": len(base)}
-        rows, info = final_evaluation(pair if pair is not None else model, sched, {**searched, **base}, num_samples=a.final_samples,
-                                      seed=a.final_seed, batch_size=500, final_data=(x_T, ref),
+        rows, info = final_evaluation(pair if pair is not None else model, sched, {**searched, **base},
+                                      num_samples=a.final_samples, seed=a.final_seed, batch_size=500, final_data=(x_T, ref),
                                       focus=tuple(searched))
         cost = {r["solver"]: solvers.cost(({**searched, **base})[r["solver"]], costs, unit_shares=shares)
                 for r in rows}
@@ -220,8 +221,6 @@ def tstitch_plans(sched, budget: int, costs, score, top: int) -> dict:
     """Arm (b): every preset x discretization x order x AFS at NFE budget+1 .. 2*budget with its
     first k steps on the small model (index 1), k the least that fits ``budget`` (cost in
     evaluations of model 0); the ``top`` best by search ``score``, named ``b_tstitch/<preset>/k<k>``."""
-    from stepwise.search.budget import within_budget
-
     cands = {}
     for nfe in range(budget + 1, 2 * budget + 1):
         for name, plan in baseline_plans(nfe, sched):
@@ -335,7 +334,8 @@ def print_tables(results: dict) -> None:
     print("\nPareto front of (cost, paired FD) over every plan evaluated (point values):")
     print("| plan | NFE | cost | paired FD |\n|---|---|---|---|")
     for i in front:
-        print(f"| {every[i]['solver']} | {every[i]['nfe']} | {every[i]['cost']:.3f} | {every[i]['frechet_to_reference']:.4g} |")
+        r = every[i]
+        print(f"| {r['solver']} | {r['nfe']} | {r['cost']:.3f} | {r['frechet_to_reference']:.4g} |")
 
 
 if __name__ == "__main__":

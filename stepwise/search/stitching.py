@@ -48,8 +48,8 @@ def model_only_space(nfe: int, schedule, num_models: int) -> SearchSpace:
 def budget_hooks(costs, budget: float, p_swap: float = 0.5, unit_shares=None, damage=None) -> Hooks:
     """Strategy hooks that keep every candidate within ``budget`` (see module doc). With
     ``unit_shares`` (genomes with skip masks) a candidate that no model move can fit has every step
-    on the cheapest model and then units skipped (:func:`search.budget.skip_projection`): earliest steps first, or, with
-    ``damage`` (genome -> (N, U) price, e.g. :func:`search.budget.skip_damage`), the cheapest
+    on the cheapest model and then units skipped (:func:`search.budget.skip_projection`): earliest
+    steps first, or, with ``damage`` (genome -> (N, U) price, e.g. :func:`search.budget.skip_damage`), the cheapest
     damage per unit of cost saved first."""
     costs = np.asarray(costs, np.float64)
     masked = unit_shares is not None
