@@ -50,12 +50,11 @@ from stepwise.cli.runtime import load_model_path
 from stepwise.denoisers.skipping import call_flops
 from stepwise.evaluation import pareto_front
 from stepwise.io import savez_atomic, write_json_atomic
-from stepwise.search.budget import within_budget
 from stepwise.search.evaluator import baseline_plans, reference_endpoints
 from stepwise.search.run import final_evaluation, final_noise, initial_genomes, search_loop
 from stepwise.search.schedule_file import plan_from_dict, plan_to_dict
 from stepwise.search.space import decode
-from stepwise.solvers.transforms import t_stitch
+from stepwise.search.stitching import ranked_tstitch
 
 ARMS = {"c_nodes_solver": dict(skip=False),
         "d_two_stage_masks": dict(skip=True, skip_schedule="two_stage", skip_order="sensitivity"),
@@ -220,18 +219,12 @@ def cached_plans(path: Path, key: dict, sched, make) -> dict:
 def tstitch_plans(sched, budget: int, costs, score, top: int) -> dict:
     """Arm (b): every preset x discretization x order x AFS at NFE budget+1 .. 2*budget with its
     first k steps on the small model (index 1), k the least that fits ``budget`` (cost in
-    evaluations of model 0); the ``top`` best by search ``score``, named ``b_tstitch/<preset>/k<k>``."""
-    cands = {}
-    for nfe in range(budget + 1, 2 * budget + 1):
-        for name, plan in baseline_plans(nfe, sched):
-            for k in range(1, plan.num_steps + 1):
-                p = t_stitch(plan, k / plan.num_steps, small=1, large=0)
-                if within_budget(p, budget, "cost", costs):
-                    cands[f"b_tstitch/{name}/k{k}"] = p
-                    break
-    names = list(cands)
-    order = np.argsort(np.asarray(score([cands[n] for n in names]), np.float64), kind="stable")
-    return {names[i]: cands[names[i]] for i in order[:top]}
+    evaluations of model 0); the ``top`` best by search ``score``, named
+    ``b_tstitch/nfe<n>/<preset>/k<k>``."""
+    named = [(f"nfe{nfe}/{name}", p) for nfe in range(budget + 1, 2 * budget + 1)
+             for name, p in baseline_plans(nfe, sched)]
+    ranked = ranked_tstitch([p for _, p in named], budget, costs, 1, 0, score, least_prefix=True)
+    return {f"b_tstitch/{named[i][0]}/k{k}": p for i, k, p in ranked[:top]}
 
 
 def projection_check(model, budget: float, nfe: int, samples: int, seed: int, resamples: int = 200) -> list[dict]:

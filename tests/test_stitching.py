@@ -289,6 +289,25 @@ def test_stitch_command_writes_report_and_resumes(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "points").glob("*.json")} == stamps
 
 
+def test_ranked_tstitch_least_prefix_keeps_one_plan_per_base_with_the_least_k_that_fits():
+    """Costs (large 1, small 0.25), 4 steps: k small steps cost 4 - 0.75 k, so budget 2.5 admits
+    k = 2, 3, 4 and the least is k = 2 (by hand); a 5-step base needs k = 4 (5 - 3 = 2 <= 2.5).
+    The score is a function of the plan (its number of small steps, negated), so the order is known."""
+    from stepwise.search.stitching import ranked_tstitch
+
+    costs = np.array([0.25, 1.0])
+    bases = [solvers.ddim(schedules.discretize("logsnr", n, LIN)) for n in (4, 5)]
+    small_steps = lambda ps: [-float(np.sum(np.asarray(p.model) == 0)) for p in ps]
+    every = ranked_tstitch(bases, 2.5, costs, 0, 1, small_steps)
+    assert sorted((i, k) for i, k, _ in every) == [(0, 2), (0, 3), (0, 4), (1, 4), (1, 5)]
+    assert [-s for s in small_steps([p for _, _, p in every])] == sorted((k for _, k, _ in every), reverse=True)
+    least = ranked_tstitch(bases, 2.5, costs, 0, 1, small_steps, least_prefix=True)
+    assert [(i, k) for i, k, _ in least] == [(1, 4), (0, 2)]   # ascending score = most small steps first
+    for _, k, p in least:
+        assert within_budget(p, 2.5, "cost", costs) and int(np.sum(np.asarray(p.model) == 0)) == k
+    assert ranked_tstitch(bases, 0.9, costs, 0, 1, small_steps) == []   # even all-small is over budget
+
+
 @pytest.mark.slow
 def test_joint_front_starts_from_the_best_tstitch_plan_of_any_preset(pair):
     """Seeded with the T-Stitch variants of SEVERAL presets, every budget's result is at least as

@@ -118,16 +118,32 @@ def stitch_evaluator(models: DenoiserSet, schedule, *, reference=None, moments=N
 
 
 # ----------------------------------------------------------------------------- the front
+def ranked_tstitch(base_plans: Sequence, budget: float, costs, small: int, large: int, score,
+                   least_prefix: bool = False) -> list[tuple[int, int, object]]:
+    """T-Stitch variants of ``base_plans`` (first k steps on ``small``, the rest on ``large``;
+    Pan et al. 2024) that fit ``budget``, as ``(base index, k, plan)`` in ascending ``score``
+    (stable: ties keep base order, then k). ``least_prefix``: only each base plan's least k that
+    fits (T-Stitch's own choice, as much of the large model as the budget allows; one plan per base
+    to score instead of up to ``steps + 1``)."""
+    fit = []
+    for i, b in enumerate(base_plans):
+        for k in range(b.num_steps + 1):
+            p = t_stitch(b, k / b.num_steps, small, large)
+            if within_budget(p, budget, "cost", costs):
+                fit.append((i, k, p))
+                if least_prefix:
+                    break
+    if not fit:
+        return []
+    order = np.argsort(np.asarray(score([p for _, _, p in fit]), np.float64), kind="stable")
+    return [fit[j] for j in order]
+
+
 def tstitch_seeds(base_plans: Sequence, budget: float, costs, small: int, large: int, score,
                   count: int = 2) -> list:
     """The ``count`` best T-Stitch plans (first k steps on ``small``, any k, any of ``base_plans``)
     that fit ``budget``, by ``score`` (the SEARCH noise's score: final noise never picks seeds)."""
-    fit = [t_stitch(b, k / b.num_steps, small, large) for b in base_plans for k in range(b.num_steps + 1)]
-    fit = [p for p in fit if within_budget(p, budget, "cost", costs)]
-    if not fit:
-        return []
-    order = np.argsort(np.asarray(score(fit), np.float64), kind="stable")
-    return [fit[i] for i in order[:count]]
+    return [p for _, _, p in ranked_tstitch(base_plans, budget, costs, small, large, score)[:count]]
 
 
 def joint_front(models: DenoiserSet, space: SearchSpace, base_plans, budgets: Sequence[float],
