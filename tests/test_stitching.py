@@ -391,6 +391,51 @@ def test_stitch_scores_a_trained_pair_on_held_out_digits_with_several_search_see
     assert (wd / "front" / "joint_s0").is_dir() and "held-out digits test images" in (wd / "report.md").read_text()
 
 
+@pytest.mark.slow
+def test_stitch_searches_skip_masks_jointly_with_the_model_column(tmp_path, capsys):
+    """``stepwise stitch --config.search.skip=True`` on a trained MLP pair: at a budget below the cost
+    of running every step on the small network, the front's plan must skip units; its cost, recomputed
+    here from the saved schedule file with unit shares measured here, is the row's and within the
+    budget. ``search.skip`` with the exact (mixture) pair is refused before a run directory exists."""
+    from stepwise.cli import main, runtime
+    from stepwise.denoisers.skipping import unit_shares
+    from stepwise.search.schedule_file import load_plan
+
+    small, large = (train_digits_mlp(tmp_path / n, "train", n) for n in ("small", "large"))
+    members = [runtime.load_model_path(small), runtime.load_model_path(large)]
+    costs = st.relative_costs(denoisers.DenoiserSet(members, LIN).costs)
+    shares = [unit_shares(m) for m in members]
+    nfe = 3
+    all_small = nfe * costs[0]
+    floor = nfe * costs[0] * (1 - shares[0].sum())          # every step small, every unit skipped
+    budget = 0.5 * (floor + all_small)
+    assert floor < budget < all_small
+    args = ["stitch", "--config", "configs/stitch_digits.py", f"--config.nfe={nfe}", "--config.stitch.pair=checkpoints",
+            f"--config.stitch.small_checkpoint={small}", f"--config.stitch.large_checkpoint={large}",
+            "--config.stitch.num_samples=128", "--config.stitch.batch_size=128", "--config.stitch.points=2",
+            "--config.stitch.tstitch_presets=1", "--config.stitch.search_samples=64", "--config.stitch.generations=1",
+            "--config.stitch.population=4", "--config.stitch.children=2", "--config.stitch.cost_batch=32",
+            "--config.stitch.model_only=False", "--config.stitch.resamples=20", "--config.stitch.cost=declared",
+            f"--config.stitch.budgets={budget},{costs[1] * nfe}", "--config.search.skip=True"]
+    wd = tmp_path / "run"
+    assert main(args + ["--workdir", str(wd)]) == 0
+    summary = json.loads((wd / "stitch.json").read_text())
+    files = summary["search"]["joint"]["schedule_files"]
+    rows = [json.loads((wd / "points" / f"joint_{k:03d}.json").read_text()) for k in range(len(files))]
+    for f, row, b in zip(files, rows, sorted([budget, costs[1] * nfe])):
+        plan = load_plan(f)
+        cost = solvers.cost(plan, costs, unit_shares=shares)
+        assert cost == pytest.approx(row["cost"], rel=1e-6) and cost <= b * (1 + 1e-9)
+    tight = load_plan(files[0])
+    assert np.asarray(tight.skip).shape[1] == max(len(m.skip_units) for m in members)
+    assert np.asarray(tight.skip).sum() > 0 and np.all(np.asarray(tight.model) == 0)
+    capsys.readouterr()
+    gmm = ["stitch", "--config", "configs/stitch_digits.py", "--config.nfe=3", "--config.search.skip=True"]
+    assert main(gmm + ["--workdir", str(tmp_path / "no")]) == 2
+    err = capsys.readouterr().err
+    assert "search.skip" in err and "stitch.pair='checkpoints'" in err and not (tmp_path / "no").exists()
+
+
 def test_summary_over_seeds_counts_lower_bounds_and_never_averages_them():
     from stepwise.cli.commands.stitch import summarize_over_seeds
 

@@ -144,8 +144,8 @@ def check_skip_options(s, nfe: int) -> None:
                              "meet it (set search.skip=True) or lower nfe")
 
 
-def skip_setup(s, model, costs=None) -> tuple[tuple, Callable[[SearchSpace], Hooks], list | None]:
-    """(unit counts per model, space -> budget hooks, unit shares per model) of a ``search`` section
+def skip_setup(s, model, costs=None) -> tuple[tuple, Callable[..., Hooks], list | None]:
+    """(unit counts per model, (space, budget=None) -> budget hooks, unit shares per model) of a ``search`` section
     for ``model`` (one denoiser, or a ``DenoiserSet`` whose plan column ``model`` picks the member,
     with relative ``costs`` per call, default: its declared costs over the largest): empty when
     masks are not searched. Unit shares are measured from XLA's cost analysis
@@ -177,8 +177,10 @@ def skip_setup(s, model, costs=None) -> tuple[tuple, Callable[[SearchSpace], Hoo
 
     measured: dict = {}   # id(schedule) -> (schedule, sensitivities): measured once per schedule
 
-    def hooks(space: SearchSpace) -> Hooks:
-        if budget <= 0:
+    def hooks(space: SearchSpace, at: float | None = None) -> Hooks:
+        """Hooks for ``space`` under the budget ``at`` (default: the section's ``budget``)."""
+        limit = budget if at is None else float(at)
+        if limit <= 0:
             return Hooks()
         damage = None
         if order == "sensitivity":
@@ -188,7 +190,7 @@ def skip_setup(s, model, costs=None) -> tuple[tuple, Callable[[SearchSpace], Hoo
                                                   for m, u in zip(members, units)])
             sens = measured[key][1]
             damage = lambda g: skip_damage(sens, space.schedule, view(g, space))  # noqa: E731
-        return budget_hooks(costs, budget, p_swap=0.5 if len(members) > 1 else 0.0, unit_shares=shares,
+        return budget_hooks(costs, limit, p_swap=0.5 if len(members) > 1 else 0.0, unit_shares=shares,
                             damage=damage)
 
     return units, hooks, shares

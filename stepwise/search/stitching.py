@@ -149,7 +149,8 @@ def tstitch_seeds(base_plans: Sequence, budget: float, costs, small: int, large:
 def joint_front(models: DenoiserSet, space: SearchSpace, base_plans, budgets: Sequence[float],
                 evaluator: Evaluator, *, costs=None, options: EvolutionOptions = EvolutionOptions(generations=6),
                 seed: int = 0, workdir=None, log: Callable[[str], None] | None = print,
-                seed_count: int = 2) -> list[dict]:
+                seed_count: int = 2, hooks_for: Callable[[float], Hooks] | None = None,
+                unit_shares=None) -> list[dict]:
     """One budgeted search per budget; returns rows {budget, cost, score, plan, genome}, one per budget
     (the best admissible plan found), ascending in budget.
 
@@ -159,10 +160,18 @@ def joint_front(models: DenoiserSet, space: SearchSpace, base_plans, budgets: Se
     and the winners of cheaper budgets, so the search starts from the best T-Stitch plan it can
     see. With ``workdir`` each budget's result is stored in ``<workdir>/budget_<k>.json`` and
     reused on a rerun (resume at budget granularity).
+
+    Per-step skip masks (a ``space`` with ``unit_counts``): ``unit_shares`` (per model, as
+    ``solvers.cost`` takes them) price a plan's masks, and ``hooks_for(budget)`` gives the hooks
+    that keep candidates within each budget (e.g. ``cli.options.skip_setup``'s, which move steps to
+    the cheaper model first and then skip the units of least measured damage); default:
+    :func:`budget_hooks` without masks.
     """
     costs = models.costs if costs is None else np.asarray(costs, np.float64)
     if costs.shape != (space.num_models,):
         raise ValueError(f"costs: {costs.shape[0]} costs for {space.num_models} models")
+    if space.unit_counts and (hooks_for is None or unit_shares is None):
+        raise ValueError("joint_front: a space with skip masks needs hooks_for and unit_shares")
     small, large = int(np.argmin(costs)), int(np.argmax(costs))
     model_only = set(dict(space.choices)) == {"model"}
     base_plans = [base_plans] if isinstance(base_plans, P.SolverPlan) else list(base_plans)
@@ -192,13 +201,13 @@ def joint_front(models: DenoiserSet, space: SearchSpace, base_plans, budgets: Se
             g = g if model_only else (repair(g, space, rng0) or g)
             initial.append(g)
         initial += [r["genome"] for r in rows[-2:]]
-        strat = Evolution(space, options, budget_hooks(costs, budget))
+        strat = Evolution(space, options, budget_hooks(costs, budget) if hooks_for is None else hooks_for(budget))
         st = run_generations(strat, strat.init(jax.random.key(seed + bi), initial), score, options.generations)
         g, best = st.best
         plan = decode(g, space)
-        if not within_budget(plan, budget, "cost", costs):
+        if not within_budget(plan, budget, "cost", costs, unit_shares=unit_shares):
             raise RuntimeError(f"budgeted search returned a plan over budget {budget}")
-        row = {"budget": budget, "cost": P.cost(plan, costs), "score": float(best), "genome": g,
+        row = {"budget": budget, "cost": P.cost(plan, costs, unit_shares=unit_shares), "score": float(best), "genome": g,
                "plan": plan, "evaluations": evaluator.evaluations - evals_before}
         rows.append(row)
         if path is not None:

@@ -8,6 +8,8 @@ one compared. Then (``stitch.search``) a joint search of the model column and th
 under each budget (objective ``teacher_frechet``: paired, by default), started from the best
 T-Stitch plans of every swept preset that fit the budget (ranked on the search noise), once per
 search seed (``stitch.search_seeds``: search noise and proposals; the final noise is disjoint).
+With ``search.skip`` (a trained pair) the joint search also picks each step's skip mask in either
+network (AutoDiffusion's per-step architecture; ``cli.options.skip_setup``).
 Quality, on fresh noise: the paired Fréchet distance to the large model's reference ODE solve of
 the same noise, with a 95% paired-bootstrap interval; the comparison is reported budget by budget
 (a table and the Pareto plot), each ratio with its interval or as a lower bound when unresolved,
@@ -279,6 +281,19 @@ def check_stitch_section(s: dict) -> None:
             raise SystemExit(f"error: config.stitch.budgets={s['budgets']!r}; allowed: comma-separated positive costs")
 
 
+def check_skip(search, s: dict) -> None:
+    """``search.skip`` in ``stitch``: masks are searched jointly with the model column (the joint
+    search's budgets), so it needs a trained pair with skippable units and ``stitch.search``."""
+    if not search.skip:
+        return
+    if s["pair"] != "checkpoints" or not s["search"]:
+        raise SystemExit(f"error: search.skip=True needs config.stitch.pair='checkpoints' (networks with skippable "
+                         f"units) and config.stitch.search=True; got pair={s['pair']!r}, search={s['search']!r}")
+    if search.skip_schedule != "joint":
+        raise SystemExit(f"error: search.skip_schedule={search.skip_schedule!r} is not available in stitch; "
+                         "allowed: ['joint'] (the model column, solver decisions and masks in one search)")
+
+
 def run(args) -> int:
     import jax
 
@@ -293,6 +308,7 @@ def run(args) -> int:
     if seed_final in seeds:
         raise SystemExit(f"error: config.stitch.search_seeds contains the final noise seed {seed_final} "
                          f"(config.seed + stitch.final_seed_offset); search and final noise must be disjoint")
+    check_skip(cfg.search, s)
     held_out = held_out_target(s)
     workdir = runtime.make_workdir("stitch", args.workdir)
     runtime.save_config(workdir, cfg)
@@ -406,16 +422,23 @@ def run_searches(cfg, s: dict, models, sched, plan, base_plans, budgets, evaluat
                                  children=int(s["children"]), timesteps_only=0, generations=int(s["generations"]))
     variants = [("joint", False)] + ([("model-only", True)] if s["model_only"] else [])
     fronts, labels = {}, {v: [] for v, _ in variants}
+    # search.skip: the joint search also chooses each step's skip mask in both networks (sensitivity
+    # measured on the first search seed's noise, never the final noise)
+    units, make_hooks, shares = options.skip_setup(options.section("search", {**cfg.search.to_dict(), "seed": next(iter(evaluators))}),
+                                                   models, costs)
     for variant, model_only in variants:
+        masks = bool(units) and not model_only
         space = (model_only_space(plan.nfe(), sched, len(models)) if model_only
-                 else options.search_space(cfg.search, plan.nfe(), sched, num_models=len(models)))
+                 else options.search_space(cfg.search, plan.nfe(), sched, num_models=len(models), unit_counts=units))
+        masked = ({"hooks_for": lambda b, space=space: make_hooks(space, b), "unit_shares": shares} if masks else {})
         for sd, evaluator in evaluators.items():
             label = variant if len(evaluators) == 1 else f"{variant} s{sd}"
             tag = label.replace(" ", "_")
             log(f"joint search ({label}) over {len(budgets)} budgets")
             t0 = time.perf_counter()
             rows = joint_front(models, space, base_plans, budgets, evaluator, costs=costs, options=evolution,
-                               seed=sd, workdir=workdir / "search" / tag, log=log, seed_count=int(s["tstitch_seeds"]))
+                               seed=sd, workdir=workdir / "search" / tag, log=log, seed_count=int(s["tstitch_seeds"]),
+                               **masked)
             search_s = time.perf_counter() - t0
             final = [runner.run(f"{tag}_{k:03d}", r["plan"], {"method": label, "budget": r["budget"], "cost": r["cost"],
                                                              "search_score": r["score"]})
