@@ -47,6 +47,23 @@ def load_module(path: str):
     return mod
 
 
+def programs(batch: int, nfe: int, components: int):
+    """(model, schedule, plan, x_T, {"bare": f, "sampler": g}): the digits mixture, DPM-Solver++(2M)
+    on logSNR nodes, and two zero-argument calls: ``nfe`` bare jitted model calls (a chained loop, so
+    none is optimised away) and ``samplers.sample`` of the plan."""
+    model = denoisers.digits_gmm(components=components)
+    sched = schedules.VPLinear()
+    x_T = jax.random.normal(jax.random.key(0), (batch,) + model.data_shape)
+    plan = solvers.dpm_solver_pp(schedules.discretize("logsnr", nfe, sched), order=2)
+
+    @jax.jit
+    def bare(model, x, ts):
+        return jax.lax.fori_loop(0, nfe, lambda i, x: model(x, ts[i]), x)
+
+    return model, sched, plan, x_T, {"bare": lambda: bare(model, x_T, plan.ts),
+                                     "sampler": lambda: samplers.sample(model, sched, plan, x_T)}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=4096)
@@ -57,20 +74,7 @@ def main(argv=None):
                     help="an executor module file whose sample() is timed too (before/after in one run)")
     args = ap.parse_args(argv)
 
-    model = denoisers.digits_gmm(components=args.components)
-    sched = schedules.VPLinear()
-    x_T = jax.random.normal(jax.random.key(0), (args.batch,) + model.data_shape)
-    plan = solvers.dpm_solver_pp(schedules.discretize("logsnr", args.nfe, sched), order=2)
-    ts = plan.ts
-
-    @jax.jit
-    def bare(model, x, ts):
-        # the same NFE model calls with nothing else: a chained loop so none is optimised away
-        def body(i, x):
-            return model(x, ts[i])
-        return jax.lax.fori_loop(0, args.nfe, body, x)
-
-    fns = {"bare": lambda: bare(model, x_T, ts), "sampler": lambda: samplers.sample(model, sched, plan, x_T)}
+    model, sched, plan, x_T, fns = programs(args.batch, args.nfe, args.components)
     if args.baseline_executor:
         old = load_module(args.baseline_executor)
         fns["baseline sampler"] = lambda: old.sample(model, sched, plan, x_T)
