@@ -50,6 +50,9 @@ from stepwise.solvers.transforms import sweep_fractions, t_stitch
 EXAMPLE = """examples:
   stepwise stitch --config configs/stitch_digits.py                 # exact mixture pair, NFE 10
   stepwise stitch --config configs/stitch_digits.py --config.nfe=6 --config.stitch.search=False
+  stepwise stitch --config configs/stitch_digits.py --config.stitch.pair=checkpoints \\
+      --config.stitch.small_checkpoint=runs/digits_unet_small --config.stitch.large_checkpoint=runs/digits_unet_large \\
+      --config.search.skip=True     # the joint search also skips network blocks per step (both networks)
 """
 
 
