@@ -121,6 +121,8 @@ CLI_CASES = [
     (["stitch", "--config.stitch.tstitch_seeds=-1"], r"config.stitch.tstitch_seeds=-1 is invalid"),
     (["stitch", "--config.stitch.reference_rtol=0"], r"config.stitch.reference_rtol=0.0 is invalid"),
     (["search", "--config.search.feature_net=net"], r"search.feature_net: model.kind 'digits_gmm' is not a trained network"),
+    (["search", "--config.model.members=a,b"], r"config.model.members is set, but only `stepwise sample`"),
+    (["sample", "--config.model.members=a,b"], r"config.model.members needs config.model.kind='checkpoint'"),
     (["train", "--config.train.steps=0"], r"train.steps: 0 is invalid"),
     (["train", "--config.train.arch=nope"], r"train.arch: 'nope' is invalid; allowed"),
     (["train", "--config.train.dataset=nope"], r"train.dataset: 'nope' is invalid; allowed"),

@@ -436,6 +436,38 @@ def test_stitch_searches_skip_masks_jointly_with_the_model_column(tmp_path, caps
     assert "search.skip" in err and "stitch.pair='checkpoints'" in err and not (tmp_path / "no").exists()
 
 
+def test_sample_replays_a_stitched_plan_over_the_members_it_names(tmp_path, capsys):
+    """`stepwise sample --config.model.members=SMALL,LARGE --config.plan=FILE` runs a stitched plan
+    over both checkpoints: its samples equal a direct ``samplers.sample`` of the DenoiserSet on the
+    command's own noise (``batch_noise``). Without members the plan is refused before a run
+    directory exists, naming ``config.model.members``; members need kind=checkpoint."""
+    from stepwise.cli import main, runtime
+    from stepwise.cli.commands.sample import batch_noise
+    from stepwise.search.schedule_file import save_plan
+
+    small, large = (train_digits_mlp(tmp_path / n, "train", n, steps=10) for n in ("small", "large"))
+    plan = solvers.t_stitch(solvers.dpm_solver_pp(schedules.discretize("logsnr", 4, LIN), order=2), 0.5)
+    assert np.asarray(plan.model).tolist() == [0, 0, 1, 1]
+    path = save_plan(str(tmp_path / "stitched.json"), plan)
+    base = ["sample", "--config.model.kind=checkpoint", f"--config.plan={path}", "--config.num_samples=96",
+            "--config.batch_size=64", "--config.save_samples=True", "--config.reference_samples=0"]
+    capsys.readouterr()
+    assert main(base + [f"--config.model.checkpoint={large}", "--workdir", str(tmp_path / "no")]) == 2
+    assert "config.model.members" in capsys.readouterr().err and not (tmp_path / "no").exists()
+    assert main(["sample", "--config.model.members=a,b", "--workdir", str(tmp_path / "no2")]) == 2
+    assert "config.model.kind='checkpoint'" in capsys.readouterr().err
+    assert main(base + [f"--config.model.members={small},{large}", "--workdir", str(tmp_path / "run")]) == 0
+    with np.load(tmp_path / "run" / "samples.npz") as z:
+        got = z["samples"]
+    models = denoisers.DenoiserSet([runtime.load_model_path(small), runtime.load_model_path(large)], LIN)
+    want = np.concatenate([np.asarray(samplers.sample(models, LIN, plan, batch_noise(0, 0, b, m, (64,), LIN)))
+                           for b, m in enumerate((64, 32))])
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    one = np.asarray(samplers.sample(models[1], LIN, plan.replace(model=jnp.zeros_like(plan.model)),
+                                     batch_noise(0, 0, 0, 64, (64,), LIN)))
+    assert np.max(np.abs(one - got[:64])) > 1e-3      # the small model's steps changed the samples
+
+
 def test_summary_over_seeds_counts_lower_bounds_and_never_averages_them():
     from stepwise.cli.commands.stitch import summarize_over_seeds
 

@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(args, "config") and (args.config is None or isinstance(args.config, str)):
             from stepwise.cli.runtime import load_config
             args.config = load_config(args.config, rest)
+            if command != "sample" and "model" in args.config and args.config.model.get("members"):
+                return _error(command, "config.model.members is set, but only `stepwise sample` runs a plan over "
+                                       "several models; allowed here: config.model.members='' (the default)")
         elif rest:
             return _error(command, f"unrecognized arguments: {' '.join(rest)}")
         return int(mods[command].run(args) or 0)

@@ -46,6 +46,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.covariance = "full"   # full | diag
     c.model.fit_seed = 0
     c.model.checkpoint = ""       # kind=checkpoint: a `stepwise train` run directory
+    c.model.members = ""          # sample, kind=checkpoint: comma-separated run directories that a plan's model
+                                  # column indexes in this order (a `stitch` front file: small,large); replaces checkpoint
     c.model.path = ""             # kind=diffusers: a local diffusers model directory or .safetensors file (torch extra)
     c.model.precision = "float32"  # float32 | bfloat16 (model evaluation; solver state stays float32)
     c.schedule = "vp_linear"      # vp_linear | vp_cosine | vp_discrete | edm | flow

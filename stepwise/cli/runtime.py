@@ -221,11 +221,50 @@ def build_model(config, schedule):
         model = check_schedule(load_model_path(config.model.path, diffusers=True), config)
     else:
         raise SystemExit(f"error: config.model.kind={kind!r} is not supported; allowed: {list(MODEL_KINDS)}")
+    return _with_precision(model, config)
+
+
+def _with_precision(model, config):
+    from stepwise import denoisers
     if config.model.precision not in PRECISIONS:
         raise SystemExit(f"error: config.model.precision={config.model.precision!r}; allowed: {list(PRECISIONS)}")
-    if config.model.precision == "bfloat16":
-        model = denoisers.LowPrecision(model, "bfloat16")
-    return model
+    return denoisers.LowPrecision(model, "bfloat16") if config.model.precision == "bfloat16" else model
+
+
+def member_paths(config) -> list[str]:
+    """``config.model.members`` as a list of run directories (empty when unset)."""
+    return [p.strip() for p in str(config.model.get("members", "")).split(",") if p.strip()]
+
+
+def check_members(config) -> None:
+    """``config.model.members``: only with kind=checkpoint and no ``model.checkpoint``, each an existing path."""
+    paths = member_paths(config)
+    if not paths:
+        return
+    if config.model.kind != "checkpoint" or config.model.checkpoint:
+        raise SystemExit(f"error: config.model.members needs config.model.kind='checkpoint' and an empty "
+                         f"config.model.checkpoint (the members replace it); got kind={config.model.kind!r}, "
+                         f"checkpoint={config.model.checkpoint!r}")
+    for p in paths:
+        if not os.path.exists(p):
+            raise SystemExit(f"error: config.model.members: {p!r} does not exist")
+
+
+def build_denoisers(config, schedule):
+    """(the first model, what the sampler runs). With ``config.model.members`` (kind=checkpoint:
+    ``stepwise train`` run directories, e.g. ``small,large`` for a `stepwise stitch` front file) a
+    :class:`denoisers.DenoiserSet` in that order, which a plan's ``model`` column indexes; else the
+    config's one model (:func:`build_model`) for both."""
+    from stepwise import denoisers
+    paths = member_paths(config)
+    if not paths:
+        model = build_model(config, schedule)
+        return model, model
+    models = [_with_precision(check_schedule(load_model_path(p), config), config) for p in paths]
+    try:
+        return models[0], (models[0] if len(models) == 1 else denoisers.DenoiserSet(models, schedule))
+    except ValueError as e:
+        raise SystemExit(f"error: config.model.members: {e}") from None
 
 
 MODEL_KINDS = ("digits_gmm", "digits_gmm_conditional", "checkpoint", "diffusers")
@@ -257,7 +296,14 @@ def check_sampling_config(config):
         raise SystemExit(f"error: config.num_samples={config.num_samples}, config.batch_size={config.batch_size}; "
                          "allowed: num_samples >= 2 and batch_size >= 1")
     schedule = build_schedule(config)
-    return schedule, build_plan(config, schedule)
+    plan = build_plan(config, schedule)
+    check_members(config)
+    used, given = int(np.max(np.asarray(plan.model), initial=0)) + 1, max(len(member_paths(config)), 1)
+    if used > given:
+        raise SystemExit(f"error: config.plan runs {used} models (its model column) but {given} "
+                         f"{'is' if given == 1 else 'are'} given; allowed: config.model.kind='checkpoint' with "
+                         f"config.model.members naming {used} run directories in the plan's model order")
+    return schedule, plan
 
 
 def build_guidance(config, model, n: int, seed_key):

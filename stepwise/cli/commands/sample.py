@@ -43,7 +43,7 @@ def run(args) -> int:
             for k, v in done.items():
                 print(f"  {k:>26s}: {v}")
             return 0
-    model = runtime.build_model(cfg, sched)
+    model, denoisers = runtime.build_denoisers(cfg, sched)   # denoisers: model, or the members a plan indexes
     n, bs, hosts = int(cfg.num_samples), int(cfg.batch_size), jax.process_count()
     if n < 2 or bs < 1 or n % hosts:
         raise SystemExit("error: config.num_samples must be >= 2 (and divisible by the number of "
@@ -64,7 +64,7 @@ def run(args) -> int:
         first_noise = x_T if first_noise is None else first_noise
         c = None if labels is None else labels[i:i + m]
         try:
-            x = np.asarray(samplers.sample(model, sched, plan, x_T, cond=c, threshold=threshold))
+            x = np.asarray(samplers.sample(denoisers, sched, plan, x_T, cond=c, threshold=threshold))
         except samplers.NonFiniteError as e:
             raise SystemExit(f"error: batch {b} (rows {i}..{i + m - 1}): {e}{_keep_partial(workdir, keep, i, writer)}") from None
         stats = evaluation.moments_update(stats, x.reshape(m, dim))
@@ -88,7 +88,7 @@ def run(args) -> int:
             ref = np.asarray(samplers.reference_solve(model, sched, first_noise[:m], rtol=1e-6,
                                                       cond=None if labels is None else labels[:m],
                                                       guidance=cfg.guidance))
-            x_m = np.asarray(samplers.sample(model, sched, plan, first_noise[:m],
+            x_m = np.asarray(samplers.sample(denoisers, sched, plan, first_noise[:m],
                                              cond=None if labels is None else labels[:m], threshold=threshold))
             row["rmse_to_reference"] = float(np.sqrt(np.mean((x_m - ref) ** 2)))
             row["reference_samples"] = m
