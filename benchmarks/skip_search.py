@@ -144,6 +144,8 @@ def main(argv=None) -> int:
     done = json.loads(store.read_text()) if store.exists() else {}
     shares, first = None, None
     for seed in a.seeds:
+        if first is not None and all(f"{arm}/seed{seed}" in done for arm in arms):
+            continue   # its searches are stored; only the first seed's evaluator is needed later (teacher solve)
         evaluator = search_evaluator(section("search", {**settings, "seed": seed}), model, sched, log=None,
                                      denoisers=pair)
         first = evaluator if first is None else first
