@@ -1,7 +1,8 @@
 """Sampler overhead: samplers.sample() at NFE 10 against 10 bare jitted denoiser calls.
 
 Command:  python benchmarks/sampler_overhead.py [--batch 4096] [--repeats 20]  (bare and sampler calls interleaved)
-Prints the ratio (sampler time / bare model time) measured in one run.
+Prints the ratio (sampler time / bare model time) measured in one run; with ``--variants`` also
+the bare loop with one piece of the sampler added (the eps computation; a ``lax.switch``).
 
 Before/after in the same run: ``--baseline-executor FILE`` also times the ``sample`` of another
 executor module file, e.g. an older commit's:
@@ -64,17 +65,42 @@ def programs(batch: int, nfe: int, components: int):
                                      "sampler": lambda: samplers.sample(model, sched, plan, x_T)}
 
 
+def variants(model, nfe: int, x_T, ts) -> dict:
+    """Bare loops with one piece of the sampler added each: the model's (x0, eps) as the sampler
+    evaluates it (``denoisers.guidance.x0_eps``), and the model call inside a ``lax.switch``."""
+    from stepwise.denoisers.guidance import x0_eps
+
+    @jax.jit
+    def with_eps(model, x, ts):
+        def body(i, x):
+            x0, eps = x0_eps(model, x, ts[i])
+            return 0.5 * (x0 + eps)
+        return jax.lax.fori_loop(0, nfe, body, x)
+
+    @jax.jit
+    def in_switch(model, x, ts):
+        def body(i, x):
+            return jax.lax.switch(jnp.minimum(i, 0) + 1, [lambda x: 2.0 * x, lambda x: model(x, ts[i])], x)
+        return jax.lax.fori_loop(0, nfe, body, x)
+
+    return {"bare + eps": lambda: with_eps(model, x_T, ts), "bare in a switch": lambda: in_switch(model, x_T, ts)}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=4096)
     ap.add_argument("--nfe", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--components", type=int, default=10)
+    ap.add_argument("--variants", action="store_true",
+                    help="also time the bare loop with the eps computation added, and inside a lax.switch")
     ap.add_argument("--baseline-executor", default=None,
                     help="an executor module file whose sample() is timed too (before/after in one run)")
     args = ap.parse_args(argv)
 
     model, sched, plan, x_T, fns = programs(args.batch, args.nfe, args.components)
+    if args.variants:
+        fns.update(variants(model, args.nfe, x_T, plan.ts))
     if args.baseline_executor:
         old = load_module(args.baseline_executor)
         fns["baseline sampler"] = lambda: old.sample(model, sched, plan, x_T)
@@ -87,6 +113,11 @@ def main(argv=None):
     print(f"bare model x{args.nfe}: {t_bare * 1e3:.2f} ms   sampler: {t_samp * 1e3:.2f} ms   "
           f"ratio sampler/bare = {t_samp / t_bare:.3f}   per-repeat ratio median {np.median(ratios):.3f} "
           f"IQR [{lo:.3f}, {hi:.3f}]")
+    for k in fns:
+        if k.startswith("bare "):
+            r = times[k] / times["bare"]
+            print(f"{k}: {np.median(times[k]) * 1e3:.2f} ms   per-repeat ratio to bare median {np.median(r):.3f} "
+                  f"IQR [{np.quantile(r, 0.25):.3f}, {np.quantile(r, 0.75):.3f}]")
     if args.baseline_executor:
         old_r = times["baseline sampler"] / times["bare"]
         print(f"baseline sampler ({args.baseline_executor}): {np.median(times['baseline sampler']) * 1e3:.2f} ms   "
