@@ -80,3 +80,20 @@ def test_learned_benchmark_runs_a_search_and_a_learned_arm_then_resumes(tmp_path
     (tmp_path / "results.json").unlink()
     with pytest.raises(SystemExit, match=r"nfe3-predictor-0\.rec\.json: found with search settings"):
         bench.main(other)
+
+
+def test_sampler_profile_counts_each_op_by_its_self_time():
+    """A conditional's event spans the ops of its branch: they are its children and count once.
+    Hand-made events on one thread: cond [0, 100) holds a [10, 40) and b [50, 70), b holds c
+    [55, 60); d [120, 130) follows. Self times: cond 100 - 30 - 20 = 50, a 30, b 20 - 5 = 15, c 5, d 10."""
+    import sys
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        prof = _script("sampler_profile")
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    events = [(120, 10, "d"), (0, 100, "cond"), (50, 20, "b"), (10, 30, "a"), (55, 5, "c")]
+    got = {name: own for _, name, own in prof.self_times(events)}
+    assert got == {"cond": 50, "a": 30, "b": 15, "c": 5, "d": 10}
+    assert prof.grouped({"ynn_fusion.2": 1.0, "ynn_fusion": 2.0, "cond.8.clone.3": 0.5, "cond.78": 1.5}) == \
+        {"ynn_fusion": 3.0, "cond": 2.0}
