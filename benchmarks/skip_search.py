@@ -231,7 +231,7 @@ def tstitch_plans(sched, budget: int, costs, score, top: int) -> dict:
 
 def projection_check(model, budget: float, nfe: int, samples: int, seed: int, resamples: int = 200) -> list[dict]:
     """The same full-network plans (DPM-Solver++(2M) / logSNR and iPNDM(3) / time-quadratic at
-    ``nfe``) projected onto ``budget`` by each skip order; teacher RMSE to a 500-step reference
+    ``nfe``) projected onto ``budget`` by each skip order; teacher RMSE to the adaptive reference
     solve of ``samples`` noises (seed ``seed``), beside the full network at ``nfe`` and at
     ``round(budget)`` evaluations, each with its 95% paired-bootstrap interval (the same rows for
     every plan), and the paired ratios earliest / measured order and masked / full network at
