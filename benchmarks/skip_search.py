@@ -201,7 +201,7 @@ def main(argv=None) -> int:
         results["comparisons"][f"vs_best_full_nfe{target}"] = {
             k: v["frechet_to_reference"] for k, v in info["comparisons"].items()}
         results[f"rows_nfe{target}"] = [{**r, "cost": round(cost[r["solver"]], 4)} for r in rows]
-    write_json_atomic(out / "results.json", results)
+        write_json_atomic(out / "results.json", results)   # after each target: the NFE-B comparison first
     print_tables(results)
     return 0
 

@@ -235,3 +235,25 @@ def test_extrapolation_subsets_are_disjoint_blocks_and_bad_fractions_are_named()
         protocol.Extrapolation((0.05, 1.0)).levels(10)
     with pytest.raises(ValueError, match="extrapolation draws"):
         protocol.Extrapolation(draws=0).levels(10)
+
+
+def test_final_evaluation_compares_a_plan_found_twice_once(monkeypatch):
+    """Two searches that found the SAME plan (e.g. two-stage and joint mask searches) get the same
+    comparison, and its bootstrap (the extrapolated replicates, the costly part in high dimension)
+    runs once: ``protocol.debiased`` is called for the best baseline and for each distinct plan."""
+    from stepwise import denoisers
+    from stepwise.search import run as R
+
+    sched = schedules.VPLinear()
+    model = denoisers.digits_gmm(components=3, schedule=sched)
+    same = solvers.ipndm(schedules.discretize("time_quadratic", 4, sched), order=3)
+    plans = {"a": same, "b": same, "c": solvers.ddim(schedules.discretize("logsnr", 4, sched)),
+             "ddim/time_uniform": solvers.ddim(schedules.discretize("time_uniform", 4, sched)),
+             "dpm(2)/logsnr": solvers.dpm_solver_pp(schedules.discretize("logsnr", 4, sched), order=2)}
+    calls = []
+    real = protocol.debiased
+    monkeypatch.setattr(protocol, "debiased", lambda *a, **k: calls.append(1) or real(*a, **k))
+    _, info = R.final_evaluation(model, sched, plans, num_samples=200, seed=5, batch_size=200,
+                                 focus=("a", "b", "c"), resamples=20)
+    assert info["comparisons"]["a"] == info["comparisons"]["b"] != info["comparisons"]["c"]
+    assert len(calls) == 1 + 2        # the best baseline, then "a" and "c" ("b" is "a"'s plan)

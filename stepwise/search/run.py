@@ -24,7 +24,7 @@ from stepwise.io import write_json_atomic, write_text_atomic
 from stepwise.search.evaluator import Evaluator, baseline_plans, has_moments, reference_endpoints, run_plan
 from stepwise.search.budget import within_budget
 from stepwise.search.schedule_file import save_plan
-from stepwise.search.space import describe_plan, decode, encode, repair
+from stepwise.search.space import describe_plan, decode, encode, plan_hash, repair
 from stepwise.search.state import restore_state, save_state
 from stepwise.search.strategies import Evolution, SearchState, numpy_rng, run_generations
 
@@ -164,7 +164,12 @@ def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: in
         info["comparisons"] = {}
         base_reps = {k: reps(k, xb) for k, (_, _, xb) in best.items()}   # once, shared by every focus plan
         base_inf = {k: debiased(k, xb) for k, (_, _, xb) in best.items()}
+        by_plan: dict[str, str] = {}   # plan hash -> the first focus name of that plan (same plan, same samples)
         for f in (f for f in focus if f in plans):
+            twin = by_plan.setdefault(plan_hash(plans[f]), f)
+            if twin != f:   # e.g. two searches that found the same plan: its bootstrap is not redone
+                info["comparisons"][f] = info["comparisons"][twin]
+                continue
             comps = {}
             for k, (name, _, _) in best.items():
                 d = debiased(k, kept[f])
