@@ -51,7 +51,7 @@ from stepwise.denoisers.skipping import call_flops
 from stepwise.evaluation import pareto_front
 from stepwise.io import savez_atomic, write_json_atomic
 from stepwise.search.evaluator import baseline_plans, reference_endpoints
-from stepwise.search.run import final_evaluation, final_noise, initial_genomes, search_loop
+from stepwise.search.run import FinalMemo, final_evaluation, final_noise, initial_genomes, search_loop
 from stepwise.search.schedule_file import plan_from_dict, plan_to_dict
 from stepwise.search.space import decode
 from stepwise.search.stitching import ranked_tstitch
@@ -183,6 +183,7 @@ def main(argv=None) -> int:
                "final_seed": a.final_seed, "reference_wall_s": round(ref_wall, 1), "checkpoint": a.checkpoint,
                "small_checkpoint": a.small_checkpoint, "model_costs": costs,
                "unit_shares": [[float(v) for v in sh] for sh in shares], "searches": done, "comparisons": {}}
+    memo = FinalMemo()   # the searched plans are sampled and bootstrapped once for both targets
     for target in (a.budget, 2 * a.budget):
         every = baseline_plans(target, sched)
 
@@ -195,7 +196,7 @@ def main(argv=None) -> int:
         results[f"baselines_nfe{target}"] = {"total": len(every), "final": len(base)}
         rows, info = final_evaluation(pair if pair is not None else model, sched, {**searched, **base},
                                       num_samples=a.final_samples, seed=a.final_seed, batch_size=500, final_data=(x_T, ref),
-                                      focus=tuple(searched))
+                                      focus=tuple(searched), memo=memo)
         cost = {r["solver"]: solvers.cost(({**searched, **base})[r["solver"]], costs, unit_shares=shares)
                 for r in rows}
         results["comparisons"][f"vs_best_full_nfe{target}"] = {

@@ -257,3 +257,36 @@ def test_final_evaluation_compares_a_plan_found_twice_once(monkeypatch):
                                  focus=("a", "b", "c"), resamples=20)
     assert info["comparisons"]["a"] == info["comparisons"]["b"] != info["comparisons"]["c"]
     assert len(calls) == 1 + 2        # the best baseline, then "a" and "c" ("b" is "a"'s plan)
+
+
+def test_final_evaluation_memo_samples_and_bootstraps_each_plan_once_across_calls(monkeypatch):
+    """Two comparisons on the same noise (e.g. against the best baseline at NFE B and at 2B) that
+    share a ``FinalMemo``: each distinct plan is sampled once and bootstrapped once over both calls,
+    the results equal those of calls without a memo, and a memo filled on other noise is refused."""
+    from stepwise import denoisers
+    from stepwise.search import run as R
+
+    sched = schedules.VPLinear()
+    model = denoisers.digits_gmm(components=3, schedule=sched)
+    grid = lambda kind, n: schedules.discretize(kind, n, sched)
+    searched = {"s": solvers.ipndm(grid("time_quadratic", 4), order=3)}
+    low = {"ddim/time_uniform": solvers.ddim(grid("time_uniform", 4)), "dpm(2)/logsnr":
+           solvers.dpm_solver_pp(grid("logsnr", 4), order=2)}
+    high = {"ipndm(3)/logsnr8": solvers.ipndm(grid("logsnr", 8), order=3), "dpm(2)/logsnr": low["dpm(2)/logsnr"]}
+    x_T = R.final_noise(model, sched, 200, 5)
+    data = (x_T, R.reference_endpoints(model, sched, x_T, 200))
+    kw = dict(num_samples=200, seed=5, batch_size=200, final_data=data, focus=("s",), resamples=20)
+    plain = [R.final_evaluation(model, sched, {**searched, **b}, **kw) for b in (low, high)]
+    runs, boots = [], []
+    real_run, real_deb = R.run_plan, protocol.debiased
+    monkeypatch.setattr(R, "run_plan", lambda *a, **k: runs.append(1) or real_run(*a, **k))
+    monkeypatch.setattr(protocol, "debiased", lambda *a, **k: boots.append(1) or real_deb(*a, **k))
+    memo = R.FinalMemo()
+    shared = [R.final_evaluation(model, sched, {**searched, **b}, memo=memo, **kw) for b in (low, high)]
+    assert shared == plain
+    assert plain[0][1]["comparisons"]["s"] != plain[1][1]["comparisons"]["s"]   # two different best baselines
+    assert len(runs) == 4             # s, the two NFE-4 baselines, ipndm(3)/logsnr8: dpm(2)/logsnr and s not rerun
+    assert len(boots) == 3            # s once, and each call's best baseline
+    other = (R.final_noise(model, sched, 200, 6), data[1])
+    with pytest.raises(ValueError, match="memo"):
+        R.final_evaluation(model, sched, searched | low, memo=memo, **{**kw, "final_data": other})

@@ -9,6 +9,7 @@ from the last checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -76,13 +77,39 @@ def final_noise(model, schedule, num_samples: int, seed: int) -> np.ndarray:
                       * schedule.prior_std(), np.float32)
 
 
+@dataclasses.dataclass
+class FinalMemo:
+    """What :func:`final_evaluation` computed per distinct plan (keyed by :func:`plan_hash`): its
+    samples and its bootstrap replicates (the costly part: sampling, and in high dimension the
+    extrapolated bootstrap). One memo passed to several calls on the same model, noise and bootstrap
+    settings (e.g. one comparison per target budget, or two searches that found the same plan) makes
+    each distinct plan sampled and bootstrapped once; a call on anything else is refused."""
+
+    context: tuple | None = None
+    samples: dict = dataclasses.field(default_factory=dict)
+    replicates: dict = dataclasses.field(default_factory=dict)
+
+    def bind(self, context: tuple) -> None:
+        if self.context is None:
+            self.context = context
+        elif self.context != context:
+            raise ValueError("final_evaluation: memo was filled by a call with another model, noise, reference "
+                             "or bootstrap settings; pass a new FinalMemo() for this one")
+
+    @staticmethod
+    def get(table: dict, key, make: Callable):
+        if key not in table:
+            table[key] = make()
+        return table[key]
+
+
 def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: int, batch_size: int,
                      reference: bool = True, rmse_samples: int = 1000, log=None,
                      final_data: tuple | None = None, focus: tuple[str, ...] = ("searched",),
                      resamples: int = 200, bootstrap_seed: int = 0,
                      held_out: protocol.HeldOut | None = None,
-                     extrapolation: protocol.Extrapolation | None = protocol.Extrapolation()
-                     ) -> tuple[list[dict], dict]:
+                     extrapolation: protocol.Extrapolation | None = protocol.Extrapolation(),
+                     memo: FinalMemo | None = None) -> tuple[list[dict], dict]:
     """Every plan on FRESH noise (``seed``), then each plan named in ``focus`` against the best of
     the OTHER plans (the baselines) per metric, with paired-bootstrap intervals
     (:mod:`search.protocol`): ``info["comparisons"][name][metric]``.
@@ -99,7 +126,9 @@ def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: in
     trials of a constructed case where the plug-in ratio never did.
     ``final_data`` = (x_T, reference endpoints or None) reuses noise and its solve (benchmarks over
     many NFEs). A model without exact moments (a trained network) is measured against the
-    reference solve only, so it needs ``reference``.
+    reference solve only, so it needs ``reference``. Equal plans (by :func:`plan_hash`) are sampled
+    and bootstrapped once; ``memo`` (:class:`FinalMemo`) carries that across calls on the same
+    model and ``final_data``.
     """
     exact = has_moments(model)
     check_measurable(model, reference or final_data is not None)
@@ -115,6 +144,11 @@ def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: in
         t0 = time.perf_counter()
         ref = reference_endpoints(model, schedule, x_T, batch_size)
         info["reference_wall_s"] = round(time.perf_counter() - t0, 2)
+    memo = FinalMemo() if memo is None else memo
+    memo.bind((id(model), id(schedule), hashlib.sha1(np.ascontiguousarray(x_T).tobytes()).hexdigest(),
+               None if ref is None else hashlib.sha1(np.ascontiguousarray(ref).tobytes()).hexdigest(),
+               resamples, bootstrap_seed, id(held_out), extrapolation))
+    hashes = {name: plan_hash(plan) for name, plan in plans.items()}
     if ref is not None and exact:
         info["reference_frechet"] = sample_frechet(ref, mean, cov)
     if ref is not None:  # paired: the reference solve of the same noise (sample noise cancels)
@@ -122,7 +156,7 @@ def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: in
         ref_stats = (r64.mean(0), np.cov(r64, rowvar=False))
     rows, kept, best = [], {}, {}
     for name, plan in plans.items():
-        x = run_plan(model, schedule, plan, x_T, batch_size)
+        x = memo.get(memo.samples, hashes[name], lambda: run_plan(model, schedule, plan, x_T, batch_size))
         row = {"solver": name, "nfe": plan.nfe(), "steps": plan.num_steps}
         if exact:
             row["frechet"] = sample_frechet(x, mean, cov)
@@ -161,20 +195,17 @@ def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: in
                 return None
             return protocol.debiased(protocol.paired_distance(x, ref), idx, extrapolation)
 
+        def replicates(name, metric, x):   # (plug-in, extrapolated) replicates of plan ``name``, once per plan
+            key = (hashes[name], metric)
+            return memo.get(memo.replicates, key, lambda: (reps(metric, x), debiased(metric, x)))
+
         info["comparisons"] = {}
-        base_reps = {k: reps(k, xb) for k, (_, _, xb) in best.items()}   # once, shared by every focus plan
-        base_inf = {k: debiased(k, xb) for k, (_, _, xb) in best.items()}
-        by_plan: dict[str, str] = {}   # plan hash -> the first focus name of that plan (same plan, same samples)
         for f in (f for f in focus if f in plans):
-            twin = by_plan.setdefault(plan_hash(plans[f]), f)
-            if twin != f:   # e.g. two searches that found the same plan: its bootstrap is not redone
-                info["comparisons"][f] = info["comparisons"][twin]
-                continue
             comps = {}
-            for k, (name, _, _) in best.items():
-                d = debiased(k, kept[f])
-                comps[k] = protocol.compare(k, reps(k, kept[f]), name, base_reps[k], num_samples,
-                                            debiased=None if d is None else (d, base_inf[k]))
+            for k, (name, _, xb) in best.items():
+                r, d = replicates(f, k, kept[f])
+                rb, db = replicates(name, k, xb)
+                comps[k] = protocol.compare(k, r, name, rb, num_samples, debiased=None if d is None else (d, db))
             info["comparisons"][f] = {k: c.to_dict() for k, c in comps.items()}
             if log:
                 for c in comps.values():
