@@ -23,7 +23,8 @@ seeds (seed s: its own search noise, proposals and predictor; the arms of one se
 then ONE final evaluation on fresh noise (``--final-seed``) of every plan: the paired Fréchet
 distance to the reference solve of the same noise, with 95% paired-bootstrap intervals, each
 searched plan against the best baseline (a). The searched plans are also compared with the best
-full-network baseline at NFE 2B (the "half the cost" target). Plan costs come from the one plan
+full-network baseline at NFE 2B (the "half the cost" target), and with a small network (f) with the
+best T-Stitch plan (b) on the same noise. Plan costs come from the one plan
 accounting (``solvers.cost`` with unit shares measured from XLA's cost analysis).
 
     python benchmarks/skip_search.py --checkpoint runs/digits_unet_small --budget 5 --masked-nfe 7 \\
@@ -142,20 +143,24 @@ def main(argv=None) -> int:
     arms = {**ARMS, **(EARLIEST if a.earliest else {}), **(PAIR if pair is not None else {})}
     store = out / "searches.json"
     done = json.loads(store.read_text()) if store.exists() else {}
-    shares, first = None, None
+    evaluators: dict = {}
+
+    def evaluator_of(seed: int):   # built when first needed (a teacher solve: minutes on a large network)
+        if seed not in evaluators:
+            evaluators[seed] = search_evaluator(section("search", {**settings, "seed": seed}), model, sched,
+                                                log=None, denoisers=pair)
+        return evaluators[seed]
+
+    first_score = lambda plans: evaluator_of(a.seeds[0]).score(plans)   # noqa: E731 (choices of baselines)
+    shares = None
     for seed in a.seeds:
-        if first is not None and all(f"{arm}/seed{seed}" in done for arm in arms):
-            continue   # its searches are stored; only the first seed's evaluator is needed later (teacher solve)
-        evaluator = search_evaluator(section("search", {**settings, "seed": seed}), model, sched, log=None,
-                                     denoisers=pair)
-        first = evaluator if first is None else first
         for arm in arms:
             key = f"{arm}/seed{seed}"
             if key in done:
                 continue
             nfe = a.budget if arm == "c_nodes_solver" else a.masked_nfe
             t0 = time.perf_counter()
-            plan, score, evals, wall, sh = search_arm(model, sched, evaluator, arm, seed, nfe, float(a.budget),
+            plan, score, evals, wall, sh = search_arm(model, sched, evaluator_of(seed), arm, seed, nfe, float(a.budget),
                                                       settings, out / key.replace("/", "-"), pair=pair, costs=costs)
             shares = sh if sh is not None and len(sh) == len(costs) else shares
             done[key] = {"plan": plan_to_dict(plan), "search_score": score, "evaluations": evals,
@@ -168,7 +173,7 @@ def main(argv=None) -> int:
     picked = {"top": a.top_baselines, "seed": a.seeds[0], "samples": a.search_samples}   # what a choice depends on
     if pair is not None:
         searched.update(cached_plans(out / "tstitch.json", {"budget": a.budget, **picked}, sched,
-                                     lambda: tstitch_plans(sched, a.budget, costs, first.score, a.top_baselines)))
+                                     lambda: tstitch_plans(sched, a.budget, costs, first_score, a.top_baselines)))
 
     x_T = final_noise(model, sched, a.final_samples, a.final_seed)
     t0 = time.perf_counter()
@@ -188,7 +193,7 @@ def main(argv=None) -> int:
         every = baseline_plans(target, sched)
 
         def best_baselines():
-            scores = first.score([p for _, p in every])
+            scores = first_score([p for _, p in every])
             order = np.argsort(np.asarray(scores, np.float64), kind="stable")[:a.top_baselines]
             return {every[i][0]: every[i][1] for i in order}
 
@@ -203,6 +208,14 @@ def main(argv=None) -> int:
             k: v["frechet_to_reference"] for k, v in info["comparisons"].items()}
         results[f"rows_nfe{target}"] = [{**r, "cost": round(cost[r["solver"]], 4)} for r in rows]
         write_json_atomic(out / "results.json", results)   # after each target: the NFE-B comparison first
+    if pair is not None:   # (f) against T-Stitch with the best solver: (b)'s plans are its baselines here
+        joint = {k: p for k, p in searched.items() if k.startswith("f_")}
+        stitched = {k: p for k, p in searched.items() if k.startswith("b_")}
+        _, info = final_evaluation(pair, sched, {**joint, **stitched}, num_samples=a.final_samples, seed=a.final_seed,
+                                   batch_size=500, final_data=(x_T, ref), focus=tuple(joint), memo=memo)
+        results["comparisons"]["vs_best_tstitch"] = {k: v["frechet_to_reference"]
+                                                     for k, v in info["comparisons"].items()}
+        write_json_atomic(out / "results.json", results)
     print_tables(results)
     return 0
 
@@ -317,15 +330,20 @@ def print_tables(results: dict) -> None:
     print(f"budget {b} full-model evaluations; final n={results['final_samples']} (seed {results['final_seed']}); "
           f"paired Fréchet distance to the reference solve, 95% paired-bootstrap intervals")
     rows = {r["solver"]: r for r in results[f"rows_nfe{b}"]}
-    for target in (b, 2 * b):
-        comps = results["comparisons"][f"vs_best_full_nfe{target}"]
-        print(f"\n| plan | NFE | cost | paired FD | best full-network NFE {target} baseline | its FD | ratio (baseline / plan) |")
+    against = {f"vs_best_full_nfe{t}": f"best full-network NFE {t} baseline" for t in (b, 2 * b)}
+    against["vs_best_tstitch"] = "best T-Stitch plan (b)"
+    for key, what in against.items():
+        if key not in results["comparisons"]:
+            continue
+        comps = results["comparisons"][key]
+        print(f"\n| plan | NFE | cost | paired FD | {what} | its FD | ratio (baseline / plan) |")
         print("|---|---|---|---|---|---|---|")
         for k, c in sorted(comps.items()):
             r = rows[k]
             print(f"| {k} | {r['nfe']} | {r['cost']:.3f} | {_iv(c['plan'])} | {c['baseline_name']} | "
                   f"{_iv(c['baseline'])} | {c['ratio_text']} |")
-    every = results[f"rows_nfe{b}"] + [r for r in results[f"rows_nfe{2 * b}"] if r["solver"] not in rows]
+    seen = {(r["solver"], r["nfe"]) for r in results[f"rows_nfe{b}"]}   # baseline names do not carry the NFE
+    every = results[f"rows_nfe{b}"] + [r for r in results[f"rows_nfe{2 * b}"] if (r["solver"], r["nfe"]) not in seen]
     front = pareto_front([r["cost"] for r in every], [r["frechet_to_reference"] for r in every])
     print("\nPareto front of (cost, paired FD) over every plan evaluated (point values):")
     print("| plan | NFE | cost | paired FD |\n|---|---|---|---|")

@@ -97,3 +97,26 @@ def test_sampler_profile_counts_each_op_by_its_self_time():
     assert got == {"cond": 50, "a": 30, "b": 15, "c": 5, "d": 10}
     assert prof.grouped({"ynn_fusion.2": 1.0, "ynn_fusion": 2.0, "cond.8.clone.3": 0.5, "cond.78": 1.5}) == \
         {"ynn_fusion": 3.0, "cond": 2.0}
+
+
+def test_skip_benchmark_front_keeps_a_baseline_name_found_at_both_nfes(capsys):
+    """A preset name (e.g. UniPC-2 / time-quadratic + AFS) can be the best baseline at NFE B and at
+    2B; the Pareto front must hold both plans (names do not carry the NFE), and (f)'s comparison with
+    T-Stitch gets its own table."""
+    bench = _script("skip_search")
+    iv = {"value": 1.0, "low": 0.5, "high": 1.5}
+    comp = lambda name: {"plan": iv, "baseline": iv, "baseline_name": name, "ratio_text": "1x"}  # noqa: E731
+    row = lambda solver, nfe, cost, fd: {"solver": solver, "nfe": nfe, "cost": cost,  # noqa: E731
+                                         "frechet_to_reference": fd}
+    results = {"budget": 5, "final_samples": 10, "final_seed": 1,
+               "rows_nfe5": [row("f/seed0", 7, 4.3, 0.3), row("unipc/tq", 5, 5.0, 0.07), row("b/k3", 6, 4.2, 0.25)],
+               "rows_nfe10": [row("f/seed0", 7, 4.3, 0.3), row("unipc/tq", 10, 10.0, 0.02), row("ddim/tu", 10, 10.0, 0.5)],
+               "comparisons": {"vs_best_full_nfe5": {"f/seed0": comp("unipc/tq")},
+                               "vs_best_full_nfe10": {"f/seed0": comp("unipc/tq")},
+                               "vs_best_tstitch": {"f/seed0": comp("b/k3")}}}
+    bench.print_tables(results)
+    out = capsys.readouterr().out
+    front = out.split("Pareto front")[1]
+    assert "| unipc/tq | 5 | 5.000 |" in front and "| unipc/tq | 10 | 10.000 |" in front
+    assert "| b/k3 | 6 | 4.200 |" in front and "f/seed0" not in front and "ddim/tu" not in front
+    assert "best T-Stitch plan (b)" in out
