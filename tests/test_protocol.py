@@ -261,7 +261,7 @@ def test_final_evaluation_compares_a_plan_found_twice_once(monkeypatch):
 
 def test_final_evaluation_memo_samples_and_bootstraps_each_plan_once_across_calls(monkeypatch):
     """Two comparisons on the same noise (e.g. against the best baseline at NFE B and at 2B) that
-    share a ``FinalMemo``: each distinct plan is sampled once and bootstrapped once over both calls,
+    share a ``FinalMemo``: the searched plan is sampled once and bootstrapped once over both calls,
     the results equal those of calls without a memo, and a memo filled on other noise is refused."""
     from stepwise import denoisers
     from stepwise.search import run as R
@@ -285,7 +285,7 @@ def test_final_evaluation_memo_samples_and_bootstraps_each_plan_once_across_call
     shared = [R.final_evaluation(model, sched, {**searched, **b}, memo=memo, **kw) for b in (low, high)]
     assert shared == plain
     assert plain[0][1]["comparisons"]["s"] != plain[1][1]["comparisons"]["s"]   # two different best baselines
-    assert len(runs) == 4             # s, the two NFE-4 baselines, ipndm(3)/logsnr8: dpm(2)/logsnr and s not rerun
+    assert len(runs) == 5             # s once; the baselines per call (only focus samples are kept)
     assert len(boots) == 3            # s once, and each call's best baseline
     other = (R.final_noise(model, sched, 200, 6), data[1])
     with pytest.raises(ValueError, match="memo"):

@@ -79,11 +79,12 @@ def final_noise(model, schedule, num_samples: int, seed: int) -> np.ndarray:
 
 @dataclasses.dataclass
 class FinalMemo:
-    """What :func:`final_evaluation` computed per distinct plan (keyed by :func:`plan_hash`): its
-    samples and its bootstrap replicates (the costly part: sampling, and in high dimension the
-    extrapolated bootstrap). One memo passed to several calls on the same model, noise and bootstrap
-    settings (e.g. one comparison per target budget, or two searches that found the same plan) makes
-    each distinct plan sampled and bootstrapped once; a call on anything else is refused."""
+    """What :func:`final_evaluation` computed per distinct plan (keyed by :func:`plan_hash`): the
+    samples of its focus plans and every compared plan's bootstrap replicates (the costly parts:
+    sampling, and in high dimension the extrapolated bootstrap). One memo passed to several calls on
+    the same model, noise and bootstrap settings (e.g. one comparison per target budget, or two
+    searches that found the same plan) makes each distinct focus plan sampled and bootstrapped once;
+    a call on anything else is refused."""
 
     context: tuple | None = None
     samples: dict = dataclasses.field(default_factory=dict)
@@ -126,9 +127,9 @@ def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: in
     trials of a constructed case where the plug-in ratio never did.
     ``final_data`` = (x_T, reference endpoints or None) reuses noise and its solve (benchmarks over
     many NFEs). A model without exact moments (a trained network) is measured against the
-    reference solve only, so it needs ``reference``. Equal plans (by :func:`plan_hash`) are sampled
-    and bootstrapped once; ``memo`` (:class:`FinalMemo`) carries that across calls on the same
-    model and ``final_data``.
+    reference solve only, so it needs ``reference``. Equal focus plans (by :func:`plan_hash`) are
+    sampled and bootstrapped once; ``memo`` (:class:`FinalMemo`) carries that across calls on the
+    same model and ``final_data``.
     """
     exact = has_moments(model)
     check_measurable(model, reference or final_data is not None)
@@ -156,7 +157,11 @@ def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: in
         ref_stats = (r64.mean(0), np.cov(r64, rowvar=False))
     rows, kept, best = [], {}, {}
     for name, plan in plans.items():
-        x = memo.get(memo.samples, hashes[name], lambda: run_plan(model, schedule, plan, x_T, batch_size))
+        x = memo.samples.get(hashes[name])
+        if x is None:
+            x = run_plan(model, schedule, plan, x_T, batch_size)
+            if name in focus:   # only the focus plans' samples are kept: a call may run hundreds of baselines
+                memo.samples[hashes[name]] = x
         row = {"solver": name, "nfe": plan.nfe(), "steps": plan.num_steps}
         if exact:
             row["frechet"] = sample_frechet(x, mean, cov)
