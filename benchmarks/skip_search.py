@@ -151,7 +151,9 @@ def main(argv=None) -> int:
                                                 log=None, denoisers=pair)
         return evaluators[seed]
 
-    first_score = lambda plans: evaluator_of(a.seeds[0]).score(plans)   # noqa: E731 (choices of baselines)
+    def first_score(plans):   # the first seed's search score: what the baselines and T-Stitch plans are chosen by
+        return evaluator_of(a.seeds[0]).score(plans)
+
     shares = None
     for seed in a.seeds:
         for arm in arms:

@@ -97,12 +97,6 @@ class FinalMemo:
             raise ValueError("final_evaluation: memo was filled by a call with another model, noise, reference "
                              "or bootstrap settings; pass a new FinalMemo() for this one")
 
-    @staticmethod
-    def get(table: dict, key, make: Callable):
-        if key not in table:
-            table[key] = make()
-        return table[key]
-
 
 def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: int, batch_size: int,
                      reference: bool = True, rmse_samples: int = 1000, log=None,
@@ -202,7 +196,9 @@ def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: in
 
         def replicates(name, metric, x):   # (plug-in, extrapolated) replicates of plan ``name``, once per plan
             key = (hashes[name], metric)
-            return memo.get(memo.replicates, key, lambda: (reps(metric, x), debiased(metric, x)))
+            if key not in memo.replicates:
+                memo.replicates[key] = (reps(metric, x), debiased(metric, x))
+            return memo.replicates[key]
 
         info["comparisons"] = {}
         for f in (f for f in focus if f in plans):
