@@ -241,6 +241,9 @@ def test_gradient_strategy_through_the_search_entry_point(tmp_path, gmm_factory)
     plan = load_plan(tmp_path / "g" / "schedule.json", SCHED)
     assert plan.nfe() == 3
     assert summ["search_score"] <= min(r["search_score"] for r in summ["final_table"] if r["solver"] == summ["start"])
+    # compile time is a part of the learning's and the final comparison's wall time (rounding aside)
+    assert 0 <= summ["learned"]["compile_s"] <= summ["learn_s"] + 0.01
+    assert 0 <= summ["final_compile_s"] <= summ["final_wall_s"] + 0.01
     with pytest.raises(ValueError, match="search.gradient_steps: only strategy 'gradient'"):
         check_search_section(section("search", dict(gradient_steps=5)), 3, SCHED)
     with pytest.raises(ValueError, match="search.population: only strategy"):

@@ -129,3 +129,37 @@ def test_single_gaussian_ddim_matches_closed_form():
     for plan in (solvers.ddim(schedules.discretize("logsnr", 3, SCHED)),
                  solvers.dpm_solver(schedules.discretize("time_uniform", 4, SCHED), order=3)):
         np.testing.assert_allclose(samplers.sample(m, SCHED, plan, x_T), expected, atol=2e-5)
+
+
+def test_union_length_counts_nested_and_overlapping_spans_once():
+    from stepwise.samplers.clock import union_length
+
+    assert union_length([]) == 0.0
+    assert union_length([(0.0, 1.0), (2.0, 3.5)]) == pytest.approx(2.5)        # disjoint
+    assert union_length([(0.0, 4.0), (1.0, 2.0), (1.5, 3.0)]) == pytest.approx(4.0)   # nested
+    assert union_length([(3.0, 5.0), (0.0, 1.0), (0.5, 2.0)]) == pytest.approx(4.0)   # overlap, unsorted
+
+
+def test_compile_clock_times_compiling_not_running():
+    """A block that compiles a fresh program: the clock sees most of its wall time (never more);
+    the same program again (cached): nothing; a clock that has exited hears nothing more."""
+    import time
+
+    def f(x):   # an unrolled chain: compiling it takes visibly longer than running it on 4 numbers
+        for k in range(300):
+            x = jnp.sin(x) * (1.0 + k * 1e-3) + jnp.cos(x)
+        return x
+
+    fn = jax.jit(f)
+    x = jnp.ones(4)
+    t0 = time.perf_counter()
+    with samplers.CompileClock() as first:
+        jax.block_until_ready(fn(x))
+    wall = time.perf_counter() - t0
+    assert 0.5 * wall < first.seconds <= first.wall <= wall
+    with samplers.CompileClock() as again:
+        jax.block_until_ready(fn(x))
+    assert again.seconds == 0.0
+    before = first.seconds
+    jax.block_until_ready(jax.jit(f)(jnp.ones(5)))   # compiles outside any clock
+    assert first.seconds == before

@@ -55,6 +55,7 @@ def test_tiny_search_improves_on_initial_population(uninterrupted):
     assert sched["nfe"] == 3 and sched["version"] == 1
     assert sched["score"]["search_value"] == summ["search_score"]
     assert summ["evaluations"] > summ["history"][0]["evaluations"]
+    assert 0 < summ["compile_s"] < summ["search_wall_s"]   # compiles in the generations, counted once
     for f in ("report.md", "report.html", "config.json"):
         assert (Path(uninterrupted) / f).exists()
     # the schedule file drives `stepwise sample`

@@ -273,11 +273,13 @@ def search_loop(strategy: Evolution, evaluator: Evaluator, initial, seed: int, c
 
     seconds: dict = {}
     s0, c0 = evaluator.sample_time, evaluator.score_time
-    st = run_generations(strategy, st, lambda gs: evaluator.score([decode(g, space) for g in gs]),
-                         strategy.options.generations, on_generation, seconds=seconds)
+    with samplers.CompileClock() as clock:
+        st = run_generations(strategy, st, lambda gs: evaluator.score([decode(g, space) for g in gs]),
+                             strategy.options.generations, on_generation, seconds=seconds)
     return st, {"search_wall_s": prior_wall + time.perf_counter() - t_start, "resumed_from": resumed_from,
                 "time_split": time_split(seconds, evaluator.sample_time - s0, evaluator.score_time - c0,
-                                         getattr(strategy, "refine_seconds", 0.0))}
+                                         getattr(strategy, "refine_seconds", 0.0)),
+                "compile_s": round(clock.seconds, 3)}
 
 
 def time_split(seconds: dict, sampling: float, scoring: float, refine: float) -> dict:
@@ -359,18 +361,19 @@ def learned_plan(model, schedule, nfe: int, method: str, evaluator: Evaluator, *
         raise ValueError(f"nfe: no preset reaches exactly nfe={nfe}")
     scores = evaluator.score([p for _, p in baselines])
     start_name, start = baselines[int(np.argmin(scores))]
-    t0 = time.perf_counter()
-    if method == "gradient":
-        opts = gradient or learned.GradientOptions(seed=seed)
-        plan, info = learned.learn_nodes(model, schedule, start, opts, log=log, checkpoint_dir=checkpoint_dir,
-                                         features=features)
-        info["loss"] = opts.loss
-    else:
-        ts = learned.dp_nodes(model, schedule, solvers.ddim, start.num_steps, grid=dp_grid, seed=seed)
-        plan, info = start.replace(ts=ts), {"grid": dp_grid}
+    with samplers.CompileClock() as clock:
+        if method == "gradient":
+            opts = gradient or learned.GradientOptions(seed=seed)
+            plan, info = learned.learn_nodes(model, schedule, start, opts, log=log, checkpoint_dir=checkpoint_dir,
+                                             features=features)
+            info["loss"] = opts.loss
+        else:
+            ts = learned.dp_nodes(model, schedule, solvers.ddim, start.num_steps, grid=dp_grid, seed=seed)
+            plan, info = start.replace(ts=ts), {"grid": dp_grid}
+    info["compile_s"] = round(clock.seconds, 3)   # this process's tracing and compiling inside the learning
     plan.validate(schedule)
     info["start_search_score"] = float(min(scores))
-    return plan, start_name, info, time.perf_counter() - t0
+    return plan, start_name, info, clock.wall
 
 
 def run_learned(model, schedule, workdir, *, nfe: int, method: str, evaluator: Evaluator,
@@ -389,13 +392,14 @@ def run_learned(model, schedule, workdir, *, nfe: int, method: str, evaluator: E
     search_value = evaluator.score([plan])[0]
     log(f"{method}: {start_name} with learned nodes, search score {search_value:.6g} "
         f"(was {info['start_search_score']:.6g}) in {learn_s:.1f}s")
-    t1 = time.perf_counter()
-    core, rows, final_info = final_comparison(model, schedule, plan, baselines, evaluator, final, seed, log=log)
+    with samplers.CompileClock() as final_clock:
+        core, rows, final_info = final_comparison(model, schedule, plan, baselines, evaluator, final, seed, log=log)
     best_base = next(r for r in rows if r["solver"] == core["best_baseline"])
     summary = {"nfe": nfe, "strategy": method, **core, "start": start_name, "search_score": search_value,
                "search_samples": evaluator.num_samples, "seed": seed, "learn_s": round(learn_s, 2),
                "evaluations": evaluator.evaluations, "search_wall_s": round(learn_s, 2),
-               "final_wall_s": round(time.perf_counter() - t1, 2), "learned": info,
+               "final_wall_s": round(final_clock.wall, 2),
+               "final_compile_s": round(final_clock.seconds, 2), "learned": info,
                "steps": describe_plan(plan), "compiles": samplers.trace_count()}
     meta = plan_meta(schedule, model, model_info, evaluator, search_value, rows[0], best_base, final_info, seed,
                      {"strategy": method, "start": start_name, "learn_s": round(learn_s, 2)}, "logsnr")
@@ -440,7 +444,8 @@ def run_search(model, schedule, workdir, *, strategy: Evolution, evaluator: Eval
     setup_s = time.perf_counter() - t_start
     st, loop_info = search_loop(strategy, evaluator, initial, seed, str(workdir / "checkpoints"), log)
     search_wall, resumed_from = loop_info["search_wall_s"], loop_info["resumed_from"]
-    log("search time split (s): " + ", ".join(f"{k} {v:.1f}" for k, v in loop_info["time_split"].items()))
+    log("search time split (s): " + ", ".join(f"{k} {v:.1f}" for k, v in loop_info["time_split"].items())
+        + f"; JAX tracing and compiling, inside those: {loop_info['compile_s']:.1f}")
     generations = strategy.options.generations
     best_genome, best_score = st.best
     best_plan = decode(best_genome, space)
@@ -453,22 +458,22 @@ def run_search(model, schedule, workdir, *, strategy: Evolution, evaluator: Eval
     if budget is not None and not within_budget(best_plan, budget, "cost", [1.0], unit_shares=unit_shares):
         raise RuntimeError(f"search returned a plan of cost {plan_cost:.4g} over the budget {budget}")
 
-    t0 = time.perf_counter()
-    core, rows, final_info = final_comparison(model, schedule, best_plan, baselines, evaluator, final, seed,
-                                              log=log, final_data=final_data)
-    final_wall = time.perf_counter() - t0
+    with samplers.CompileClock() as final_clock:
+        core, rows, final_info = final_comparison(model, schedule, best_plan, baselines, evaluator, final, seed,
+                                                  log=log, final_data=final_data)
     key, ours = core["headline"], rows[0]
     best_base = next(r for r in rows if r["solver"] == core["best_baseline"])
     summary = {
         "nfe": nfe, "strategy": strategy.name, **core,
         "search_score": best_score, "search_samples": evaluator.num_samples, "seed": seed,
         "evaluations": len(st.archive), "generations": generations, "search_wall_s": round(search_wall, 2),
-        "setup_s": round(setup_s, 2), "final_wall_s": round(final_wall, 2), "resumed_from": resumed_from,
+        "setup_s": round(setup_s, 2), "final_wall_s": round(final_clock.wall, 2),
+        "final_compile_s": round(final_clock.seconds, 2), "resumed_from": resumed_from,
         "history": st.history, "rank_correlations": st.rank_correlations,
         "mean_rank_correlation": (float(np.nanmean([r["spearman"] for r in st.rank_correlations]))
                                   if st.rank_correlations else None),
         "compiles": samplers.trace_count(), "refinement": refinement, "refined_elites": len(st.refined),
-        "time_split": loop_info["time_split"],
+        "time_split": loop_info["time_split"], "compile_s": loop_info["compile_s"],
         "budget": budget, "cost": round(plan_cost, 6),
         "skipped_fraction": float(np.mean(np.asarray(best_plan.skip))) if np.asarray(best_plan.skip).size else 0.0,
     }
