@@ -279,7 +279,7 @@ def search_loop(strategy: Evolution, evaluator: Evaluator, initial, seed: int, c
     return st, {"search_wall_s": prior_wall + time.perf_counter() - t_start, "resumed_from": resumed_from,
                 "time_split": time_split(seconds, evaluator.sample_time - s0, evaluator.score_time - c0,
                                          getattr(strategy, "refine_seconds", 0.0)),
-                "compile_s": round(clock.seconds, 3)}
+                "compile_s": round(clock.seconds, 2)}
 
 
 def time_split(seconds: dict, sampling: float, scoring: float, refine: float) -> dict:
@@ -370,7 +370,7 @@ def learned_plan(model, schedule, nfe: int, method: str, evaluator: Evaluator, *
         else:
             ts = learned.dp_nodes(model, schedule, solvers.ddim, start.num_steps, grid=dp_grid, seed=seed)
             plan, info = start.replace(ts=ts), {"grid": dp_grid}
-    info["compile_s"] = round(clock.seconds, 3)   # this process's tracing and compiling inside the learning
+    info["compile_s"] = round(clock.seconds, 2)   # this process's tracing and compiling inside the learning
     plan.validate(schedule)
     info["start_search_score"] = float(min(scores))
     return plan, start_name, info, clock.wall
