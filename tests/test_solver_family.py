@@ -108,3 +108,56 @@ def test_expansions_are_accepted_and_coincide_at_first_order(gmm10):
             for e in ("lambda", "t", "sigma")]
     for o in outs[1:]:
         np.testing.assert_allclose(o, outs[0], atol=2e-5)
+
+
+def _geometries(rng, count: int):
+    """Random step geometries on SCHED: 4 history slots (newest first, some empty) and the target."""
+    for _ in range(count):
+        filled = int(rng.integers(1, 5))
+        lam = np.sort(rng.uniform(-6.0, 4.0, 5))                          # increasing log-SNR
+        lam = jnp.asarray(np.concatenate([lam[:4][::-1], lam[4:]]))        # history newest first, target last
+        valid = jnp.asarray([True] * filled + [False] * (4 - filled) + [True])
+        base = int(rng.integers(0, filled))
+        h = lam[4] - lam[base]
+        yield solvers.StepGeometry(lam=lam, t=SCHED.t_of_lambda(lam), valid=valid, base=jnp.asarray(base), h=h,
+                                   z=jnp.where(rng.random() < 0.5, -h, h)), filled
+
+
+def test_step_weights_are_the_predictor_and_corrector_weights():
+    """The executor's one batched computation of both weight vectors (and its derivatives w.r.t. the
+    nodes) equals the two separate functions, for every variant, expansion and order."""
+    combos = np.array([(o, v, e) for o in range(1, 5) for v in solvers.VARIANT_CODES.values()
+                       for e in solvers.EXPANSION_CODES.values()])
+
+    def weights(lam, geom, f):
+        """f's weights at every (order, variant, expansion) of ``combos`` for the nodes ``lam``."""
+        h = lam[4] - lam[geom.base]
+        g = geom._replace(lam=lam, t=SCHED.t_of_lambda(lam), h=h, z=jnp.sign(geom.z) * h)
+        w = jax.vmap(lambda o, v, e: jnp.stack(f(g, o, v, e, 0.7, SCHED)))(*combos.T)
+        return w.reshape(len(combos), -1, 5)
+
+    separate = lambda g, *a: (solvers.predictor_weights(g, *a), solvers.corrector_weights(g, *a))  # noqa: E731
+    value = jax.jit(weights, static_argnums=2)
+    slope = jax.jit(jax.jacfwd(weights), static_argnums=2)
+    with jax.enable_x64(True):
+        for geom, filled in _geometries(np.random.default_rng(0), 8):
+            use = combos[:, 0] <= filled
+            np.testing.assert_allclose(value(geom.lam, geom, solvers.step_weights)[use],
+                                       value(geom.lam, geom, separate)[use], rtol=1e-12, atol=1e-13)
+            np.testing.assert_allclose(slope(geom.lam, geom, solvers.step_weights)[use],
+                                       slope(geom.lam, geom, separate)[use], rtol=1e-9, atol=1e-10)
+
+
+def test_phis_agree_with_their_integral_definition():
+    """phi_k(z) = int_0^1 e^{(1-r) z} r^{k-1}/(k-1)! dr, by 64-node Gauss-Legendre quadrature, on both
+    sides of the series/recursion switch at |z| = 1 (and phi = phis' k-th row)."""
+    import math
+    x, w = np.polynomial.legendre.leggauss(64)
+    r, w = 0.5 * (x + 1.0), 0.5 * w
+    z = np.array([-8.0, -1.5, -1.0, -0.999, -0.3, 0.0, 1e-6, 0.5, 0.999, 1.0, 2.5, 6.0])
+    with jax.enable_x64(True):
+        got = np.asarray(solvers.phis(5, jnp.asarray(z)))
+        for k in range(1, 6):
+            want = [np.sum(w * np.exp((1 - r) * zz) * r ** (k - 1)) / math.factorial(k - 1) for zz in z]
+            np.testing.assert_allclose(got[k - 1], want, rtol=1e-10)
+            np.testing.assert_array_equal(np.asarray(solvers.phi(k, jnp.asarray(z))), got[k - 1])

@@ -20,7 +20,7 @@ from jax import lax
 from stepwise.denoisers.guidance import Thresholding, guided_x0_eps
 from stepwise.samplers.sharding import data_mesh, pad_batch, shard_batch
 from stepwise.denoisers.compat import DenoiserSet
-from stepwise.solvers.coefficients import StepGeometry, corrector_weights, predictor_weights
+from stepwise.solvers.coefficients import StepGeometry, step_weights
 from stepwise.solvers.plan import DATA, HISTORY, NO_CORRECTOR, UNIC, SolverPlan, mask_row, validate
 
 _TRACES = {"sample": 0}
@@ -222,14 +222,14 @@ class StepUpdate(NamedTuple):
     data: jnp.ndarray
     a: jnp.ndarray
     b: jnp.ndarray
-    args: tuple
+    weights: tuple     # (predictor, corrector) weights of the solver (``solvers.step_weights``)
     delta: jnp.ndarray
 
     def predictor_weights(self):
-        return predictor_weights(*self.args) + self.delta
+        return self.weights[0] + self.delta
 
     def corrector_weights(self):
-        return corrector_weights(*self.args) + self.delta
+        return self.weights[1] + self.delta
 
 
 def step_update(plan: SolverPlan, i, nodes, ts, lam, alpha, sigma, schedule) -> StepUpdate:
@@ -245,8 +245,8 @@ def step_update(plan: SolverPlan, i, nodes, ts, lam, alpha, sigma, schedule) -> 
                         base=b, h=h, z=jnp.where(data, -h, h))
     a_coef = jnp.where(data, sigma[i + 1] / sigma[node_b], alpha[i + 1] / alpha[node_b])
     b_coef = jnp.where(data, alpha[i + 1], -sigma[i + 1])
-    args = (geom, plan.order[i], plan.variant[i], plan.expansion[i], plan.coef[i], schedule)
-    return StepUpdate(b, data, a_coef, b_coef, args, plan.corrections[i].astype(dt))  # corrections: learned (0 = the solver)
+    weights = step_weights(geom, plan.order[i], plan.variant[i], plan.expansion[i], plan.coef[i], schedule)
+    return StepUpdate(b, data, a_coef, b_coef, weights, plan.corrections[i].astype(dt))  # corrections: learned (0 = the solver)
 
 
 def _sample_impl(models, schedule, plan: SolverPlan, x_T, cond, threshold, return_trajectory: bool,

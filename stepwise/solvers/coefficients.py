@@ -40,6 +40,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -48,25 +49,38 @@ from stepwise.solvers.plan import BH1, BH2, DPMSOLVER, EQUISPACED, EXPAND_LAMBDA
 _SERIES_TERMS = 16
 
 
-def phi(k: int, z):
-    """phi_k(z) = sum_{m>=0} z^m / (m+k)!, stable for all z (series near 0, recursion elsewhere)."""
+def phis(n: int, z):
+    """(phi_1(z), ..., phi_n(z)) stacked on a new leading axis, phi_k(z) = sum_{m>=0} z^m / (m+k)!,
+    stable for all z: the series near 0, the recursion phi_{k+1} = (phi_k - 1/k!)/z elsewhere, both
+    evaluated for every k at once."""
     z = jnp.asarray(z)
+    z = z if jnp.issubdtype(z.dtype, jnp.floating) else z.astype(float)
+    k = np.arange(1, n + 1).reshape((n,) + (1,) * z.ndim)
+    const = lambda c: jnp.asarray(c, z.dtype)  # noqa: E731  (each constant rounded once to z's precision)
     small = jnp.abs(z) < 1.0
     zs = jnp.where(small, z, 0.0)
     # Horner form: no zs**0 term, whose derivative 0 * zs**-1 is NaN at zs = 0 (so jax.grad stays finite)
-    series = jnp.full_like(zs, 1.0 / math.factorial(_SERIES_TERMS - 1 + k))
+    inv_fact = np.vectorize(lambda j: 1.0 / math.factorial(j))
+    series = jnp.broadcast_to(const(inv_fact(_SERIES_TERMS - 1 + k)), (n,) + zs.shape)
     for m in range(_SERIES_TERMS - 2, -1, -1):
-        series = series * zs + 1.0 / math.factorial(m + k)
+        series = series * zs + const(inv_fact(m + k))
     zr = jnp.where(small, 1.0, z)
-    rec = jnp.expm1(zr) / zr
-    for j in range(1, k):
-        rec = (rec - 1.0 / math.factorial(j)) / zr
+    rec = jnp.broadcast_to(jnp.expm1(zr) / zr, (n,) + zr.shape)
+    for j in range(1, n):
+        rec = jnp.where(k > j, (rec - 1.0 / math.factorial(j)) / zr, rec)
     return jnp.where(small, series, rec)
+
+
+def phi(k: int, z):
+    """phi_k(z) = sum_{m>=0} z^m / (m+k)! (see :func:`phis`)."""
+    return phis(k, z)[k - 1]
 
 
 def exact_moments(h, z, size: int):
     """g_k = k! h phi_{k+1}(z) for k < size: the exact integrals of h e^{z(1-r)} r^k over [0, 1]."""
-    return jnp.stack([float(math.factorial(k)) * h * phi(k + 1, z) for k in range(size)])
+    p = phis(size, z)
+    fact = np.array([float(math.factorial(k)) for k in range(size)]).reshape((size,) + (1,) * (p.ndim - 1))
+    return jnp.asarray(fact, jnp.result_type(h, p)) * h * p
 
 
 def lagrange_monomials(rho, mask):
@@ -190,35 +204,70 @@ class StepGeometry(NamedTuple):
         return jnp.where(self.valid, (self.lam - self.lam[self.base]) / self.h, 0.0)
 
 
-def predictor_weights(geom: StepGeometry, order, variant, expansion, coef, schedule=None):
-    """Weights (S,) over the candidate points; the predictor never uses the target slot."""
+class StepBasis(NamedTuple):
+    """What a step's predictor and corrector share: the slots' positions u_j (S,) in the expansion
+    variable and the kernel's moments G_k (S,) against u^k (before either rule adjusts them)."""
+
+    positions: jnp.ndarray
+    moments: jnp.ndarray
+
+
+def step_basis(geom: StepGeometry, variant, expansion, schedule=None) -> StepBasis:
+    """The positions and moments of one step, computed once for its predictor and its corrector."""
+    s = geom.lam.shape[0]
+    return StepBasis(expansion_positions(geom, expansion, variant), expansion_moments(geom, expansion, schedule, s))
+
+
+def _predictor_rule(geom: StepGeometry, order, variant, expansion, coef, moments):
+    """(mask of the points, adjusted moments) of the predictor; it never uses the target slot."""
     h, z, base = geom.h, geom.z, geom.base
     s = geom.lam.shape[0]
     slots = jnp.arange(s)
     mask = _latest(order, s) & (slots < s - 1)
-    g = expansion_moments(geom, expansion, schedule, s)
     # the DPM-Solver / B(h) rules are lambda-space rules; elsewhere those variants are exact
     lam_rule = jnp.where(expansion == EXPAND_LAMBDA, variant, TAYLOR)
     # DPM-Solver-3 singlestep: first derivative from the base and newest points only, exact phi_2.
     single3 = (lam_rule == DPMSOLVER) & (order == 3) & (base > 0)
     mask = jnp.where(single3, (slots == 0) | (slots == base), mask)
     q = jnp.where(single3, 2, order)
-    g = _two_point_moment(g, h, z, q, jnp.where(single3, TAYLOR, lam_rule))
+    g = _two_point_moment(moments, h, z, q, jnp.where(single3, TAYLOR, lam_rule))
     # DPM-Solver-3 multistep: its published D2 term carries half the exact moment.
     g = _set(g, 2, (lam_rule == DPMSOLVER) & (q == 3), 0.5 * g[2])
-    g = _top_scale(g, q, jnp.where(variant == FREE, coef, 1.0))
-    return interpolation_weights(expansion_positions(geom, expansion, variant), mask, g)
+    return mask, _top_scale(g, q, jnp.where(variant == FREE, coef, 1.0))
 
 
-def corrector_weights(geom: StepGeometry, order, variant, expansion, coef, schedule=None):
-    """Corrector weights (S,): the predictor's ``order`` points plus the new value at the target slot
-    (UniC, Zhao et al. 2023; with ``order`` 1 and the sigma expansion: Heun's trapezoid rule)."""
-    h, z = geom.h, geom.z
+def _corrector_rule(geom: StepGeometry, order, variant, expansion, coef, moments):
+    """(mask, adjusted moments) of the corrector: the predictor's ``order`` points and the target slot."""
     s = geom.lam.shape[0]
     slots = jnp.arange(s)
     mask = (_latest(order, s) & (slots < s - 1)) | (slots == s - 1)
     q = order + 1
     lam_rule = jnp.where((expansion == EXPAND_LAMBDA) & (variant != DPMSOLVER), variant, TAYLOR)
-    g = _two_point_moment(expansion_moments(geom, expansion, schedule, s), h, z, q, lam_rule)
-    g = _top_scale(g, q, jnp.where(variant == FREE, coef, 1.0))
-    return interpolation_weights(expansion_positions(geom, expansion, variant), mask, g)
+    g = _two_point_moment(moments, geom.h, geom.z, q, lam_rule)
+    return mask, _top_scale(g, q, jnp.where(variant == FREE, coef, 1.0))
+
+
+def predictor_weights(geom: StepGeometry, order, variant, expansion, coef, schedule=None):
+    """Weights (S,) over the candidate points; the predictor never uses the target slot."""
+    basis = step_basis(geom, variant, expansion, schedule)
+    return interpolation_weights(basis.positions, *_predictor_rule(geom, order, variant, expansion, coef, basis.moments))
+
+
+def corrector_weights(geom: StepGeometry, order, variant, expansion, coef, schedule=None):
+    """Corrector weights (S,): the predictor's ``order`` points plus the new value at the target slot
+    (UniC, Zhao et al. 2023; with ``order`` 1 and the sigma expansion: Heun's trapezoid rule)."""
+    basis = step_basis(geom, variant, expansion, schedule)
+    return interpolation_weights(basis.positions, *_corrector_rule(geom, order, variant, expansion, coef, basis.moments))
+
+
+def step_weights(geom: StepGeometry, order, variant, expansion, coef, schedule=None):
+    """(predictor weights, corrector weights) of one step, equal to :func:`predictor_weights` and
+    :func:`corrector_weights`: the positions and moments are computed once and both Lagrange bases
+    in one batched recursion. The executor calls this; the smaller program compiles faster
+    (benchmarks/compile_time.py) and its samples are bit-identical in float32."""
+    basis = step_basis(geom, variant, expansion, schedule)
+    rules = (_predictor_rule(geom, order, variant, expansion, coef, basis.moments),
+             _corrector_rule(geom, order, variant, expansion, coef, basis.moments))
+    masks, moments = (jnp.stack(parts) for parts in zip(*rules))
+    w = jax.vmap(interpolation_weights, in_axes=(None, 0, 0))(basis.positions, masks, moments)
+    return w[0], w[1]
