@@ -14,7 +14,8 @@ first on ``PYTHONPATH``), so a drift of a shared CPU hits both alike:
   w.r.t. the time nodes, for an NFE-5 DPM-Solver++(2M) plan (predictor only) and an NFE-5 UniPC-2
   plan (UniC corrector at every step): one program, two calls;
 * with ``--commands``: the README tour search (``configs/search_digits_gmm.py``, NFE 5) and a
-  60-step gradient run (NFE 3, test_hybrid's settings), whole commands.
+  60-step gradient run on the nodes of the best NFE-3 baseline (final comparison on 500 noises
+  against the 3 best baselines), whole commands.
 
 Reported per measurement and tree: JAX's own compile-path seconds (``samplers.CompileClock``: tracing,
 lowering, XLA compilation), the wall time, and a digest of the outputs (sampler endpoints, node
@@ -37,12 +38,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 TOUR = ["--config", str(ROOT / "configs" / "search_digits_gmm.py"), "--config.nfe=5"]
-GRADIENT = ["--config", str(ROOT / "configs" / "search_digits_gmm.py"), "--config.nfe=3",
-            "--config.search.strategy=gradient", "--config.search.gradient_steps=60",
-            "--config.search.gradient_samples=64", "--config.search.search_samples=64",
-            "--config.search.batch_size=64", "--config.search.final_samples=128",
-            "--config.search.final_top_baselines=3", "--config.search.final_reference=False",
-            "--config.search.final_tuned_baselines=0"]
+GRADIENT = TOUR[:2] + ["--config.nfe=3", "--config.search.strategy=gradient", "--config.search.gradient_steps=60",
+                       "--config.search.final_samples=500", "--config.search.final_top_baselines=3"]
 
 
 def digest(arrays) -> str:
