@@ -42,3 +42,21 @@ def pytest_collection_modifyitems(config, items):
     """The tests that load torchax and diffusers' models run last: the rest of the suite never
     shares a process with their torch state (one full run crashed in an XLA compile after them)."""
     items.sort(key=lambda it: it.path.name in TORCH_MODULES)
+
+
+# STEPWISE_TEST_COMPILE_REPORT=FILE: each test's wall time and the part of it JAX spent tracing,
+# lowering and compiling (samplers.CompileClock), appended as JSON lines to FILE (one line per
+# test; every pytest process of scripts/test appends to the same file). Off unless set.
+_COMPILE_REPORT = __import__("os").environ.get("STEPWISE_TEST_COMPILE_REPORT")
+if _COMPILE_REPORT:
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(item, nextitem):
+        import json
+
+        from stepwise.samplers import CompileClock
+
+        with CompileClock() as clock:
+            yield
+        with open(_COMPILE_REPORT, "a") as f:
+            f.write(json.dumps({"test": item.nodeid, "wall_s": round(clock.wall, 3),
+                                "compile_s": round(clock.seconds, 3)}) + "\n")
