@@ -103,6 +103,8 @@ CLI_CASES = [
      r"search.final_extrapolation_draws: -1 is invalid; allowed: 0 \(off\) or a positive integer"),
     (["search", "--config.search.strategy=gradient", "--config.search.gradient_relax=2"],
      r"search.gradient_relax: 2.0 is invalid; allowed: 0 <= relax < 1"),
+    (["search", "--config.search.strategy=gradient", "--config.search.gradient_corrections_lr=0"],
+     r"search.gradient_corrections_lr: 0.0 is invalid; allowed: a positive number"),
     (["search", "--config.search.strategy=gradient", "--config.search.gradient_loss=l1"],
      r"search.gradient_loss: 'l1' is invalid; allowed: \['objective', 'rmse', 'frechet', 'features'\]"),
     (["search", "--config.search.strategy=gradient", "--config.search.gradient_loss=features"],

@@ -282,6 +282,27 @@ def test_weight_corrections_column(tmp_path, gmm_factory):
     assert out.returncode == 0 and "dropped:" in out.stderr and "learned weight corrections" in out.stderr
 
 
+def test_corrections_get_their_own_adam_rate():
+    """Adam's first update is -lr * g / (|g| + eps): the nodes move by ``lr``, the corrections by
+    ``corrections_lr``; without corrections the optimizer is plain ``optax.adam(lr)``."""
+    import optax
+
+    from stepwise.search.learned import _optimizer
+
+    theta = {"nodes": jnp.zeros(4), "corrections": jnp.zeros((4, 5))}
+    grad = {"nodes": jnp.full(4, 3.0), "corrections": jnp.full((4, 5), -2.0)}
+    opt = _optimizer(theta, 0.05, 0.002)
+    updates, _ = opt.update(grad, opt.init(theta), theta)
+    np.testing.assert_allclose(np.asarray(updates["nodes"]), -0.05, rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(updates["corrections"]), 0.002, rtol=1e-4)
+    nodes = {"nodes": theta["nodes"]}
+    plain, mine = optax.adam(0.05), _optimizer(nodes, 0.05, 0.002)
+    np.testing.assert_array_equal(np.asarray(mine.update({"nodes": grad["nodes"]}, mine.init(nodes), nodes)[0]["nodes"]),
+                                  np.asarray(plain.update({"nodes": grad["nodes"]}, plain.init(nodes), nodes)[0]["nodes"]))
+    with pytest.raises(ValueError, match="gradient_corrections_lr"):
+        GradientOptions(corrections_lr=0.0)
+
+
 @pytest.mark.slow
 def test_learning_corrections_too_lowers_validation_error(gmm_factory):
     _, both, info = _plain_and_variant(gmm_factory(3), "logsnr", learn="nodes+corrections")

@@ -88,7 +88,10 @@ def params_from_nodes(ts, schedule, node_space: str = "logsnr", min_gap: float =
 class GradientOptions:
     """Adam on the node parameters: ``steps`` updates at learning rate ``lr`` on ``train_samples``
     training noises (seed ``seed``), validation on ``val_samples`` noises (seed ``seed + 1``),
-    checked every ``val_every`` steps; ``node_space`` and ``min_gap`` as in :func:`nodes_from_params`."""
+    checked every ``val_every`` steps; ``node_space`` and ``min_gap`` as in :func:`nodes_from_params`.
+    With ``learn="nodes+corrections"`` the weight corrections get their own Adam at
+    ``corrections_lr``: they are additive weights of order 1, not softmax logits, so one rate does not
+    suit both."""
 
     steps: int = 200
     lr: float = 0.05
@@ -102,6 +105,7 @@ class GradientOptions:
     loss: str = "rmse"               # rmse (paired, LD3) | frechet (Gaussian fit to the teacher's: teacher_frechet)
                                      # | features (paired RMSE in a feature network's space; needs ``features``)
     relax: float = 0.0               # LD3's relaxed target: training noises may move by <= relax * |x_T| (0: off)
+    corrections_lr: float = 0.01     # Adam's rate on the weight corrections (learn="nodes+corrections")
 
     def __post_init__(self):
         if self.learn not in LEARN:
@@ -112,8 +116,9 @@ class GradientOptions:
             v = getattr(self, f)
             if not isinstance(v, (int, np.integer)) or v < lo:
                 raise ValueError(f"search.gradient_{f}: {v!r} is invalid; allowed: an integer >= {lo}")
-        if not self.lr > 0:
-            raise ValueError(f"search.gradient_lr: {self.lr!r} is invalid; allowed: a positive number")
+        for f in ("lr", "corrections_lr"):
+            if not getattr(self, f) > 0:
+                raise ValueError(f"search.gradient_{f}: {getattr(self, f)!r} is invalid; allowed: a positive number")
         if not 0.0 <= self.relax < 1.0:
             raise ValueError(f"search.gradient_relax: {self.relax!r} is invalid; allowed: 0 <= relax < 1")
         if self.node_space not in NODE_SPACES:
@@ -226,12 +231,21 @@ def _project(delta, x, radius: float):
     return delta * jnp.minimum(1.0, bound / jnp.maximum(norm, 1e-30))
 
 
+def _optimizer(theta: dict, lr: float, corrections_lr: float) -> optax.GradientTransformation:
+    """Adam at ``lr`` on every leaf of ``theta``, except the weight corrections: Adam at ``corrections_lr``."""
+    if "corrections" not in theta:
+        return optax.adam(lr)
+    labels = {k: "corrections" if k == "corrections" else "rest" for k in theta}
+    return optax.multi_transform({"rest": optax.adam(lr), "corrections": optax.adam(corrections_lr)}, labels)
+
+
 @eqx.filter_jit
-def _adam_step(theta, opt_state, plan, model, schedule, x, t, node_space, min_gap, loss, lr, relax=0.0):
+def _adam_step(theta, opt_state, plan, model, schedule, x, t, node_space, min_gap, loss, lr, relax=0.0,
+               corrections_lr=0.01):
     """One Adam update of ``theta`` on the training loss (then the relaxation's projection). The plan
     is an argument (not a closure), so one compile serves every plan of the same structure."""
     value, grad = jax.value_and_grad(_loss)(theta, plan, model, schedule, x, t, node_space, min_gap, loss)
-    updates, opt_state = optax.adam(lr).update(grad, opt_state, theta)
+    updates, opt_state = _optimizer(theta, lr, corrections_lr).update(grad, opt_state, theta)
     theta = optax.apply_updates(theta, updates)
     if "delta" in theta:
         theta = {**theta, "delta": _project(theta["delta"], x, relax)}
@@ -283,10 +297,10 @@ def learn_nodes(model, schedule, plan: SolverPlan, options: GradientOptions = Gr
     static = (o.node_space, float(o.min_gap), o.loss)
     train_target, val_target = _targets(data, o.loss, features)
     step = lambda th, st: _adam_step(th, st, plan, model, schedule, data.x_train, train_target, *static, float(o.lr),
-                                     float(o.relax))
+                                     float(o.relax), float(o.corrections_lr))
     plan_only = lambda th: {k: v for k, v in th.items() if k != "delta"}   # noqa: E731  validation is not relaxed
     val = lambda th: float(_validation(plan_only(th), plan, model, schedule, data.x_val, val_target, *static))
-    state = optax.adam(o.lr).init(theta)
+    state = _optimizer(theta, o.lr, o.corrections_lr).init(theta)
     best_theta, best_val, start, prior_wall = theta, None, 1, 0.0
     resumed = _restore(checkpoint_dir, _fingerprint(plan, o, features), theta, state) if checkpoint_dir else None
     t0 = time.perf_counter()
