@@ -260,7 +260,8 @@ def print_table(results: dict, arms) -> None:
     for key in sorted(results, key=int):
         r = results[key]
         run0 = next(iter(r["arms"].values()))["runs"][0]
-        metrics = [m for m in ("frechet_to_reference", "excess", "heldout_fd") if m in run0.get("comparisons", {})] \
+        metrics = [m for m in ("frechet_to_reference", "excess", "heldout_fd", "rmse_to_reference")
+                   if m in run0.get("comparisons", {})] \
             or [r["headline"]]
         for metric in metrics:
             first = run0["comparisons"][metric] if "comparisons" in run0 else run0["comparison"]

@@ -89,6 +89,23 @@ def test_paired_distance_cancels_sample_noise():
         protocol.paired_frechet(ref[:10], ref, idx)
 
 
+def test_paired_rmse_compares_sample_by_sample_where_a_frechet_distance_cannot():
+    """Endpoints that are the reference's own rows, shuffled, have the reference's moments (Fréchet
+    distance 0) but are far sample by sample; the paired RMSE and its bootstrap replicates are the
+    root-mean-square over the (resampled) rows, computed here directly."""
+    rng = np.random.default_rng(5)
+    ref = rng.standard_normal((500, 3, 2))
+    idx = protocol.bootstrap_indices(500, 20, seed=2)
+    shuffled = ref[rng.permutation(500)]
+    assert protocol.paired_frechet(shuffled, ref, idx)[0] < 1e-9
+    point, reps = protocol.paired_rmse(shuffled, ref, idx)
+    assert point == pytest.approx(np.sqrt(np.mean((shuffled - ref) ** 2)), rel=1e-12) and point > 1.0
+    for r, rows in zip(reps, idx):
+        assert r == pytest.approx(np.sqrt(np.mean((shuffled[rows] - ref[rows]) ** 2)), rel=1e-12)
+    close, _ = protocol.paired_rmse(ref * 1.01, ref)
+    assert close == pytest.approx(0.01 * np.sqrt(np.mean(ref ** 2)), rel=1e-9)
+
+
 def test_baselines_include_the_analytic_first_step_at_the_same_nfe():
     sched = schedules.VPLinear()
     plans = dict(baseline_plans(5, sched))
@@ -115,7 +132,7 @@ def test_search_with_reference_reports_paired_and_excess_with_intervals(tmp_path
                                final_top_baselines=0, final_reference=True))
     summ = run_search_section(s, model, sched, 4, tmp_path / "s", log=lambda m: None)
     assert summ["headline"] == "frechet_to_reference"
-    assert set(summ["comparisons"]) == {"frechet_to_reference", "excess", "frechet"}
+    assert set(summ["comparisons"]) == {"frechet_to_reference", "excess", "frechet", "rmse_to_reference"}
     for c in summ["comparisons"].values():
         for side in ("plan", "baseline"):
             assert c[side]["n"] == 256 and c[side]["resamples"] >= 100

@@ -124,6 +124,16 @@ def paired_frechet(x, ref, idx: np.ndarray | None = None) -> tuple[float, np.nda
     return point, reps
 
 
+def paired_rmse(x, ref, idx: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+    """Root-mean-square distance sqrt(mean_i mean_d (x_id - ref_id)^2) of endpoints ``x`` to the
+    reference endpoints of the same noise, and its replicates on the bootstrap rows ``idx``. Unlike a
+    Fréchet distance it compares sample by sample, so a plan cannot lower it by matching the first two
+    moments of the reference alone."""
+    per_row = np.mean((_flat(x).astype(np.float64) - _flat(ref).astype(np.float64)) ** 2, axis=1)
+    reps = np.sqrt(per_row[np.asarray(idx)].mean(axis=1)) if idx is not None else np.zeros(0)
+    return float(np.sqrt(per_row.mean())), reps
+
+
 def exact_frechet(x, mean, cov, idx: np.ndarray) -> tuple[float, np.ndarray]:
     """Fréchet distance of ``x`` to exact moments, and its replicates on the bootstrap rows ``idx``."""
     x = _flat(x)
