@@ -15,7 +15,8 @@ noise) at every NFE:
   ``hybrid`` / ``gradient``, but the final gradient run learns additive corrections of every step's
   solver weights beside the nodes (``gradient_learn=nodes+corrections``, 400 steps, the corrections
   at their own Adam rate ``gradient_corrections_lr``; the memetic steps inside
-  the search stay on the nodes, which is all a genome holds);
+  the search stay on the nodes, which is all a genome holds); ``gradient_corrections_rmse``: the
+  same from the best baseline with the paired RMSE loss;
 * ``gradient_features`` / ``hybrid_features`` (trained networks with ``--feature-net`` only): the
   gradient loss is the paired RMSE in the domain feature net's space (``gradient_loss=features``);
 * ``evolution_x4`` / ``predictor_x4`` (not run by default): 48 generations instead of 12, about the
@@ -73,13 +74,15 @@ ARM_SETTINGS = {
     # S4S-style: the final gradient refinement learns additive corrections of the solver weights too
     "hybrid_corrections": ("hybrid", {"gradient_learn": "nodes+corrections", "gradient_steps": 400}),
     "gradient_corrections": ("gradient", {"gradient_learn": "nodes+corrections", "gradient_steps": 400}),
+    "gradient_corrections_rmse": ("gradient", {"gradient_learn": "nodes+corrections", "gradient_steps": 400,
+                                               "gradient_loss": "rmse"}),
     # trained networks with --feature-net: paired RMSE in the domain feature space
     "gradient_features": ("gradient", {"gradient_loss": "features"}),
     "hybrid_features": ("hybrid", {"gradient_loss": "features"}),
     # equal-wall-time controls: 4x the generations (48), about the hybrid's wall time
     "evolution_x4": ("evolution", {"generations": 48}), "predictor_x4": ("predictor", {"generations": 48}),
 }
-ARMS = tuple(k for k in ARM_SETTINGS if not k.endswith(("_x4", "_features", "_corrections")))
+ARMS = tuple(k for k in ARM_SETTINGS if not k.endswith(("_x4", "_features")) and "_corrections" not in k)
 _spec = importlib.util.spec_from_file_location("search_gmm", Path(__file__).with_name("search_gmm.py"))
 search_gmm = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(search_gmm)

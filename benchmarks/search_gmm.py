@@ -171,7 +171,7 @@ def print_tables(results: dict) -> None:
     for key in sorted(results, key=int):
         r = results[key]
         first = r["runs"][0]["comparisons"]
-        rows = [(m, "") for m in ("frechet_to_reference", "excess", "heldout_fd") if m in first]
+        rows = [(m, "") for m in ("frechet_to_reference", "excess", "heldout_fd", "rmse_to_reference") if m in first]
         rows += [(m, "_inf") for m, _ in rows if "ratio_inf" in first[m]]   # the paired metric only
         for metric, suffix in rows:
             cs = [run["comparisons"][metric] for run in r["runs"]]

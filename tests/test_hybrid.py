@@ -190,7 +190,8 @@ def test_hybrid_search_through_the_command_line(tmp_path, capsys):
             "--config.search.timesteps_only_generations=1", "--config.search.search_samples=64",
             "--config.search.batch_size=64", "--config.search.gradient_steps=20",
             "--config.search.gradient_samples=64", "--config.search.final_samples=256",
-            "--config.search.final_top_baselines=3", "--config.search.final_tuned_baselines=1"]
+            "--config.search.final_top_baselines=3", "--config.search.final_tuned_baselines=1",
+            "--config.search.gradient_learn=nodes+corrections", "--config.search.gradient_corrections_lr=0.02"]
     from stepwise.cli import main
 
     capsys.readouterr()
@@ -203,4 +204,9 @@ def test_hybrid_search_through_the_command_line(tmp_path, capsys):
     assert summ["search_score"] == min(r["search_score_before"], r["search_score_after"])
     assert "final refinement: search score" in printed
     assert summ["comparisons"]["frechet_to_reference"]["plan"]["n"] == 256
-    assert load_plan(tmp_path / "h" / "schedule.json", SCHED).nfe() == 4
+    plan = load_plan(tmp_path / "h" / "schedule.json", SCHED)
+    assert plan.nfe() == 4
+    # the memetic steps learn nodes only (a genome holds no corrections); the final refinement learns
+    # corrections too, and the schedule file carries them exactly when that refinement was kept
+    assert np.any(np.asarray(plan.corrections) != 0) == r["kept"]
+    assert ("corrections" in json.loads((tmp_path / "h" / "schedule.json").read_text())) == r["kept"]
