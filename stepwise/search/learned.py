@@ -240,8 +240,7 @@ def _optimizer(theta: dict, lr: float, corrections_lr: float) -> optax.GradientT
 
 
 @eqx.filter_jit
-def _adam_step(theta, opt_state, plan, model, schedule, x, t, node_space, min_gap, loss, lr, relax=0.0,
-               corrections_lr=0.01):
+def _adam_step(theta, opt_state, plan, model, schedule, x, t, node_space, min_gap, loss, lr, relax, corrections_lr):
     """One Adam update of ``theta`` on the training loss (then the relaxation's projection). The plan
     is an argument (not a closure), so one compile serves every plan of the same structure."""
     value, grad = jax.value_and_grad(_loss)(theta, plan, model, schedule, x, t, node_space, min_gap, loss)
