@@ -202,6 +202,8 @@ def test_hybrid_search_through_the_command_line(tmp_path, capsys):
     r = summ["refinement"]
     assert r["kept"] == (r["search_score_after"] <= r["search_score_before"])
     assert summ["search_score"] == min(r["search_score_before"], r["search_score_after"])
+    # the record names the loss it validated (the objective's: teacher_frechet -> frechet), not a fixed one
+    assert r["loss"] == "frechet" and r["best_validation"] == min(h["validation"] for h in r["history"])
     assert "final refinement: search score" in printed
     assert summ["comparisons"]["frechet_to_reference"]["plan"]["n"] == 256
     plan = load_plan(tmp_path / "h" / "schedule.json", SCHED)

@@ -509,7 +509,7 @@ def finish_plan(finish, plan, score: float, evaluator: Evaluator, schedule, log)
     log(f"final refinement: search score {score:.6g} -> {refined_score:.6g} "
         f"({'kept' if kept else 'not kept: worse on the search objective'}) in {time.perf_counter() - t0:.1f}s")
     record = {"search_score_before": score, "search_score_after": refined_score, "kept": kept,
-              "best_validation_rmse": info.get("best_validation"), "history": info.get("history"),
+              "loss": info.get("loss"), "best_validation": info.get("best_validation"), "history": info.get("history"),
               "wall_s": round(time.perf_counter() - t0, 2)}
     return (refined, refined_score, record) if kept else (plan, score, record)
 
