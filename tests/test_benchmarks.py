@@ -73,6 +73,15 @@ def test_learned_benchmark_runs_a_search_and_a_learned_arm_then_resumes(tmp_path
         assert bench.main(["--arms", *arms, *common]) == 0
     assert (tmp_path / "results.json").stat().st_mtime_ns == before
 
+    # the mode-switch split reads the same directory: every kept plan and the best preset by RMSE
+    capsys.readouterr()
+    assert _script("mode_switches").main(["--out", str(tmp_path)]) == 0
+    split = capsys.readouterr().out
+    assert "NFE 3: n = 200" in split and "| best preset by RMSE: " in split
+    assert "| dp, seed 0 | " in split and "| predictor, seed 0 | " in split
+    with pytest.raises(SystemExit, match=r"--nfes: 4 is not in .*allowed: \[3\]"):
+        _script("mode_switches").main(["--out", str(tmp_path), "--nfes", "4"])
+
     # results and kept plans of other search settings are refused by file, not silently mixed in
     other = [a if a != "64" else "32" for a in args]
     with pytest.raises(SystemExit, match=r"results\.json: NFE 3 was evaluated with search settings"):

@@ -44,6 +44,31 @@ def test_posterior_mean_matches_quadrature_1d():
             assert abs(float(m(jnp.asarray([[x]]), t)[0, 0]) - quad) < 1e-6
 
 
+def test_log_density_and_component_match_scipy():
+    """log_prob and component() against scipy's multivariate normal densities of each component."""
+    from scipy.stats import multivariate_normal
+
+    rng = np.random.default_rng(3)
+    k, d = 3, 4
+    weights = np.array([0.2, 0.5, 0.3])
+    means = rng.normal(0.0, 2.0, (k, d))
+    a = rng.normal(size=(k, d, d))
+    covs = a @ np.transpose(a, (0, 2, 1)) / d + 0.3 * np.eye(d)
+    x = rng.normal(0.0, 2.5, (200, d))
+    joint = np.stack([np.log(w) + multivariate_normal(mu, c).logpdf(x) for w, mu, c in zip(weights, means, covs)], 1)
+    with jax.enable_x64(True):
+        m = denoisers.GaussianMixture(weights, means, covs)
+        np.testing.assert_allclose(np.asarray(m.log_prob(jnp.asarray(x))),
+                                   np.logaddexp.reduce(joint, axis=1), rtol=1e-9)
+        assert np.array_equal(m.component(jnp.asarray(x)), np.argmax(joint, axis=1))
+        # samples of well-separated components belong to the component that drew them
+        far = denoisers.GaussianMixture(weights, means * 20.0, covs)
+        y = far.sample(jax.random.key(0), 300)
+        c = far.component(y)
+        dist = np.linalg.norm(np.asarray(y)[:, None] - means[None] * 20.0, axis=-1)
+        assert np.array_equal(c, np.argmin(dist, axis=1)) and len(set(c.tolist())) == k
+
+
 def test_gaussian_posterior_is_linear_shrinkage():
     """One full-covariance component: E[x0|x_t] = mu + a S (a^2 S + s^2 I)^-1 (x - a mu)."""
     rng = np.random.default_rng(0)

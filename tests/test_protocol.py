@@ -106,6 +106,29 @@ def test_paired_rmse_compares_sample_by_sample_where_a_frechet_distance_cannot()
     assert close == pytest.approx(0.01 * np.sqrt(np.mean(ref ** 2)), rel=1e-9)
 
 
+def test_error_split_separates_mode_switches_from_the_rest():
+    """Rows in the mask carry a known error, the rest another: fraction, share and the rest's RMSE
+    equal their formulas, and their intervals come from the same bootstrap rows."""
+    n, d = 1000, 8
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(n, d))
+    mask = np.zeros(n, bool)
+    mask[rng.choice(n, 50, replace=False)] = True
+    x = ref + np.where(mask[:, None], 2.0, 0.1)            # e_i = d * 4 in the mask, d * 0.01 outside
+    idx = protocol.bootstrap_indices(n, 100, 1)
+    s = protocol.error_split(x, ref, mask, idx)
+    assert s.fraction.value == pytest.approx(0.05)
+    assert s.share.value == pytest.approx(50 * 4.0 / (50 * 4.0 + 950 * 0.01))
+    assert s.rmse_rest.value == pytest.approx(0.1)
+    assert s.fraction.low < 0.05 < s.fraction.high and s.fraction.n == n and s.fraction.resamples == 100
+    assert s.rmse_rest.low == pytest.approx(0.1) and s.rmse_rest.high == pytest.approx(0.1)
+    # the replicates are the formula on the resampled rows: an interval as wide as the fraction's spread
+    fr = mask[idx].mean(axis=1)
+    assert s.fraction.high - s.fraction.low == pytest.approx(np.quantile(fr, 0.975) - np.quantile(fr, 0.025))
+    with pytest.raises(ValueError, match="mask has 999 entries"):
+        protocol.error_split(x, ref, mask[1:], idx)
+
+
 def test_baselines_include_the_analytic_first_step_at_the_same_nfe():
     sched = schedules.VPLinear()
     plans = dict(baseline_plans(5, sched))

@@ -138,15 +138,24 @@ class GaussianMixture(Denoiser):
         x = mu[comp] + jnp.einsum("nde,ne->nd", U[comp], jnp.sqrt(lam[comp]) * z)
         return x.reshape((n,) + self.data_shape)
 
-    def log_prob(self, x):
-        """Exact log density of flat data x (B, d)."""
+    def _joint_log_density(self, x):
+        """log w_k + log N(x; mu_k, Sigma_k), shape (B, K), for data x (B, ...)."""
         flat = x.reshape(x.shape[0], -1)
         U, lam, mu = (jnp.asarray(a, flat.dtype) for a in (self.eigvecs, self.eigvals, self.means))
         y = jnp.einsum("bd,kde->bke", flat, U) - jnp.einsum("kd,kde->ke", mu, U)[None]
         lam = lam[None]
-        logp = (jnp.asarray(self.log_weights, flat.dtype)[None] - 0.5 * jnp.sum(y**2 / lam + jnp.log(lam), axis=-1)
+        return (jnp.asarray(self.log_weights, flat.dtype)[None] - 0.5 * jnp.sum(y**2 / lam + jnp.log(lam), axis=-1)
                 - 0.5 * self.dim * math.log(2 * math.pi))
-        return jax.nn.logsumexp(logp, axis=-1)
+
+    def log_prob(self, x):
+        """Exact log density of data x (B, ...): log sum_k w_k N(x; mu_k, Sigma_k)."""
+        return jax.nn.logsumexp(self._joint_log_density(x), axis=-1)
+
+    def component(self, x) -> np.ndarray:
+        """The most probable component of each sample x (B, ...): argmax_k p(k | x) (B,), the mode a
+        sample belongs to (e.g. to tell whether a sampler's endpoint and the reference solve's endpoint
+        of the same noise landed in the same mode)."""
+        return np.asarray(jnp.argmax(self._joint_log_density(x), axis=-1))
 
 
 def fit_mixture(data: np.ndarray, components: int, seed: int = 0, covariance: str = "full",

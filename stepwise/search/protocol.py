@@ -134,6 +134,44 @@ def paired_rmse(x, ref, idx: np.ndarray | None = None) -> tuple[float, np.ndarra
     return float(np.sqrt(per_row.mean())), reps
 
 
+@dataclasses.dataclass(frozen=True)
+class ErrorSplit:
+    """The paired squared error of endpoints split by a per-noise mask (e.g. "the endpoint lies in
+    another mode of the data than the reference's"): the fraction of noises in the mask, their share
+    of the total squared error, and the RMSE of the noises outside it, each with its interval."""
+
+    fraction: Interval
+    share: Interval
+    rmse_rest: Interval
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name).to_dict() for f in dataclasses.fields(self)}
+
+
+def error_split(x, ref, mask, idx: np.ndarray, confidence: float = CONFIDENCE) -> ErrorSplit:
+    """:class:`ErrorSplit` of endpoints ``x`` against the reference endpoints ``ref`` of the same
+    noise: with e_i = ||x_i - ref_i||^2 and m_i the mask, fraction = mean(m), share = sum(m e) / sum(e),
+    rmse_rest = sqrt(sum((1 - m) e) / (d sum(1 - m))); basic intervals on the bootstrap rows ``idx``."""
+    x, ref = _flat(x), _flat(ref)
+    if x.shape != ref.shape:
+        raise ValueError(f"error split: samples {x.shape} and reference {ref.shape} must be the same noise")
+    m = np.asarray(mask, bool).reshape(-1)
+    if m.shape[0] != x.shape[0]:
+        raise ValueError(f"error split: mask has {m.shape[0]} entries for {x.shape[0]} samples")
+    e = np.sum((x - ref) ** 2, axis=1)
+    d = x.shape[1]
+
+    def stats(rows):
+        mm, ee = m[rows], e[rows]
+        rest = np.sum(~mm)
+        return (np.mean(mm), np.sum(ee[mm]) / max(np.sum(ee), 1e-300),
+                np.sqrt(np.sum(ee[~mm]) / (d * rest)) if rest else np.nan)
+
+    point = stats(np.arange(x.shape[0]))
+    reps = np.array([stats(r) for r in np.asarray(idx)])
+    return ErrorSplit(*(interval(point[j], reps[:, j], x.shape[0], confidence, nonnegative=True) for j in range(3)))
+
+
 def exact_frechet(x, mean, cov, idx: np.ndarray) -> tuple[float, np.ndarray]:
     """Fréchet distance of ``x`` to exact moments, and its replicates on the bootstrap rows ``idx``."""
     x = _flat(x)
