@@ -27,22 +27,17 @@ from pathlib import Path
 
 import numpy as np
 
-from stepwise import denoisers, samplers, schedules
+from stepwise import denoisers, schedules
 from stepwise.search import protocol
-from stepwise.search.evaluator import baseline_plans
+from stepwise.search.evaluator import baseline_plans, run_plan
 from stepwise.search.schedule_file import load_plan
-
-
-def endpoints(model, sched, plan, x_T: np.ndarray, batch: int) -> np.ndarray:
-    return np.concatenate([np.asarray(samplers.sample(model, sched, plan, x_T[i:i + batch], devices=[]))
-                           for i in range(0, len(x_T), batch)])
 
 
 def best_preset_by_rmse(model, sched, nfe: int, x_T, ref, batch: int) -> tuple[str, np.ndarray]:
     """(name, endpoints) of the preset baseline with the smallest paired RMSE on this noise."""
     best = None
     for name, plan in baseline_plans(nfe, sched):
-        y = endpoints(model, sched, plan, x_T, batch)
+        y = run_plan(model, sched, plan, x_T, batch)
         r = protocol.paired_rmse(y, ref)[0]
         if best is None or r < best[0]:
             best = (r, name, y)
@@ -95,7 +90,7 @@ def main(argv=None) -> int:
         for arm, rec in res["arms"].items():
             for run in rec["runs"]:
                 plan = load_plan(out / "plans" / f"nfe{nfe}-{arm}-{run['seed']}.json", sched)
-                y = endpoints(model, sched, plan, x_T, a.batch_size)
+                y = run_plan(model, sched, plan, x_T, a.batch_size)
                 switched = model.component(y) != c_ref
                 stay = both_stay(y, y_base, ref, ~(switched | base_switched), boot["resamples"], boot["seed"])
                 print(row(f"{arm}, seed {run['seed']}", y, ref, switched, idx) + f" {stay} |", flush=True)

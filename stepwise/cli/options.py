@@ -360,9 +360,8 @@ def hybrid_refinements(s, model, schedule, space: SearchSpace, workdir, log=prin
     ckdir = os.path.join(os.path.abspath(os.fspath(workdir)), "gradient")
 
     def finish(plan):
-        learned_plan, info = learned.learn_nodes(model, schedule, plan, final_opts, log=log, teacher=teacher,
-                                                 checkpoint_dir=ckdir, features=features)
-        return learned_plan, {**info, "loss": final_opts.loss}
+        return learned.learn_nodes(model, schedule, plan, final_opts, log=log, teacher=teacher, checkpoint_dir=ckdir,
+                                   features=features)
 
     return refine, finish
 

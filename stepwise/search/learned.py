@@ -272,9 +272,10 @@ def learn_nodes(model, schedule, plan: SolverPlan, options: GradientOptions = Gr
     """``plan`` with its time nodes (and, with ``learn="nodes+corrections"``, its weight corrections)
     learned by gradient descent; every other column is kept.
 
-    Returns (the plan with the best validation loss, info): info holds the history of (step, train,
-    validation) loss, the best validation loss, the noise seeds, ``wall_s`` (seconds of descent,
-    summed over every run of a resumed job) and ``resumed_at`` (the step it resumed after, or None).
+    Returns (the plan with the best validation loss, info): info holds the loss's name, the history
+    of (step, train, validation) loss, the best validation loss, the noise seeds, ``wall_s`` (seconds
+    of descent, summed over every run of a resumed job) and ``resumed_at`` (the step it resumed after,
+    or None).
     The initial plan is the step-0 candidate, so the result is never worse on validation noise.
     ``teacher`` reuses noises and reference solves (:func:`teacher_data`). With ``relax`` > 0 the
     training loss is LD3's relaxed one (Tong et al. 2025): each training noise may move within
@@ -325,7 +326,7 @@ def learn_nodes(model, schedule, plan: SolverPlan, options: GradientOptions = Gr
                           {"fingerprint": _fingerprint(plan, o, features), "best_validation": best_val,
                            "history": history, "wall_s": prior_wall + time.perf_counter() - t0})
     learned = decode_params(best_theta, plan, schedule, *static[:2])
-    return learned, {"history": history, "best_validation": best_val,
+    return learned, {"loss": o.loss, "history": history, "best_validation": best_val,
                      "seeds": {"train": o.seed, "validation": o.seed + 1},
                      "wall_s": round(prior_wall + time.perf_counter() - t0, 2),
                      "resumed_at": start - 1 if resumed is not None else None}

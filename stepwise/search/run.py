@@ -368,7 +368,6 @@ def learned_plan(model, schedule, nfe: int, method: str, evaluator: Evaluator, *
             opts = gradient or learned.GradientOptions(seed=seed)
             plan, info = learned.learn_nodes(model, schedule, start, opts, log=log, checkpoint_dir=checkpoint_dir,
                                              features=features)
-            info["loss"] = opts.loss
         else:
             ts = learned.dp_nodes(model, schedule, solvers.ddim, start.num_steps, grid=dp_grid, seed=seed)
             plan, info = start.replace(ts=ts), {"grid": dp_grid}
