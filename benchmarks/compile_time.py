@@ -80,15 +80,19 @@ def child(which: str) -> dict:
     return {"compile_s": clock.seconds, "wall_s": clock.wall, "digest": digest(out)}
 
 
-def command(args: list[str], env: dict) -> dict:
-    """A whole `stepwise search` command: its wall time, the compile seconds it records, its result."""
+def run_search(args: list[str], env: dict) -> tuple[float, dict, dict]:
+    """One whole `stepwise search` command in a fresh process: (wall seconds, search.json, schedule.json)."""
     with tempfile.TemporaryDirectory() as wd:
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "stepwise", "search", *args, "--workdir", wd], env=env, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wall = time.perf_counter() - t0
-        summary = json.loads((Path(wd) / "search.json").read_text())
-        schedule = json.loads((Path(wd) / "schedule.json").read_text())
+        return wall, json.loads((Path(wd) / "search.json").read_text()), json.loads((Path(wd) / "schedule.json").read_text())
+
+
+def command(args: list[str], env: dict) -> dict:
+    """A whole `stepwise search` command: its wall time, the compile seconds it records, its result."""
+    wall, summary, schedule = run_search(args, env)
     compile_s = summary.get("compile_s", summary.get("learned", {}).get("compile_s", 0.0)) + summary["final_compile_s"]
     result = json.dumps([schedule["ts"], schedule["steps"], summary["search_score"]], sort_keys=True)
     return {"compile_s": compile_s, "wall_s": wall, "digest": hashlib.sha1(result.encode()).hexdigest()[:12]}
@@ -103,9 +107,9 @@ def measure(name: str, src: str) -> dict:
     return command(TOUR if name == "tour" else GRADIENT, env)
 
 
-def export_tree(rev: str, into: str) -> str:
-    """``git archive REV stepwise`` unpacked under ``into``; returns the directory to put on PYTHONPATH."""
-    tar = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "stepwise"], check=True, capture_output=True).stdout
+def export_tree(rev: str, into: str, paths: tuple[str, ...] = ("stepwise",)) -> str:
+    """``git archive REV <paths>`` unpacked under ``into``; returns the directory to put on PYTHONPATH."""
+    tar = subprocess.run(["git", "-C", str(ROOT), "archive", rev, *paths], check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", into], input=tar, check=True)
     return into
 

@@ -129,3 +129,18 @@ def test_skip_benchmark_front_keeps_a_baseline_name_found_at_both_nfes(capsys):
     assert "| unipc/tq | 5 | 5.000 |" in front and "| unipc/tq | 10 | 10.000 |" in front
     assert "| b/k3 | 6 | 4.200 |" in front and "f/seed0" not in front and "ddim/tu" not in front
     assert "best T-Stitch plan (b)" in out
+
+
+def test_search_time_counts_until_the_first_generation_holding_the_final_best():
+    """Time to the plan = setup + the history's wall time at the FIRST generation whose best equals
+    the final best (later generations that keep it do not count), not the search's end."""
+    import sys
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        bench = _script("search_time")
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    hist = [{"best": 0.5, "wall_s": 10.0}, {"best": 0.2, "wall_s": 20.0}, {"best": 0.1, "wall_s": 30.0},
+            {"best": 0.1, "wall_s": 40.0}]
+    assert bench.time_to_plan({"setup_s": 5.0, "history": hist}) == 35.0
+    assert bench.time_to_plan({"history": hist[:2]}) == 20.0     # an old search.json without setup_s
