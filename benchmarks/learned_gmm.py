@@ -156,9 +156,21 @@ def run_arm(arm: str, model, sched, nfe: int, seed: int, workdir: Path, settings
            "start_search_score": info["start_search_score"],
            "wall_s": round(time.perf_counter() - t0 + (setup_s if reused else 0.0), 1),
            "shared_setup_s": round(setup_s, 1)}
-    if "wall_s" in info:    # a gradient run: its descent time over every resumed run, and where it resumed
-        rec.update(descent_wall_s=info["wall_s"], resumed_at=info["resumed_at"])
-    return plan, rec
+    return plan, {**rec, **descent_record(info)}
+
+
+def descent_record(info: dict) -> dict:
+    """What a gradient run's record keeps of its descent (nothing for a DP run): its time over every
+    resumed run and where it resumed, its loss, and the validation path that chose the kept step
+    (start, best and the step it was reached at; train loss at the start and the end), so a plan
+    that validates better than it scores on fresh noise can be read from its record."""
+    if "wall_s" not in info:
+        return {}
+    hist = info["history"]
+    best = min(hist, key=lambda h: h["validation"])
+    return {"descent_wall_s": info["wall_s"], "resumed_at": info["resumed_at"], "loss": info["loss"],
+            "validation": {"start": hist[0]["validation"], "best": best["validation"], "best_step": best["step"]},
+            "train": {"start": hist[0]["train"], "end": hist[-1]["train"]}}
 
 
 def main(argv=None) -> int:

@@ -144,3 +144,16 @@ def test_search_time_counts_until_the_first_generation_holding_the_final_best():
             {"best": 0.1, "wall_s": 40.0}]
     assert bench.time_to_plan({"setup_s": 5.0, "history": hist}) == 35.0
     assert bench.time_to_plan({"history": hist[:2]}) == 20.0     # an old search.json without setup_s
+
+
+def test_learned_benchmark_records_the_validation_path_of_a_gradient_run():
+    """The kept step is the FIRST step with the lowest validation value (learn_nodes keeps a step
+    only when it is strictly better), and a DP run (no descent) records nothing."""
+    bench = _script("learned_gmm")
+    hist = [{"step": 0, "train": 3.0, "validation": 2.0}, {"step": 10, "train": 2.5, "validation": 1.0},
+            {"step": 20, "train": 2.0, "validation": 1.5}, {"step": 30, "train": 4.0, "validation": 1.0}]
+    info = {"wall_s": 12.5, "resumed_at": None, "loss": "rmse", "history": hist}
+    rec = bench.descent_record(info)
+    assert rec["validation"] == {"start": 2.0, "best": 1.0, "best_step": 10}
+    assert rec["train"] == {"start": 3.0, "end": 4.0} and rec["loss"] == "rmse" and rec["descent_wall_s"] == 12.5
+    assert bench.descent_record({"grid": 64}) == {}
