@@ -7,8 +7,8 @@ Command (the throughput issue's "before" is 171b127, the last commit before its 
 Runs the README tour search (``configs/search_digits_gmm.py``, NFE 5: search, then the final
 comparison on fresh noise by the fair protocol) as a whole command in a fresh process per run,
 alternating this tree and the baseline tree (``git archive REV stepwise configs`` first on
-``PYTHONPATH``, as ``compile_time.py`` does; each tree runs its own config file), so a drift of a shared CPU hits both alike. Per run, from the command's
-own search.json:
+``PYTHONPATH``, as ``compile_time.py`` does; each tree runs its own config file), so a drift of a
+shared CPU hits both alike. Per run, from the command's own search.json:
 
 * ``to plan``: seconds until the search first held its final plan's score (setup, i.e. the teacher
   solve, plus the generation wall time recorded in its history);
@@ -56,6 +56,8 @@ def main() -> None:
     ap.add_argument("--baseline-rev", required=True, help="the commit to compare against (e.g. 171b127)")
     ap.add_argument("--repeats", type=int, default=2)
     a = ap.parse_args()
+    if a.repeats < 1:
+        ap.error(f"--repeats: {a.repeats} is invalid; allowed: an integer >= 1")
     times = ("to_plan_s", "search_s", "command_s")
     with tempfile.TemporaryDirectory() as tmp:
         trees = {"this tree": ROOT, a.baseline_rev: export_tree(a.baseline_rev, tmp, ("stepwise", "configs"))}
