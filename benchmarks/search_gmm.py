@@ -74,6 +74,7 @@ def final_data(out: Path, model, sched, num_samples: int, seed: int, batch_size:
         with np.load(cache) as z:
             return z["x_T"], z["ref"]
     t0 = time.perf_counter()
+    print(f"reference solve of {num_samples} fresh noises (kept in {cache} for later runs) ...", flush=True)
     x_T = final_noise(model, sched, num_samples, seed)
     ref = reference_endpoints(model, sched, x_T, batch_size)
     savez_atomic(cache, x_T=x_T, ref=ref)      # a run killed while writing leaves no half file to load
