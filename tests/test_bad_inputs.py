@@ -105,6 +105,8 @@ CLI_CASES = [
      r"search.gradient_relax: 2.0 is invalid; allowed: 0 <= relax < 1"),
     (["search", "--config.search.strategy=gradient", "--config.search.gradient_corrections_lr=0"],
      r"search.gradient_corrections_lr: 0.0 is invalid; allowed: a positive number"),
+    (["search", "--config.search.strategy=gradient", "--config.search.gradient_lr_schedule=linear"],
+     r"search.gradient_lr_schedule: 'linear' is invalid; allowed: \['constant', 'cosine'\]"),
     (["search", "--config.search.strategy=gradient", "--config.search.gradient_loss=l1"],
      r"search.gradient_loss: 'l1' is invalid; allowed: \['objective', 'rmse', 'frechet', 'features'\]"),
     (["search", "--config.search.strategy=gradient", "--config.search.gradient_loss=features"],

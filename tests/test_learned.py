@@ -303,6 +303,32 @@ def test_corrections_get_their_own_adam_rate():
         GradientOptions(corrections_lr=0.0)
 
 
+def test_cosine_rate_decays_both_adams_to_zero_at_the_last_step():
+    """Under a constant gradient Adam's update k is -rate_k * sign(g) (up to eps): with
+    ``lr_schedule="cosine"`` rate_k = lr (1 + cos(pi k / steps)) / 2 for the nodes AND the
+    corrections, so the first update is the full rate, the middle one half, the last zero; the
+    constant schedule keeps the full rate. A checkpoint of one schedule is not resumed by the other."""
+    from stepwise.search.learned import _fingerprint, _optimizer
+
+    theta = {"nodes": jnp.zeros(3), "corrections": jnp.zeros((3, 5))}
+    grad = {"nodes": jnp.full(3, 3.0), "corrections": jnp.full((3, 5), -2.0)}
+    steps = 8
+    for schedule, expect in (("cosine", lambda k: 0.5 * (1 + np.cos(np.pi * k / steps))), ("constant", lambda k: 1.0)):
+        opt = _optimizer(theta, 0.05, 0.002, schedule, steps)
+        state, moves = opt.init(theta), []
+        for _ in range(steps + 1):
+            updates, state = opt.update(grad, state, theta)
+            moves.append((float(updates["nodes"][0]), float(updates["corrections"][0, 0])))
+        for k, (node, corr) in enumerate(moves):
+            np.testing.assert_allclose([-node / 0.05, corr / 0.002], expect(k), rtol=1e-4, atol=1e-7)
+    plan = solvers.build_preset("dpm_solver_pp", 3, SCHED, "time_uniform", order=2)
+    prints = {sch: _fingerprint(plan, GradientOptions(lr_schedule=sch)) for sch in ("constant", "cosine")}
+    assert prints["constant"] != prints["cosine"]
+    assert "lr_schedule" not in prints["constant"]["options"]   # checkpoints written before the option resume
+    with pytest.raises(ValueError, match="gradient_lr_schedule.*allowed"):
+        GradientOptions(lr_schedule="linear")
+
+
 @pytest.mark.slow
 def test_learning_corrections_too_lowers_validation_error(gmm_factory):
     _, both, info = _plain_and_variant(gmm_factory(3), "logsnr", learn="nodes+corrections")

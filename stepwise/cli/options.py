@@ -25,7 +25,7 @@ PREDICTOR_FIELDS = {"screen": "screen", "explore": "explore", "predictor_warmup"
 LEARNED = ("gradient", "dp")
 HYBRID = "hybrid"
 GRADIENT_FIELDS = ("gradient_steps", "gradient_lr", "gradient_samples", "gradient_learn", "gradient_loss",
-                   "gradient_relax", "gradient_corrections_lr")
+                   "gradient_relax", "gradient_corrections_lr", "gradient_lr_schedule")
 OBJECTIVE_LOSS = {"teacher_rmse": "rmse", "teacher_frechet": "frechet", "frechet": "frechet"}
 GRADIENT_LOSSES = ("objective", "rmse", "frechet", "features")
 HYBRID_FIELDS = ("hybrid_base", "hybrid_top", "hybrid_steps")
@@ -249,7 +249,8 @@ def gradient_options(s, steps: int | None = None) -> "GradientOptions":
                            node_space=_get(s, "node_space"), seed=int(_get(s, "seed")),
                            learn=_get(s, "gradient_learn"), loss=gradient_loss(s),
                            relax=float(_get(s, "gradient_relax")),
-                           corrections_lr=float(_get(s, "gradient_corrections_lr")))
+                           corrections_lr=float(_get(s, "gradient_corrections_lr")),
+                           lr_schedule=str(_get(s, "gradient_lr_schedule")))
 
 
 def gradient_loss(s) -> str:

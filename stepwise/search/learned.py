@@ -47,6 +47,7 @@ from stepwise.solvers.plan import SolverPlan, stack_plans
 NODE_SPACES = ("logsnr", "time")
 LEARN = ("nodes", "nodes+corrections")
 LOSS_NAMES = ("rmse", "frechet", "features")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 # ----------------------------------------------------------------------------- node parameterisation
@@ -91,7 +92,7 @@ class GradientOptions:
     checked every ``val_every`` steps; ``node_space`` and ``min_gap`` as in :func:`nodes_from_params`.
     With ``learn="nodes+corrections"`` the weight corrections get their own Adam at
     ``corrections_lr``: they are additive weights of order 1, not softmax logits, so one rate does not
-    suit both."""
+    suit both. ``lr_schedule="cosine"`` decays both rates to 0 at the last step (:func:`_rate`)."""
 
     steps: int = 200
     lr: float = 0.05
@@ -106,6 +107,7 @@ class GradientOptions:
                                      # | features (paired RMSE in a feature network's space; needs ``features``)
     relax: float = 0.0               # LD3's relaxed target: training noises may move by <= relax * |x_T| (0: off)
     corrections_lr: float = 0.01     # Adam's rate on the weight corrections (learn="nodes+corrections")
+    lr_schedule: str = "constant"    # constant | cosine (both rates decay to 0 at the last step)
 
     def __post_init__(self):
         if self.learn not in LEARN:
@@ -119,6 +121,9 @@ class GradientOptions:
         for f in ("lr", "corrections_lr"):
             if not getattr(self, f) > 0:
                 raise ValueError(f"search.gradient_{f}: {getattr(self, f)!r} is invalid; allowed: a positive number")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"search.gradient_lr_schedule: {self.lr_schedule!r} is invalid; "
+                             f"allowed: {list(LR_SCHEDULES)}")
         if not 0.0 <= self.relax < 1.0:
             raise ValueError(f"search.gradient_relax: {self.relax!r} is invalid; allowed: 0 <= relax < 1")
         if self.node_space not in NODE_SPACES:
@@ -231,20 +236,32 @@ def _project(delta, x, radius: float):
     return delta * jnp.minimum(1.0, bound / jnp.maximum(norm, 1e-30))
 
 
-def _optimizer(theta: dict, lr: float, corrections_lr: float) -> optax.GradientTransformation:
-    """Adam at ``lr`` on every leaf of ``theta``, except the weight corrections: Adam at ``corrections_lr``."""
+def _rate(lr: float, schedule: str, steps: int):
+    """Adam's step size: ``lr`` throughout (``constant``), or ``lr (1 + cos(pi k / steps)) / 2`` at
+    update k (``cosine``, Loshchilov & Hutter 2017), so the last updates are small: on a loss with
+    sharp ridges (an endpoint that switches mixture component) a constant rate keeps jumping across
+    them. Adam normalises the gradient's scale, so its rate, not clipping, bounds the step."""
+    return lr if schedule == "constant" else optax.cosine_decay_schedule(lr, steps)
+
+
+def _optimizer(theta: dict, lr: float, corrections_lr: float, schedule: str = "constant",
+               steps: int = 1) -> optax.GradientTransformation:
+    """Adam on every leaf of ``theta`` at ``lr``, except the weight corrections: Adam at
+    ``corrections_lr``; both rates follow ``schedule`` over ``steps`` updates (:func:`_rate`)."""
     if "corrections" not in theta:
-        return optax.adam(lr)
+        return optax.adam(_rate(lr, schedule, steps))
     labels = {k: "corrections" if k == "corrections" else "rest" for k in theta}
-    return optax.multi_transform({"rest": optax.adam(lr), "corrections": optax.adam(corrections_lr)}, labels)
+    return optax.multi_transform({"rest": optax.adam(_rate(lr, schedule, steps)),
+                                  "corrections": optax.adam(_rate(corrections_lr, schedule, steps))}, labels)
 
 
 @eqx.filter_jit
-def _adam_step(theta, opt_state, plan, model, schedule, x, t, node_space, min_gap, loss, lr, relax, corrections_lr):
+def _adam_step(theta, opt_state, plan, model, schedule, x, t, node_space, min_gap, loss, lr, relax, corrections_lr,
+               lr_schedule="constant", steps=1):
     """One Adam update of ``theta`` on the training loss (then the relaxation's projection). The plan
     is an argument (not a closure), so one compile serves every plan of the same structure."""
     value, grad = jax.value_and_grad(_loss)(theta, plan, model, schedule, x, t, node_space, min_gap, loss)
-    updates, opt_state = _optimizer(theta, lr, corrections_lr).update(grad, opt_state, theta)
+    updates, opt_state = _optimizer(theta, lr, corrections_lr, lr_schedule, steps).update(grad, opt_state, theta)
     theta = optax.apply_updates(theta, updates)
     if "delta" in theta:
         theta = {**theta, "delta": _project(theta["delta"], x, relax)}
@@ -257,7 +274,10 @@ _validation = eqx.filter_jit(_loss)
 def _fingerprint(plan: SolverPlan, options: GradientOptions, features=None) -> dict:
     """What a gradient checkpoint must match to be resumed: the start plan, the options and the
     feature network of a feature-space loss (its name, dimension and a digest of its weights)."""
-    out = {"plan": plan_hash(plan), "options": dataclasses.asdict(options)}
+    opts = dataclasses.asdict(options)
+    if opts["lr_schedule"] == "constant":   # the only rate before the schedule option: older checkpoints resume
+        del opts["lr_schedule"]
+    out = {"plan": plan_hash(plan), "options": opts}
     if options.loss == "features" and features is not None:
         digest = hashlib.sha256()
         for leaf in jax.tree.leaves(features.params):
@@ -297,10 +317,10 @@ def learn_nodes(model, schedule, plan: SolverPlan, options: GradientOptions = Gr
     static = (o.node_space, float(o.min_gap), o.loss)
     train_target, val_target = _targets(data, o.loss, features)
     step = lambda th, st: _adam_step(th, st, plan, model, schedule, data.x_train, train_target, *static, float(o.lr),
-                                     float(o.relax), float(o.corrections_lr))
+                                     float(o.relax), float(o.corrections_lr), o.lr_schedule, int(o.steps))
     plan_only = lambda th: {k: v for k, v in th.items() if k != "delta"}   # noqa: E731  validation is not relaxed
     val = lambda th: float(_validation(plan_only(th), plan, model, schedule, data.x_val, val_target, *static))
-    state = _optimizer(theta, o.lr, o.corrections_lr).init(theta)
+    state = _optimizer(theta, o.lr, o.corrections_lr, o.lr_schedule, int(o.steps)).init(theta)
     best_theta, best_val, start, prior_wall = theta, None, 1, 0.0
     resumed = _restore(checkpoint_dir, _fingerprint(plan, o, features), theta, state) if checkpoint_dir else None
     t0 = time.perf_counter()
