@@ -303,10 +303,10 @@ def test_corrections_get_their_own_adam_rate():
         GradientOptions(corrections_lr=0.0)
 
 
-def test_cosine_rate_decays_both_adams_to_zero_at_the_last_step():
+def test_cosine_rate_decays_both_adams_towards_zero_over_the_steps():
     """Under a constant gradient Adam's update k is -rate_k * sign(g) (up to eps): with
     ``lr_schedule="cosine"`` rate_k = lr (1 + cos(pi k / steps)) / 2 for the nodes AND the
-    corrections, so the first update is the full rate, the middle one half, the last zero; the
+    corrections, so update 0 is at the full rate, update steps/2 at half, update ``steps`` at zero; the
     constant schedule keeps the full rate. A checkpoint of one schedule is not resumed by the other."""
     from stepwise.search.learned import _fingerprint, _optimizer
 

@@ -139,7 +139,7 @@ def search_defaults() -> ml_collections.ConfigDict:
                                       # | features (paired RMSE in search.feature_net's feature space)
     s.gradient_relax = 0.0            # LD3's relaxed target: training noises may move by <= relax * |x_T| (0: off)
     s.gradient_corrections_lr = 0.01  # Adam's rate on the weight corrections (gradient_learn=nodes+corrections)
-    s.gradient_lr_schedule = "constant"  # constant | cosine (both Adam rates decay to 0 over gradient_steps)
+    s.gradient_lr_schedule = "constant"  # constant | cosine (both Adam rates decay towards 0 over gradient_steps)
     s.dp_grid = 64                    # candidate nodes of the dynamic program (GITS-style)
     # hybrid (strategy=hybrid): the base strategy picks discrete columns, elites get gradient steps on
     # their nodes each generation; the final plan gets the full gradient refinement above (gradient_*)

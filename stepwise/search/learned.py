@@ -92,7 +92,7 @@ class GradientOptions:
     checked every ``val_every`` steps; ``node_space`` and ``min_gap`` as in :func:`nodes_from_params`.
     With ``learn="nodes+corrections"`` the weight corrections get their own Adam at
     ``corrections_lr``: they are additive weights of order 1, not softmax logits, so one rate does not
-    suit both. ``lr_schedule="cosine"`` decays both rates to 0 at the last step (:func:`_rate`)."""
+    suit both. ``lr_schedule="cosine"`` decays both rates towards 0 over the ``steps`` updates (:func:`_rate`)."""
 
     steps: int = 200
     lr: float = 0.05
@@ -107,7 +107,7 @@ class GradientOptions:
                                      # | features (paired RMSE in a feature network's space; needs ``features``)
     relax: float = 0.0               # LD3's relaxed target: training noises may move by <= relax * |x_T| (0: off)
     corrections_lr: float = 0.01     # Adam's rate on the weight corrections (learn="nodes+corrections")
-    lr_schedule: str = "constant"    # constant | cosine (both rates decay to 0 at the last step)
+    lr_schedule: str = "constant"    # constant | cosine (both rates decay towards 0 over the steps)
 
     def __post_init__(self):
         if self.learn not in LEARN:
@@ -238,7 +238,7 @@ def _project(delta, x, radius: float):
 
 def _rate(lr: float, schedule: str, steps: int):
     """Adam's step size: ``lr`` throughout (``constant``), or ``lr (1 + cos(pi k / steps)) / 2`` at
-    update k (``cosine``, Loshchilov & Hutter 2017), so the last updates are small: on a loss with
+    update k = 0 .. steps - 1 (``cosine``, Loshchilov & Hutter 2017), so the last updates are small: on a loss with
     sharp ridges (an endpoint that switches mixture component) a constant rate keeps jumping across
     them. Adam normalises the gradient's scale, so its rate, not clipping, bounds the step."""
     return lr if schedule == "constant" else optax.cosine_decay_schedule(lr, steps)
@@ -257,7 +257,7 @@ def _optimizer(theta: dict, lr: float, corrections_lr: float, schedule: str = "c
 
 @eqx.filter_jit
 def _adam_step(theta, opt_state, plan, model, schedule, x, t, node_space, min_gap, loss, lr, relax, corrections_lr,
-               lr_schedule="constant", steps=1):
+               lr_schedule, steps):
     """One Adam update of ``theta`` on the training loss (then the relaxation's projection). The plan
     is an argument (not a closure), so one compile serves every plan of the same structure."""
     value, grad = jax.value_and_grad(_loss)(theta, plan, model, schedule, x, t, node_space, min_gap, loss)
