@@ -19,6 +19,11 @@ noise) at every NFE:
   same from the best baseline with the paired RMSE loss;
 * ``gradient_features`` / ``hybrid_features`` (trained networks with ``--feature-net`` only): the
   gradient loss is the paired RMSE in the domain feature net's space (``gradient_loss=features``);
+* ``predictor_data`` / ``gradient_data`` / ``hybrid_data`` (trained networks with ``--feature-net``
+  only; not run by default): objective ``data_frechet``, the Fréchet distance in the feature net's
+  space to the model's TRAINING images instead of the teacher (S³ / AutoDiffusion score by FID to
+  data); gradient steps descend on the same distance. The final comparison then also takes the
+  ``--final-top-baselines`` best baselines by that objective, and judges on the held-out test split;
 * ``evolution_x4`` / ``predictor_x4`` (not run by default): 48 generations instead of 12, about the
   hybrid's wall time, to compare at equal wall time.
 
@@ -43,7 +48,9 @@ domain-feature Fréchet distance to the held-out test images to every comparison
 Resumable: each arm's plan is kept in ``<out>/plans/`` once found, searches resume from their
 checkpoints, finished NFEs are kept in ``<out>/results.json`` (written atomically); an NFE is
 evaluated again (every kept arm and seed of it and the new ones, on the same final noise) when a
-rerun asks for an arm or seed it lacks; a kept plan found with other search settings is refused.
+rerun asks for an arm or seed it lacks (or, with ``--feature-net``, its results lack the reference
+solve's own held-out FD, ``reference_heldout``: the image quality of the ODE solution every
+teacher-matching loss aims at); a kept plan found with other search settings is refused.
 The ``dp`` and ``gradient*`` arms of one seed share one evaluator (one teacher solve and one scoring of the baselines); each still reports
 its wall time as if run alone (the shared setup is added to every arm that reuses it).
 """
@@ -57,6 +64,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stepwise.cli import runtime
 from stepwise.cli.options import (GRADIENT_FIELDS, gradient_options, hybrid_refinements, search_evaluator, search_space,
                                   search_strategy, section)
 from stepwise.io import write_json_atomic
@@ -88,28 +96,38 @@ ARM_SETTINGS = {
     # trained networks with --feature-net: paired RMSE in the domain feature space
     "gradient_features": ("gradient", {"gradient_loss": "features"}),
     "hybrid_features": ("hybrid", {"gradient_loss": "features"}),
+    # trained networks with --feature-net: scored against the TRAINING images in the feature net's
+    # space instead of the teacher (S³ / AutoDiffusion score candidates by FID to data); the gradient
+    # steps descend on the same distance
+    "predictor_data": ("predictor", {"objective": "data_frechet"}),
+    "gradient_data": ("gradient", {"objective": "data_frechet"}),
+    "hybrid_data": ("hybrid", {"objective": "data_frechet"}),
     # equal-wall-time controls: 4x the generations (48), about the hybrid's wall time
     "evolution_x4": ("evolution", {"generations": 48}), "predictor_x4": ("predictor", {"generations": 48}),
 }
-ARMS = tuple(k for k in ARM_SETTINGS if not k.endswith(("_x4", "_features")) and "_corrections" not in k)
+ARMS = tuple(k for k in ARM_SETTINGS if not k.endswith(("_x4", "_features", "_data")) and "_corrections" not in k)
 _spec = importlib.util.spec_from_file_location("search_gmm", Path(__file__).with_name("search_gmm.py"))
 search_gmm = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(search_gmm)
 
 
-def shared_evaluator(evaluators: dict, settings: dict, model, sched, nfe: int, seed: int):
-    """(evaluator, setup seconds, reused) of search seed ``seed``: its search noise, teacher solve
-    and score cache, with every baseline at ``nfe`` scored, made once per NFE and shared by the
-    learned arms and the tuned baselines (they score the same baselines on the same noise; an arm's
-    overrides never touch the evaluator's fields). An arm that reuses it adds the setup seconds to
-    its wall time, so every arm's wall time counts the teacher solve and baseline scoring it needs."""
-    reused = seed in evaluators
+def shared_evaluator(evaluators: dict, settings: dict, model, sched, nfe: int, seed: int,
+                     objective: str = "teacher_frechet", data=None):
+    """(evaluator, setup seconds, reused) of search seed ``seed`` and ``objective``: its search
+    noise, teacher solve (or training-image target ``data``) and score cache, with every baseline
+    at ``nfe`` scored, made once per NFE and shared by the learned arms of that objective and the
+    tuned baselines (they score the same baselines on the same noise; no other arm override touches
+    the evaluator's fields). An arm that reuses it adds the setup seconds to its wall time, so every
+    arm's wall time counts the teacher solve and baseline scoring it needs."""
+    key = (seed, objective)
+    reused = key in evaluators
     if not reused:
         t0 = time.perf_counter()
-        ev = search_evaluator(section("search", {**settings, "seed": seed}), model, sched, log=None)
+        ev = search_evaluator(section("search", {**settings, "seed": seed, "objective": objective}), model, sched,
+                              log=None, data=data)
         ev.score([p for _, p in baseline_plans(nfe, sched)])
-        evaluators[seed] = (ev, time.perf_counter() - t0)
-    return (*evaluators[seed], reused)
+        evaluators[key] = (ev, time.perf_counter() - t0)
+    return (*evaluators[key], reused)
 
 
 def arm_seeds(done: dict, arms, seeds) -> dict[str, list[int]]:
@@ -131,24 +149,28 @@ def check_settings(path: Path, found: dict, settings: dict, what: str) -> None:
 
 
 def run_arm(arm: str, model, sched, nfe: int, seed: int, workdir: Path, settings: dict | None = None,
-            features=None, evaluators: dict | None = None):
+            features=None, evaluators: dict | None = None, data=None):
     """(plan, record) of one arm at one NFE and seed; resumable (searches from their checkpoints,
     the gradient run from its own). ``settings``: search-section overrides shared by every arm;
     ``features``: the feature map of the ``*_features`` arms; ``evaluators``: this NFE's
-    :func:`shared_evaluator` cache (the ``dp`` / ``gradient*`` arms use it)."""
+    :func:`shared_evaluator` cache (the ``dp`` / ``gradient*`` arms use it); ``data``: the
+    training images' feature moments, the target of the ``*_data`` arms."""
     arm, overrides = ARM_SETTINGS[arm]
     overrides = {**(settings or {}), **overrides}
+    objective = overrides.get("objective", "teacher_frechet")
+    data = data if objective == "data_frechet" else None
     s = section("search", {"strategy": arm, "seed": seed, **overrides})
     t0 = time.perf_counter()
     if arm in ("evolution", "predictor"):   # no gradient steps: the shared gradient settings do not apply
         plain = {k: v for k, v in overrides.items() if k not in GRADIENT_FIELDS}
         plan, score, evals, wall, _ = search_gmm.search_one(model, sched, nfe, seed, {"strategy": arm, **plain},
-                                                            workdir)
+                                                            workdir, data=data)
         return plan, {"search_score": score, "evaluations": evals, "wall_s": round(wall, 1)}
     if arm == "hybrid":
-        evaluator = search_evaluator(s, model, sched, log=None)
+        evaluator = search_evaluator(s, model, sched, log=None, data=data)
         space = search_space(s, nfe, sched)
-        refine, finish = hybrid_refinements(s, model, sched, space, workdir, log=lambda m: None, features=features)
+        refine, finish = hybrid_refinements(s, model, sched, space, workdir, log=lambda m: None, features=features,
+                                            images=data)
         strategy = search_strategy(s, space, refine=refine)
         _, initial = initial_genomes(nfe, space, seed)
         st, _ = search_loop(strategy, evaluator, initial, seed, str(workdir / "checkpoints"), log=lambda m: None)
@@ -157,7 +179,7 @@ def run_arm(arm: str, model, sched, nfe: int, seed: int, workdir: Path, settings
         return plan, {"search_score": score, "evaluations": len(st.archive), "refined_elites": len(st.refined),
                       "final_refinement_kept": refinement["kept"], "wall_s": round(time.perf_counter() - t0, 1)}
     evaluator, setup_s, reused = shared_evaluator({} if evaluators is None else evaluators, settings or {},
-                                                  model, sched, nfe, seed)
+                                                  model, sched, nfe, seed, objective, data)
     plan, start, info, _ = learned_plan(model, sched, nfe, arm, evaluator, gradient=gradient_options(s),
                                         seed=seed, checkpoint_dir=str(workdir / "gradient"), log=None,
                                         features=features)
@@ -201,13 +223,16 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if set(a.seeds) & {a.final_seed}:
         raise SystemExit("--final-seed must differ from every search seed")
-    if any(arm.endswith("_features") for arm in a.arms) and not a.feature_net:
-        raise SystemExit("--arms: the *_features arms need --feature-net (their loss is in its feature space)")
+    if any(arm.endswith(("_features", "_data")) for arm in a.arms) and not a.feature_net:
+        raise SystemExit("--arms: the *_features and *_data arms need --feature-net (their loss or objective is in "
+                         "its feature space)")
     out = Path(a.out).resolve()
     (out / "plans").mkdir(parents=True, exist_ok=True)
     model, held_out = search_gmm.load_model(a)
     sched = model.schedule
     features = held_out.extractor if held_out is not None else None
+    data = (runtime.training_data(a.feature_net, {"--checkpoint": a.checkpoint}, "--feature-net")
+            if a.feature_net else None)    # the *_data arms' target: the training split, never the held-out one
     settings = {k: v for k, v in (("search_samples", a.search_samples), ("gradient_samples", a.gradient_samples))
                 if v}
     if a.search_samples:
@@ -219,8 +244,8 @@ def main(argv=None) -> int:
         done = results.get(str(nfe), {})
         check_settings(results_path, done, settings, f"NFE {nfe} was evaluated")
         jobs, kept = arm_seeds(done, a.arms, a.seeds), arm_seeds(done, [], [])
-        if jobs == kept and done.get("final_samples") == len(x_T):
-            continue    # this NFE's final evaluation already covers every requested arm and seed
+        if not needs_evaluation(done, jobs, kept, len(x_T), held_out is not None):
+            continue    # this NFE's final evaluation already covers every requested arm, seed and metric
         arms, records, evaluators = {}, {}, {}
         for arm, seeds in jobs.items():
             for seed in seeds:
@@ -231,14 +256,17 @@ def main(argv=None) -> int:
                     check_settings(rec_path, rec, settings, "found")
                 else:
                     plan, rec = run_arm(arm, model, sched, nfe, seed, out / f"nfe{nfe}-{arm}-seed{seed}",
-                                        settings, features, evaluators)
+                                        settings, features, evaluators, data)
                     rec["settings"] = settings
                     save_plan(path, plan, {"schedule": sched.describe()})
                     write_json_atomic(rec_path, rec)
                 arms[name], records[name] = plan, rec
                 print(f"nfe {nfe} {name}: search score {rec['search_score']:.6g}, {rec['wall_s']}s", flush=True)
-        ev = shared_evaluator(evaluators, settings, model, sched, nfe, next(iter(jobs.values()))[0])[0]
-        baselines, tuned = search_gmm.comparison_baselines(model, sched, nfe, ev, a.final_top_baselines)
+        first_seed = next(iter(jobs.values()))[0]
+        ev = shared_evaluator(evaluators, settings, model, sched, nfe, first_seed)[0]
+        also = [shared_evaluator(evaluators, settings, model, sched, nfe, first_seed, "data_frechet", data)[0]] \
+            if any(arm.endswith("_data") for arm in jobs) else []
+        baselines, tuned = search_gmm.comparison_baselines(model, sched, nfe, ev, a.final_top_baselines, also)
         rows, info = final_evaluation(model, sched, {**arms, **dict(baselines), **dict(tuned)},
                                       num_samples=len(x_T), seed=a.final_seed, batch_size=a.batch_size,
                                       final_data=(x_T, ref), focus=tuple(arms), resamples=a.resamples,
@@ -259,10 +287,20 @@ def main(argv=None) -> int:
                              "settings": settings,
                              "bootstrap": info["bootstrap"], "arms": per_arm, "table": rows,
                              "model": a.checkpoint or "digits_gmm(10)", "held_out": held_out and held_out.label}
+        if "reference_heldout" in info:
+            results[str(nfe)]["reference_heldout"] = info["reference_heldout"]
         write_json_atomic(results_path, results)
         print(f"nfe {nfe}: " + "; ".join(f"{arm} {per_arm[arm]['ratio_over_seeds']}" for arm in jobs), flush=True)
     print_table(results, list(dict.fromkeys(arm for r in results.values() for arm in r["arms"])))
     return 0
+
+
+def needs_evaluation(done: dict, jobs: dict, kept: dict, final_samples: int, held_out: bool) -> bool:
+    """Whether an NFE's final evaluation must run (again): an arm or seed is asked for that ``done``
+    (its kept results) lacks, the final noise differs, or held-out data is given and ``done`` has no
+    comparison of the reference solve itself on it (results from before it was measured)."""
+    return (jobs != kept or done.get("final_samples") != final_samples
+            or (held_out and "reference_heldout" not in done))
 
 
 def _cell(runs: list, metric: str, suffix: str = "") -> str:
@@ -296,6 +334,7 @@ def print_table(results: dict, arms) -> None:
                 print(f"| {r['nfe']} | {label} | {first['baseline_name']} | {base['value']:.4g} [{base['low']:.4g}, "
                       f"{base['high']:.4g}] | " + " | ".join(_cell(r["arms"][arm]["runs"], metric, suffix)
                                                           if arm in r["arms"] else "not run" for arm in arms) + " |")
+    search_gmm.print_reference_heldout(results)
     any_r = next(iter(results.values()), None)
     if any_r:
         print(f"\nn = {any_r['final_samples']} fresh noises (seed {any_r['final_seed']}), "

@@ -42,12 +42,13 @@ from stepwise.search.run import final_evaluation, final_noise, initial_genomes, 
 from stepwise.search.space import decode
 
 
-def search_one(model, sched, nfe: int, seed: int, settings: dict, workdir: Path):
-    """One search (resumable); returns (best plan, its search score, evaluations, wall seconds)."""
+def search_one(model, sched, nfe: int, seed: int, settings: dict, workdir: Path, data=None):
+    """One search (resumable); returns (best plan, its search score, evaluations, wall seconds).
+    ``data``: the training images' feature moments (objective ``data_frechet``)."""
     s = section("search", {**settings, "seed": seed})
     space = search_space(s, nfe, sched)
     strategy = search_strategy(s, space)
-    evaluator = search_evaluator(s, model, sched, log=None)
+    evaluator = search_evaluator(s, model, sched, log=None, data=data)
     _, initial = initial_genomes(nfe, space, seed)
     st, info = search_loop(strategy, evaluator, initial, seed, str(workdir / "checkpoints"), log=lambda m: None)
     g, score = st.best
@@ -82,14 +83,20 @@ def final_data(out: Path, model, sched, num_samples: int, seed: int, batch_size:
     return x_T, ref
 
 
-def comparison_baselines(model, sched, nfe: int, evaluator, top: int = 0):
+def comparison_baselines(model, sched, nfe: int, evaluator, top: int = 0, also=()):
     """(baselines, tuned) of a final comparison: every preset baseline at ``nfe`` (or the ``top``
-    best by search score), and GITS-node versions of the 8 best by search score."""
+    best by search score, joined by the ``top`` best by the score of each evaluator in ``also``, e.g.
+    another objective's, so a plan searched on it meets the baselines that objective ranks best), and
+    GITS-node versions of the 8 best by ``evaluator``'s score."""
     baselines = baseline_plans(nfe, sched)
     scores = evaluator.score([p for _, p in baselines])
     tuned = learned.gits_baselines(model, sched, baselines, scores, 8, seed=evaluator.seed, samples=256)
     if top:
-        baselines = [baselines[i] for i in np.argsort(scores, kind="stable")[:top]]
+        keep = [int(i) for i in np.argsort(scores, kind="stable")[:top]]
+        for ev in also:
+            extra = np.argsort(ev.score([p for _, p in baselines]), kind="stable")[:top]
+            keep += [int(i) for i in extra if int(i) not in keep]
+        baselines = [baselines[i] for i in keep]
     return baselines, tuned
 
 
@@ -155,10 +162,22 @@ def main(argv=None) -> int:
                 [q["value"] for r in runs if (q := r["comparisons"][head].get("ratio_inf")) and not q["lower_bound_only"]]),
             "table": rows,
         }
+        if "reference_heldout" in info:   # the reference solve itself by held-out FD (search.run.final_evaluation)
+            results[str(nfe)]["reference_heldout"] = info["reference_heldout"]
         write_json_atomic(results_path, results)
         print(f"nfe {nfe}: " + "; ".join(r["comparisons"][head]["ratio_text"] for r in runs), flush=True)
     print_tables(results)
     return 0
+
+
+def print_reference_heldout(results: dict) -> None:
+    """Per NFE, the reference solve itself against the best baseline by held-out FD (when measured)."""
+    refs = [(r["nfe"], r["reference_heldout"]) for _, r in sorted(results.items(), key=lambda kv: int(kv[0]))
+            if "reference_heldout" in r]
+    if refs:
+        print("\nThe reference solve itself (the ODE solution the paired metrics aim at) by held-out FD, same rows:")
+        for nfe, c in refs:
+            print(f"- NFE {nfe}: {protocol.describe(c, 'reference')}")
 
 
 def _iv(d: dict) -> str:
@@ -185,6 +204,7 @@ def print_tables(results: dict) -> None:
             print(f"| {r['nfe']} | {label} | {', '.join(sorted(base))} | {_iv(cs[0]['baseline' + suffix])} | "
                   + " / ".join(_iv(c["plan" + suffix]) for c in cs) + " | "
                   + " / ".join(c["ratio" + suffix + "_text"] for c in cs) + f" | {agg} |")
+    print_reference_heldout(results)
     any_r = next(iter(results.values()), None)
     if any_r:
         print(f"\nn = {any_r['final_samples']} fresh noises (seed {any_r['final_seed']}), "

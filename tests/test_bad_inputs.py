@@ -108,7 +108,12 @@ CLI_CASES = [
     (["search", "--config.search.strategy=gradient", "--config.search.gradient_lr_schedule=linear"],
      r"search.gradient_lr_schedule: 'linear' is invalid; allowed: \['constant', 'cosine'\]"),
     (["search", "--config.search.strategy=gradient", "--config.search.gradient_loss=l1"],
-     r"search.gradient_loss: 'l1' is invalid; allowed: \['objective', 'rmse', 'frechet', 'features'\]"),
+     r"search.gradient_loss: 'l1' is invalid; allowed: \['objective', 'rmse', 'frechet', 'features', 'data_frechet'\]"),
+    (["search", "--config.search.objective=data_frechet"],
+     r"search.objective: 'data_frechet' scores samples against the model's training images in search.feature_net"),
+    (["search", "--config.search.strategy=gradient", "--config.search.gradient_loss=data_frechet"],
+     r"search.gradient_loss: 'data_frechet' descends on the training images of objective 'data_frechet'; "
+     r"allowed: search.objective='data_frechet'"),
     (["search", "--config.search.strategy=gradient", "--config.search.gradient_loss=features"],
      r"search.gradient_loss: 'features' needs search.feature_net"),
     (["search", "--config.search.strategy=hybrid", "--config.search.hybrid_base=evolution",
@@ -234,6 +239,8 @@ def _api_cases():
         (lambda: denoisers.Thresholding("static", ratio=0.0), ValueError, r"thresholding.ratio"),
         (lambda: Evaluator(gmm, sched, objective="nope"), ValueError, r"objective"),
         (lambda: Evaluator(gmm, sched, num_samples=1), ValueError, r"num_samples"),
+        (lambda: Evaluator(gmm, sched, objective="data_frechet"), ValueError,
+         r"objective 'data_frechet' needs the training images' feature moments"),
         (lambda: denoisers.check_prediction("nope"), ValueError, r"prediction: unknown kind"),
         (lambda: samplers.chunked(lambda x: x, np.zeros((4, 2)), 0), ValueError, r"batch_size"),
     ]

@@ -157,3 +157,25 @@ def test_learned_benchmark_records_the_validation_path_of_a_gradient_run():
     assert rec["validation"] == {"start": 2.0, "best": 1.0, "best_step": 10}
     assert rec["train"] == {"start": 3.0, "end": 4.0} and rec["loss"] == "rmse" and rec["descent_wall_s"] == 12.5
     assert bench.descent_record({"grid": 64}) == {}
+
+
+def test_learned_benchmark_evaluates_again_only_what_its_results_lack(capsys):
+    """An NFE is evaluated again when an arm / seed or the final noise differs, or when held-out data
+    is given and the results lack the reference solve's own held-out comparison; the table then
+    prints that comparison per NFE."""
+    bench = _script("learned_gmm")
+    jobs = {"dp": [0, 1]}
+    done = {"final_samples": 200}
+    assert not bench.needs_evaluation(done, jobs, {"dp": [0, 1]}, 200, held_out=False)
+    assert bench.needs_evaluation(done, jobs, {"dp": [0]}, 200, held_out=False)
+    assert bench.needs_evaluation(done, jobs, jobs, 500, held_out=False)
+    assert bench.needs_evaluation(done, jobs, jobs, 200, held_out=True)
+    ref = {"metric": "heldout_fd", "plan": {"value": 31.0, "low": 29.0, "high": 33.0, "n": 200, "resamples": 10},
+           "baseline_name": "unipc(order=3)/time_quadratic+afs",
+           "baseline": {"value": 20.0, "low": 18.0, "high": 22.0, "n": 200, "resamples": 10},
+           "ratio_text": "0.645x [0.6, 0.7]"}
+    assert not bench.needs_evaluation({**done, "reference_heldout": ref}, jobs, jobs, 200, held_out=True)
+    _script("search_gmm").print_reference_heldout({"6": {"nfe": 6}, "4": {"nfe": 4, "reference_heldout": ref}})
+    out = capsys.readouterr().out
+    assert "- NFE 4: heldout_fd: reference 31 [29, 33] vs best baseline unipc(order=3)/time_quadratic+afs" in out
+    assert "ratio 0.645x [0.6, 0.7]" in out and "NFE 6" not in out

@@ -1,4 +1,5 @@
-"""On-device scoring of stacked candidates equals the per-candidate host path."""
+"""Scoring candidates: on-device scoring of stacked candidates equals the per-candidate host path;
+the data_frechet objective scores against training images, not the teacher."""
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -59,3 +60,35 @@ def test_a_candidate_whose_frechet_distance_fails_gets_the_worst_score_and_a_rea
     monkeypatch.setattr(ev, "sample_frechet", singular)
     assert e.score([solvers.build_preset("ddim", 4, sched, "logsnr")]) == [BAD_SCORE]
     assert "Fréchet distance not computable" in list(e.diverged.values())[0] and "imaginary" in logged[-1]
+
+
+def test_data_frechet_objective_scores_samples_against_the_training_images():
+    """objective="data_frechet" needs no teacher solve; a plan's score is the Fréchet distance of its
+    samples on the search noise to the images' moments (recomputed with scipy); it refuses to run
+    without images, to take images under another objective, and the on-device path."""
+    import scipy.linalg
+
+    from stepwise.search import protocol
+    from stepwise.search.evaluator import reference_endpoints, run_plan
+
+    sched = schedules.VPLinear()
+    model = denoisers.digits_gmm(components=3, schedule=sched)
+    y = reference_endpoints(model, sched, np.asarray(jax.random.normal(jax.random.key(9), (300, 64))
+                                                     * sched.prior_std(), np.float32), 300)
+    images = protocol.feature_moments(evaluation.identity_extractor(64), y, "exact samples")
+    ev = Evaluator(model, sched, objective="data_frechet", num_samples=128, data=images)
+    assert ev.teacher is None
+    plans = _plans(sched)[:3]
+    scores = ev.score(plans)
+    for p, got in zip(plans, scores):
+        x = run_plan(model, sched, p, ev.x_T, 128).astype(np.float64)
+        c1, c2 = np.cov(x, rowvar=False), np.cov(y.astype(np.float64), rowvar=False)
+        want = (np.sum((x.mean(0) - y.mean(0)) ** 2) + np.trace(c1 + c2)
+                - 2 * np.trace(scipy.linalg.sqrtm(c1 @ c2).real))
+        assert got == pytest.approx(want, rel=1e-5)
+    with pytest.raises(ValueError, match="objective 'data_frechet' needs the training images"):
+        Evaluator(model, sched, objective="data_frechet")
+    with pytest.raises(ValueError, match="only it takes them"):
+        Evaluator(model, sched, objective="teacher_rmse", data=images)
+    with pytest.raises(ValueError, match="search.vmap: objective 'data_frechet' scores features on the host"):
+        Evaluator(model, sched, objective="data_frechet", data=images, use_vmap=True)

@@ -330,3 +330,42 @@ def test_final_evaluation_memo_samples_and_bootstraps_each_plan_once_across_call
     other = (R.final_noise(model, sched, 200, 6), data[1])
     with pytest.raises(ValueError, match="memo"):
         R.final_evaluation(model, sched, searched | low, memo=memo, **{**kw, "final_data": other})
+
+
+def test_final_evaluation_scores_the_reference_solve_itself_on_held_out_data():
+    """With held-out data, the reference solve ITSELF is compared with the best baseline by held-out
+    FD on the same bootstrap rows: its value is the Fréchet distance of the reference endpoints to the
+    held-out moments (recomputed here with scipy), the baseline is the one with the smallest held-out
+    FD, and the ratio is baseline / reference. Without held-out data nothing is added."""
+    import scipy.linalg
+
+    from stepwise import denoisers
+    from stepwise.evaluation import identity_extractor
+    from stepwise.search import run as R
+
+    sched = schedules.VPLinear()
+    model = denoisers.digits_gmm(components=3, schedule=sched)
+    grid = lambda kind, n: schedules.discretize(kind, n, sched)
+    plans = {"s": solvers.ipndm(grid("time_quadratic", 3), order=3),
+             "ddim/time_uniform": solvers.ddim(grid("time_uniform", 3)),
+             "dpm(2)/logsnr": solvers.dpm_solver_pp(grid("logsnr", 3), order=2)}
+    x_T = R.final_noise(model, sched, 300, 5)
+    ref = R.reference_endpoints(model, sched, x_T, 300)
+    images = R.reference_endpoints(model, sched, R.final_noise(model, sched, 400, 9), 400)   # exact samples
+    held = protocol.feature_moments(identity_extractor(64), images, "other samples")
+    kw = dict(num_samples=300, seed=5, batch_size=300, final_data=(x_T, ref), focus=("s",), resamples=30)
+    rows, info = R.final_evaluation(model, sched, plans, held_out=held, **kw)
+    c = info["reference_heldout"]
+    r64, h64 = ref.reshape(300, -1).astype(np.float64), images.reshape(400, -1).astype(np.float64)
+    c1, c2 = np.cov(r64, rowvar=False), np.cov(h64, rowvar=False)
+    want = float(np.sum((r64.mean(0) - h64.mean(0)) ** 2) + np.trace(c1 + c2)
+                 - 2 * np.trace(scipy.linalg.sqrtm(c1 @ c2).real))
+    assert c["plan"]["value"] == pytest.approx(want, rel=1e-6, abs=1e-9)
+    bases = [r for r in rows if r["solver"] != "s"]
+    best = min(bases, key=lambda r: r["heldout_fd"])
+    assert c["baseline_name"] == best["solver"] and c["baseline"]["value"] == pytest.approx(best["heldout_fd"])
+    assert c["ratio"]["value"] == pytest.approx(best["heldout_fd"] / want, rel=1e-6)
+    assert c["plan"]["n"] == 300 and c["plan"]["resamples"] == 30
+    # the exact reference is closer to other exact samples than 3-step plans are
+    assert c["ratio"]["low"] > 1
+    assert "reference_heldout" not in R.final_evaluation(model, sched, plans, **kw)[1]

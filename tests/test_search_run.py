@@ -159,7 +159,12 @@ def test_search_on_a_trained_network_is_also_scored_on_held_out_digits(tmp_path,
     h = np.asarray(extract_features(ext, load_digits(8, split="test")[0][..., 0]), np.float64)
     want = sample_frechet(np.asarray(extract_features(ext, x), np.float64), h.mean(0), np.cov(h, rowvar=False))
     assert rows["searched"]["heldout_fd"] == pytest.approx(want, rel=1e-3)
-    assert "heldout_fd" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "heldout_fd" in out
+    # the reference solve itself by held-out FD, against the same best baseline, printed and in the report
+    ref = summ["final"]["reference_heldout"]
+    assert ref["baseline_name"] == comp["baseline_name"] and ref["plan"]["n"] == 128
+    assert "reference solve" in out and "The reference solve itself" in (wd / "report.md").read_text()
     # gradient_loss=features: nodes learned on the paired RMSE in the same feature net's space
     g = tmp_path / "g"
     plain = [a for a in args if not a.startswith(("--config.search.generations", "--config.search.population",
@@ -171,3 +176,24 @@ def test_search_on_a_trained_network_is_also_scored_on_held_out_digits(tmp_path,
                  "--config.search.gradient_steps=4", "--config.search.gradient_samples=16"]) == 0
     learned = json.loads((g / "search.json").read_text())["learned"]
     assert learned["loss"] == "features" and learned["best_validation"] <= learned["history"][0]["validation"]
+    # objective=data_frechet: the search scores against the TRAINING digits in the feature net's space
+    # (recomputed by hand for the searched plan on the search noise), then the gradient strategy
+    # descends on the same distance
+    d = tmp_path / "d"
+    assert main(["search", *args, f"--config.model.checkpoint={held}", "--workdir", str(d),
+                 "--config.search.objective=data_frechet"]) == 0
+    sd = json.loads((d / "search.json").read_text())
+    assert sd["objective"] == "data_frechet"
+    x_s = np.asarray(jax.random.normal(jax.random.key(sd["seed"]), (64, 64)) * VPLinear().prior_std(),
+                     np.float32)
+    xs = np.asarray(samplers.sample(model, VPLinear(), load_plan(d / "schedule.json"), x_s))
+    tr = np.asarray(extract_features(ext, load_digits(8, split="train")[0][..., 0]), np.float64)
+    want = sample_frechet(np.asarray(extract_features(ext, xs), np.float64), tr.mean(0), np.cov(tr, rowvar=False))
+    assert sd["final_table"][0]["solver"] == "searched"
+    assert sd["final_table"][0]["search_score"] == pytest.approx(want, rel=1e-3)
+    gd = tmp_path / "gd"
+    assert main(["search", *plain, f"--config.model.checkpoint={held}", "--workdir", str(gd),
+                 "--config.search.objective=data_frechet", "--config.search.strategy=gradient",
+                 "--config.search.gradient_steps=4", "--config.search.gradient_samples=16"]) == 0
+    learned = json.loads((gd / "search.json").read_text())["learned"]
+    assert learned["loss"] == "data_frechet" and learned["best_validation"] <= learned["history"][0]["validation"]

@@ -87,6 +87,8 @@ def search_defaults() -> ml_collections.ConfigDict:
     s = ml_collections.ConfigDict()
     s.strategy = "predictor"          # predictor (S³-style screening) | evolution | hybrid (memetic) | gradient | dp
     s.objective = "teacher_frechet"   # teacher_frechet | teacher_rmse (paired with a reference solve) | frechet
+                                      # (exact mixture) | data_frechet (S³ / AutoDiffusion: FD to the model's
+                                      # training images in search.feature_net's feature space)
     s.seed = 0                        # search noise, proposals, predictor init
     s.generations = 12                # generations after the initial population
     s.population = 16                 # survivors kept per generation ((mu + lambda) selection)
@@ -137,6 +139,7 @@ def search_defaults() -> ml_collections.ConfigDict:
     s.gradient_learn = "nodes"        # nodes | nodes+corrections (additive corrections of the solver weights)
     s.gradient_loss = "objective"     # objective (the search objective's distance) | rmse (paired) | frechet
                                       # | features (paired RMSE in search.feature_net's feature space)
+                                      # | data_frechet (objective data_frechet's distance)
     s.gradient_relax = 0.0            # LD3's relaxed target: training noises may move by <= relax * |x_T| (0: off)
     s.gradient_corrections_lr = 0.01  # Adam's rate on the weight corrections (gradient_learn=nodes+corrections)
     s.gradient_lr_schedule = "constant"  # constant | cosine (both Adam rates decay towards 0 over gradient_steps)
@@ -157,7 +160,8 @@ def search_defaults() -> ml_collections.ConfigDict:
     s.feature_net = ""                # model.kind=checkpoint: a domain classifier (`stepwise train-features`); the
                                       # final comparison adds the Fréchet distance in its feature space to the
                                       # held-out test images of the model's data set (never trained on);
-                                      # also the feature map of gradient_loss=features
+                                      # also the feature map of gradient_loss=features and of objective
+                                      # data_frechet (whose target is the training split)
     return s
 
 

@@ -26,8 +26,9 @@ LEARNED = ("gradient", "dp")
 HYBRID = "hybrid"
 GRADIENT_FIELDS = ("gradient_steps", "gradient_lr", "gradient_samples", "gradient_learn", "gradient_loss",
                    "gradient_relax", "gradient_corrections_lr", "gradient_lr_schedule")
-OBJECTIVE_LOSS = {"teacher_rmse": "rmse", "teacher_frechet": "frechet", "frechet": "frechet"}
-GRADIENT_LOSSES = ("objective", "rmse", "frechet", "features")
+OBJECTIVE_LOSS = {"teacher_rmse": "rmse", "teacher_frechet": "frechet", "frechet": "frechet",
+                  "data_frechet": "data_frechet"}
+GRADIENT_LOSSES = ("objective", "rmse", "frechet", "features", "data_frechet")
 HYBRID_FIELDS = ("hybrid_base", "hybrid_top", "hybrid_steps")
 DP_FIELDS = ("dp_grid",)
 EVOLUTION_FIELDS = ("generations", "population", "top_k", "children", "timesteps_only_generations")
@@ -255,22 +256,35 @@ def gradient_options(s, steps: int | None = None) -> "GradientOptions":
 
 def gradient_loss(s) -> str:
     """``gradient_loss``, with 'objective' resolved to the search objective's own distance
-    (teacher_rmse -> rmse; teacher_frechet and frechet -> frechet to the teacher's Gaussian fit)."""
+    (teacher_rmse -> rmse; teacher_frechet and frechet -> frechet to the teacher's Gaussian fit;
+    data_frechet -> data_frechet, the feature-space Fréchet distance to the training images)."""
     loss = _get(s, "gradient_loss")
     if loss not in GRADIENT_LOSSES:
         raise ValueError(f"search.gradient_loss: {loss!r} is invalid; allowed: {list(GRADIENT_LOSSES)}")
     if loss == "features" and not _get(s, "feature_net"):
         raise ValueError("search.gradient_loss: 'features' needs search.feature_net (a `stepwise train-features` "
                          "directory); allowed: set it, or gradient_loss 'objective' | 'rmse' | 'frechet'")
+    if loss == "data_frechet" and _get(s, "objective") != "data_frechet":
+        raise ValueError("search.gradient_loss: 'data_frechet' descends on the training images of objective "
+                         "'data_frechet'; allowed: search.objective='data_frechet', or gradient_loss 'objective' | "
+                         "'rmse' | 'frechet' | 'features'")
     return OBJECTIVE_LOSS.get(_get(s, "objective"), "rmse") if loss == "objective" else loss
 
 
-def search_evaluator(s, model, schedule, log: Callable[[str], None] | None = print, denoisers=None) -> Evaluator:
-    if _get(s, "objective") not in OBJECTIVES:
-        raise ValueError(f"search.objective: unknown {_get(s, 'objective')!r}; allowed: {list(OBJECTIVES)}")
-    return Evaluator(model, schedule, objective=_get(s, "objective"), num_samples=int(_get(s, "search_samples")),
+def search_evaluator(s, model, schedule, log: Callable[[str], None] | None = print, denoisers=None,
+                     data=None) -> Evaluator:
+    """The section's ``Evaluator``; ``data`` (the training images' ``search.protocol.FeatureMoments``)
+    is the target of objective ``data_frechet`` and is ignored by every other objective."""
+    objective = _get(s, "objective")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"search.objective: unknown {objective!r}; allowed: {list(OBJECTIVES)}")
+    if objective == "data_frechet" and data is None:
+        raise ValueError("search.objective: 'data_frechet' needs search.feature_net (the training images are scored "
+                         f"in its feature space) and a trained model; allowed: set it, or one of {list(OBJECTIVES[:2])}")
+    return Evaluator(model, schedule, objective=objective, num_samples=int(_get(s, "search_samples")),
                      seed=int(_get(s, "seed")), batch_size=int(_get(s, "batch_size")), use_vmap=bool(_get(s, "vmap")),
-                     chunk=int(_get(s, "vmap_chunk")), log=log, denoisers=denoisers)
+                     chunk=int(_get(s, "vmap_chunk")), log=log, denoisers=denoisers,
+                     data=data if objective == "data_frechet" else None)
 
 
 def final_options(s) -> FinalOptions:
@@ -309,10 +323,11 @@ def check_search_section(s, nfe: int, schedule) -> None:
             raise ValueError(f"search.{key}: {_get(s, key)!r} is invalid; allowed: an integer >= {lo}")
 
 
-def run_search_section(s, model, schedule, nfe: int, workdir, held_out=None, **kw) -> dict:
+def run_search_section(s, model, schedule, nfe: int, workdir, held_out=None, data=None, **kw) -> dict:
     """``search.run.run_search`` (or ``run_learned`` for strategy gradient | dp) with every object
     built from the ``search`` section ``s``; options are checked before the teacher solve starts.
-    ``held_out`` (:class:`search.protocol.HeldOut`) joins the final comparison."""
+    ``held_out`` (:class:`search.protocol.FeatureMoments`) joins the final comparison; ``data`` (the
+    same of the training images) is the target of objective ``data_frechet``."""
     import dataclasses
 
     from stepwise.search.run import check_measurable, run_learned, run_search
@@ -324,7 +339,7 @@ def run_search_section(s, model, schedule, nfe: int, workdir, held_out=None, **k
     if strategy_name in LEARNED:
         gradient = gradient_options(s)
         check_measurable(model, final.reference)
-        evaluator = search_evaluator(s, model, schedule, log=kw.get("log", print))
+        evaluator = search_evaluator(s, model, schedule, log=kw.get("log", print), data=data)
         return run_learned(model, schedule, workdir, nfe=nfe, method=strategy_name, evaluator=evaluator,
                            gradient=gradient, dp_grid=int(_get(s, "dp_grid")), seed=int(_get(s, "seed")),
                            final=final, features=features,
@@ -336,20 +351,21 @@ def run_search_section(s, model, schedule, nfe: int, workdir, held_out=None, **k
     refine = finish = None
     if strategy_name == HYBRID:
         refine, finish = hybrid_refinements(s, model, schedule, space, workdir, log=kw.get("log", print),
-                                            features=features)
+                                            features=features, images=data)
     strategy = search_strategy(s, space, hooks, refine=refine)
-    evaluator = search_evaluator(s, model, schedule, log=kw.get("log", print))
+    evaluator = search_evaluator(s, model, schedule, log=kw.get("log", print), data=data)
     budget = float(_get(s, "budget")) or None
     return run_search(model, schedule, workdir, strategy=strategy, evaluator=evaluator,
                       seed=int(_get(s, "seed")), final=final, budget=budget, unit_shares=shares,
                       finish=finish, **kw)
 
 
-def hybrid_refinements(s, model, schedule, space: SearchSpace, workdir, log=print, features=None):
+def hybrid_refinements(s, model, schedule, space: SearchSpace, workdir, log=print, features=None, images=None):
     """(per-generation refine: genome -> genome with ``hybrid_steps`` gradient steps on its nodes,
     final refine: plan -> (plan, info) with ``gradient_steps`` steps, checkpointed under
     ``workdir/gradient`` so a killed run resumes); both share one teacher solve. ``features``: the
-    feature map of ``gradient_loss=features``."""
+    feature map of ``gradient_loss=features``; ``images``: the training images' feature moments of
+    ``gradient_loss=data_frechet``."""
     import os
 
     from stepwise.search import learned
@@ -357,12 +373,12 @@ def hybrid_refinements(s, model, schedule, space: SearchSpace, workdir, log=prin
     final_opts = gradient_options(s)
     teacher = learned.teacher_data(model, schedule, final_opts)
     refine = learned.node_refiner(model, schedule, space, gradient_options(s, steps=int(_get(s, "hybrid_steps"))),
-                                  teacher=teacher, features=features)
+                                  teacher=teacher, features=features, images=images)
     ckdir = os.path.join(os.path.abspath(os.fspath(workdir)), "gradient")
 
     def finish(plan):
         return learned.learn_nodes(model, schedule, plan, final_opts, log=log, teacher=teacher, checkpoint_dir=ckdir,
-                                   features=features)
+                                   features=features, images=images)
 
     return refine, finish
 

@@ -150,11 +150,24 @@ def load_model_path(path: str, diffusers: bool | None = None):
 def held_out_data(feature_net: str, models: dict[str, str], field: str):
     """The test split of the data set the models in ``models`` (config field -> `stepwise train`
     run directory) were trained on, in ``feature_net``'s feature space (a
-    :class:`search.protocol.HeldOut`): the data-feature Fréchet distance of the final protocol.
+    :class:`search.protocol.FeatureMoments`): the data-feature Fréchet distance of the final protocol.
 
     Refused by name unless every model's model.json records a training split that leaves a test
     split out (digits: ``train.split=train``; Fashion-MNIST: always its train split), all on the
     same data set. ``field`` names the feature-net field in errors."""
+    return split_features(feature_net, models, field, "test")
+
+
+def training_data(feature_net: str, models: dict[str, str], field: str):
+    """The same as :func:`held_out_data` of the TRAINING split (the images the models learned
+    from): the target of the ``data_frechet`` search objective, which so never sees the test split
+    the final comparison judges it on."""
+    return split_features(feature_net, models, field, "train")
+
+
+def split_features(feature_net: str, models: dict[str, str], field: str, split: str):
+    """:class:`search.protocol.FeatureMoments` of ``split`` ("train" | "test") of the models' data set
+    (see :func:`held_out_data` for the checks)."""
     from stepwise.data import load_digits, load_fashion_mnist
     from stepwise.evaluation import feature_net_extractor, load_feature_net
     from stepwise.search import protocol
@@ -177,13 +190,15 @@ def held_out_data(feature_net: str, models: dict[str, str], field: str):
         raise SystemExit(f"error: {field}={feature_net!r}: {e}") from None
     dataset, size = next(iter(records.values())), int(net.image_shape[0])
     if dataset == "digits":
-        images = load_digits(size, split="test")[0][..., 0]
+        images = load_digits(size, split=split)[0][..., 0]
     else:
         if size not in (28, 32):
             raise SystemExit(f"error: {field} takes {size}x{size} images; Fashion-MNIST is 28x28 or 32x32")
-        images = load_fashion_mnist("test", pad_to_32=size == 32)[0]
-    return protocol.held_out(feature_net_extractor(net), images,
-                             f"domain-CNN Fréchet distance to the {len(images)} held-out {dataset} test images")
+        images = load_fashion_mnist(split, pad_to_32=size == 32)[0]
+    which = "held-out" if split == "test" else "training"
+    return protocol.feature_moments(feature_net_extractor(net), images,
+                                    f"domain-CNN Fréchet distance to the {len(images)} {which} {dataset} "
+                                    f"{split} images")
 
 
 def check_schedule(model, config):

@@ -13,6 +13,12 @@ Objectives (lower is better):
   baselines is 0.999 at 512 noises, against 0.96 for teacher_rmse).
 * ``frechet``: Fréchet distance of the candidate's samples to the exact mixture moments (only for
   models with ``moments()``; a trained network has none, use a teacher objective).
+* ``data_frechet``: Fréchet distance of the candidate's samples, in a domain classifier's feature
+  space, to the features of the model's TRAINING images (``data``, a
+  :class:`search.protocol.FeatureMoments`): the candidate is scored against the data, not against
+  the model's own ODE solution, as S³ (Liu et al. 2023) and AutoDiffusion (Li et al. 2023) score
+  candidates by FID. Worth it when the ODE solution itself samples worse than a few-step plan
+  (``reference_heldout`` of the final comparison); the held-out test images stay unseen.
 
 Every candidate of a search uses the same noise (paired comparison); plans with the same number
 of steps reuse one compiled executable (``samplers.trace_count``); results are cached by
@@ -35,7 +41,7 @@ from stepwise.evaluation.stats import FrechetDistanceError
 from stepwise.evaluation.device import rmse
 from stepwise.search.space import plan_hash
 
-OBJECTIVES = ("teacher_frechet", "teacher_rmse", "frechet")
+OBJECTIVES = ("teacher_frechet", "teacher_rmse", "frechet", "data_frechet")
 BAD_SCORE = 1e6  # non-finite results (a diverging plan) get this score
 
 
@@ -84,9 +90,16 @@ class Evaluator:
     def __init__(self, model, schedule, *, objective: str = "teacher_frechet", num_samples: int = 512,
                  seed: int = 0, batch_size: int = 2048, rtol: float = 1e-6, use_vmap: bool = False,
                  cache: dict | None = None, log: Callable[[str], None] | None = None,
-                 denoisers=None, chunk: int = 16):
+                 denoisers=None, chunk: int = 16, data=None):
         if objective not in OBJECTIVES:
             raise ValueError(f"objective: must be one of {OBJECTIVES}, got {objective!r}")
+        if (objective == "data_frechet") != (data is not None):
+            raise ValueError("objective 'data_frechet' needs the training images' feature moments (search.feature_net) "
+                             "and only it takes them; allowed: objective 'data_frechet' with data, or another "
+                             f"objective of {OBJECTIVES} without")
+        if objective == "data_frechet" and use_vmap:
+            raise ValueError("search.vmap: objective 'data_frechet' scores features on the host; allowed: "
+                             "search.vmap=False, or a teacher objective")
         if num_samples < 2:
             raise ValueError(f"num_samples: need at least 2, got {num_samples}")
         if objective == "frechet" and not has_moments(model):
@@ -104,6 +117,7 @@ class Evaluator:
         shape = (num_samples,) + tuple(model.data_shape)
         self.x_T = np.asarray(jax.random.normal(jax.random.key(seed), shape) * schedule.prior_std(), np.float32)
         self.mean, self.cov = model.moments() if has_moments(model) else (None, None)
+        self.data = data
         self.log = log
         self._target = None      # the on-device objective's target (built on first use)
         self.diverged: dict[str, str] = {}   # plan hash -> why it got BAD_SCORE (where it became non-finite)
@@ -134,8 +148,11 @@ class Evaluator:
             s = float(np.sqrt(np.mean(d ** 2)))          # float64, like the Fréchet objectives
         else:
             try:
-                s = sample_frechet(x, *((self.teacher_mean, self.teacher_cov) if self.objective == "teacher_frechet"
-                                        else (self.mean, self.cov)))
+                if self.objective == "data_frechet":
+                    s = self.data.distance(x)
+                else:
+                    s = sample_frechet(x, *((self.teacher_mean, self.teacher_cov) if self.objective == "teacher_frechet"
+                                            else (self.mean, self.cov)))
             except FrechetDistanceError as e:   # e.g. samples collapsed onto a subspace: a failed candidate
                 return BAD_SCORE, f"Fréchet distance not computable ({e})"
         return (s, None) if np.isfinite(s) else (BAD_SCORE, "non-finite score")

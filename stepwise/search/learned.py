@@ -14,7 +14,9 @@ teacher (the reference ODE solve) on training noises (``loss="rmse"``), the Fré
 their Gaussian fit to the teacher's (``"frechet"``: the search's ``teacher_frechet`` objective),
 or, for a trained image model, the paired RMSE in a feature network's space (``"features"``:
 ||phi(x) - phi(x_teacher)||, phi a domain classifier's penultimate layer: a feature-space loss in
-the spirit of LD3's LPIPS option); the parameters kept are the best on validation noises drawn
+the spirit of LD3's LPIPS option), or the Fréchet distance of the Gaussian fit of phi(x) to the
+moments of phi over the model's TRAINING images (``"data_frechet"``: the search's ``data_frechet``
+objective; no teacher target, the data instead); the parameters kept are the best on validation noises drawn
 from a disjoint seed (early stopping).
 
 **Dynamic-programming nodes** (GITS, Chen et al. ICML'24). From the teacher's trajectory on a fine
@@ -46,7 +48,7 @@ from stepwise.solvers.plan import SolverPlan, stack_plans
 
 NODE_SPACES = ("logsnr", "time")
 LEARN = ("nodes", "nodes+corrections")
-LOSS_NAMES = ("rmse", "frechet", "features")
+LOSS_NAMES = ("rmse", "frechet", "features", "data_frechet")
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -105,6 +107,7 @@ class GradientOptions:
     learn: str = "nodes"             # nodes | nodes+corrections (S4S / GAS: additive weight corrections too)
     loss: str = "rmse"               # rmse (paired, LD3) | frechet (Gaussian fit to the teacher's: teacher_frechet)
                                      # | features (paired RMSE in a feature network's space; needs ``features``)
+                                     # | data_frechet (feature-space Fréchet to the training images; needs ``data``)
     relax: float = 0.0               # LD3's relaxed target: training noises may move by <= relax * |x_T| (0: off)
     corrections_lr: float = 0.01     # Adam's rate on the weight corrections (learn="nodes+corrections")
     lr_schedule: str = "constant"    # constant | cosine (both rates decay towards 0 over the steps)
@@ -176,13 +179,14 @@ def endpoint_frechet(model, schedule, plan: SolverPlan, x_T, ref):
 
 
 class FeatureTarget(eqx.Module):
-    """The teacher endpoints' features ``phi(x_teacher)`` and the feature map ``phi`` (an
-    ``evaluation.FeatureExtractor``'s ``apply`` and params; the params are traced leaves, so one
-    compile serves every plan)."""
+    """The feature map ``phi`` (an ``evaluation.FeatureExtractor``'s ``apply`` and params; the params
+    are traced leaves, so one compile serves every plan) and what features are compared with:
+    the teacher endpoints' ``phi(x_teacher)`` (loss ``features``) or a
+    ``evaluation.device.FrechetReference`` of the training images' features (``data_frechet``)."""
 
     apply: Callable = eqx.field(static=True)
     params: object
-    features: jax.Array
+    target: object
     input_shape: tuple | None = eqx.field(static=True)
 
     def __call__(self, x):
@@ -202,17 +206,41 @@ def endpoint_feature_rmse(model, schedule, plan: SolverPlan, x_T, target: Featur
     """Paired RMSE in feature space, sqrt(mean_i mean_d (phi(x_i) - phi(y_i))_d^2), of the plan's
     endpoints x_i from ``x_T`` against the teacher's y_i (differentiable through phi)."""
     f = target(samplers.sample(model, schedule, plan, x_T, devices=[]))
-    return jnp.sqrt(jnp.mean((f - target.features) ** 2))
+    return jnp.sqrt(jnp.mean((f - target.target) ** 2))
 
 
-LOSSES = {"rmse": endpoint_rmse, "frechet": endpoint_frechet, "features": endpoint_feature_rmse}
+def data_target(data) -> FeatureTarget:
+    """:class:`FeatureTarget` of the training images' feature moments ``data`` (a
+    ``search.protocol.FeatureMoments``): their ``FrechetReference`` and the feature map."""
+    e = data.extractor
+    shape = None if e.input_shape is None else tuple(e.input_shape)
+    return FeatureTarget(e.apply, e.params, frechet_reference(data.mean, data.cov), shape)
 
 
-def _targets(data: "Teacher", loss: str, features=None):
+def endpoint_data_frechet(model, schedule, plan: SolverPlan, x_T, target: FeatureTarget):
+    """Fréchet distance of the Gaussian fit of phi(x), x the plan's endpoints from ``x_T``, to the
+    training images' feature moments (``target.target``), differentiable through phi and ``eigvalsh``
+    (eigenvalues floored at 1e-12, as :func:`endpoint_frechet`)."""
+    return frechet_to_reference(target(samplers.sample(model, schedule, plan, x_T, devices=[])), target.target,
+                                floor=1e-12)
+
+
+LOSSES = {"rmse": endpoint_rmse, "frechet": endpoint_frechet, "features": endpoint_feature_rmse,
+          "data_frechet": endpoint_data_frechet}
+
+
+def _targets(data: "Teacher", loss: str, features=None, images=None):
     """(training target, validation target) of a loss: teacher endpoints (rmse), their Gaussian
-    fits (frechet) or their features in ``features`` (an ``evaluation.FeatureExtractor``)."""
+    fits (frechet), their features in ``features`` (an ``evaluation.FeatureExtractor``), or the
+    training images' feature moments ``images`` (data_frechet; the same for both)."""
     if loss == "rmse":
         return data.train, data.val
+    if loss == "data_frechet":
+        if images is None:
+            raise ValueError("search.gradient_loss: 'data_frechet' needs the training images' features; allowed: "
+                             "set search.feature_net with search.objective='data_frechet', or loss 'rmse' | 'frechet'")
+        target = data_target(images)
+        return target, target
     if loss == "features":
         if features is None:
             raise ValueError("search.gradient_loss: 'features' needs a feature network; allowed: set "
@@ -271,24 +299,33 @@ def _adam_step(theta, opt_state, plan, model, schedule, x, t, node_space, min_ga
 _validation = eqx.filter_jit(_loss)
 
 
-def _fingerprint(plan: SolverPlan, options: GradientOptions, features=None) -> dict:
+def _digest(*arrays) -> str:
+    digest = hashlib.sha256()
+    for a in arrays:
+        digest.update(np.ascontiguousarray(np.asarray(a)).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _fingerprint(plan: SolverPlan, options: GradientOptions, features=None, images=None) -> dict:
     """What a gradient checkpoint must match to be resumed: the start plan, the options and the
-    feature network of a feature-space loss (its name, dimension and a digest of its weights)."""
+    feature network of a feature-space loss (its name, dimension and a digest of its weights; for
+    ``data_frechet`` also a digest of the training images' feature moments)."""
     opts = dataclasses.asdict(options)
     if opts["lr_schedule"] == "constant":   # the only rate before the schedule option: older checkpoints resume
         del opts["lr_schedule"]
     out = {"plan": plan_hash(plan), "options": opts}
-    if options.loss == "features" and features is not None:
-        digest = hashlib.sha256()
-        for leaf in jax.tree.leaves(features.params):
-            digest.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
-        out["features"] = {"name": features.name, "dim": int(features.dim), "weights": digest.hexdigest()[:16]}
+    if options.loss == "data_frechet" and images is not None:
+        features = images.extractor
+        out["images"] = _digest(images.mean, images.cov)
+    if options.loss in ("features", "data_frechet") and features is not None:
+        out["features"] = {"name": features.name, "dim": int(features.dim),
+                           "weights": _digest(*jax.tree.leaves(features.params))}
     return out
 
 
 def learn_nodes(model, schedule, plan: SolverPlan, options: GradientOptions = GradientOptions(),
                 log: Callable[[str], None] | None = None, *, teacher: Teacher | None = None,
-                checkpoint_dir: str | None = None, features=None) -> tuple[SolverPlan, dict]:
+                checkpoint_dir: str | None = None, features=None, images=None) -> tuple[SolverPlan, dict]:
     """``plan`` with its time nodes (and, with ``learn="nodes+corrections"``, its weight corrections)
     learned by gradient descent; every other column is kept.
 
@@ -302,7 +339,9 @@ def learn_nodes(model, schedule, plan: SolverPlan, options: GradientOptions = Gr
     |delta_i| <= relax |x_i| (learned jointly, projected after every step) while its target stays the
     teacher endpoint of the unmoved noise, so a plan that cannot match the teacher exactly is not
     pushed towards an average; validation is never relaxed. ``features`` (an
-    ``evaluation.FeatureExtractor``) is the feature map of ``loss="features"``. With ``checkpoint_dir``
+    ``evaluation.FeatureExtractor``) is the feature map of ``loss="features"``; ``images`` (a
+    ``search.protocol.FeatureMoments`` of the training images) the target of ``loss="data_frechet"``.
+    With ``checkpoint_dir``
     the state (parameters, Adam state, best so far, history) is saved with orbax at every validation
     step and a rerun continues from the newest one: a killed run resumes to the same result bit for
     bit (a checkpoint of another start plan or other options is refused, naming the directory).
@@ -315,14 +354,15 @@ def learn_nodes(model, schedule, plan: SolverPlan, options: GradientOptions = Gr
     if o.relax > 0:
         theta["delta"] = jnp.zeros_like(data.x_train)
     static = (o.node_space, float(o.min_gap), o.loss)
-    train_target, val_target = _targets(data, o.loss, features)
+    train_target, val_target = _targets(data, o.loss, features, images)
     step = lambda th, st: _adam_step(th, st, plan, model, schedule, data.x_train, train_target, *static, float(o.lr),
                                      float(o.relax), float(o.corrections_lr), o.lr_schedule, int(o.steps))
     plan_only = lambda th: {k: v for k, v in th.items() if k != "delta"}   # noqa: E731  validation is not relaxed
     val = lambda th: float(_validation(plan_only(th), plan, model, schedule, data.x_val, val_target, *static))
     state = _optimizer(theta, o.lr, o.corrections_lr, o.lr_schedule, int(o.steps)).init(theta)
     best_theta, best_val, start, prior_wall = theta, None, 1, 0.0
-    resumed = _restore(checkpoint_dir, _fingerprint(plan, o, features), theta, state) if checkpoint_dir else None
+    fingerprint = _fingerprint(plan, o, features, images)
+    resumed = _restore(checkpoint_dir, fingerprint, theta, state) if checkpoint_dir else None
     t0 = time.perf_counter()
     if resumed is not None:
         theta, state, best_theta, best_val, history, start, prior_wall = resumed
@@ -343,7 +383,7 @@ def learn_nodes(model, schedule, plan: SolverPlan, options: GradientOptions = Gr
                 log(f"  gradient step {k:4d}: train {o.loss} {float(tr):.6g}  validation {v:.6g}")
             if checkpoint_dir:
                 save_step(checkpoint_dir, k, {"theta": theta, "opt": state, "best": best_theta},
-                          {"fingerprint": _fingerprint(plan, o, features), "best_validation": best_val,
+                          {"fingerprint": fingerprint, "best_validation": best_val,
                            "history": history, "wall_s": prior_wall + time.perf_counter() - t0})
     learned = decode_params(best_theta, plan, schedule, *static[:2])
     return learned, {"loss": o.loss, "history": history, "best_validation": best_val,
@@ -353,7 +393,7 @@ def learn_nodes(model, schedule, plan: SolverPlan, options: GradientOptions = Gr
 
 
 def node_refiner(model, schedule, space, options: GradientOptions, teacher: Teacher | None = None,
-                 features=None) -> Callable[[Genome], Genome]:
+                 features=None, images=None) -> Callable[[Genome], Genome]:
     """genome -> the genome with its time nodes refined by ``options.steps`` gradient steps
     (:func:`learn_nodes` in the space's node coordinate and gap floor, so the refined nodes are
     exactly a genome of the space); every discrete decision is kept. Deterministic: the teacher's
@@ -363,7 +403,7 @@ def node_refiner(model, schedule, space, options: GradientOptions, teacher: Teac
     data = teacher if teacher is not None else teacher_data(model, schedule, o)
 
     def refine(g: Genome) -> Genome:
-        plan, _ = learn_nodes(model, schedule, decode(g, space), o, teacher=data, features=features)
+        plan, _ = learn_nodes(model, schedule, decode(g, space), o, teacher=data, features=features, images=images)
         return with_nodes(g, np.asarray(plan.ts, np.float64), space)
 
     return refine
@@ -378,8 +418,8 @@ def _restore(directory, fingerprint: dict, theta, state):
     step, arrays, meta = out
     if meta.get("fingerprint") != json.loads(json.dumps(fingerprint)):
         raise ValueError(f"gradient checkpoint {directory}: it belongs to another start plan, other gradient "
-                         "options or another feature network; allowed: the same search settings, or a new run "
-                         "directory")
+                         "options, another feature network or other training images; allowed: the same search "
+                         "settings, or a new run directory")
     return (arrays["theta"], arrays["opt"], arrays["best"], float(meta["best_validation"]),
             list(meta["history"]), step + 1, float(meta.get("wall_s", 0.0)))
 

@@ -250,10 +250,12 @@ def fixed_distance(x, mean, cov) -> Callable[[np.ndarray], float]:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class HeldOut:
-    """Feature-space moments of held-out images that neither the models' training nor the search
-    saw: the data-feature Fréchet distance ("FID" in a domain classifier's feature space) of the
-    final protocol for trained networks, a metric that is not the search objective."""
+class FeatureMoments:
+    """Feature-space moments of a set of real images: the data-feature Fréchet distance ("FID" in a
+    domain classifier's feature space). Of held-out test images that neither the models' training
+    nor the search saw, it is the final protocol's image-quality metric for trained networks; of the
+    training images, the ``data_frechet`` search objective (S³ / AutoDiffusion score candidates by
+    FID to data), which then never sees the held-out images it is judged on."""
 
     label: str
     extractor: Any            # evaluation.FeatureExtractor
@@ -262,11 +264,11 @@ class HeldOut:
     n: int
 
     def distance(self, x) -> float:
-        """Fréchet distance of samples ``x`` to the held-out moments."""
+        """Fréchet distance of samples ``x`` to these moments."""
         return sample_frechet(_features(self.extractor, x), self.mean, self.cov)
 
     def frechet(self, x, idx: np.ndarray) -> tuple[float, np.ndarray]:
-        """Distance of samples ``x`` to the held-out moments, and its replicates on the rows ``idx``
+        """Distance of samples ``x`` to these moments, and its replicates on the rows ``idx``
         (the comparison's shared bootstrap rows, so two plans' distances stay paired)."""
         return exact_frechet(_features(self.extractor, x), self.mean, self.cov, idx)
 
@@ -277,12 +279,12 @@ def _features(extractor, x) -> np.ndarray:
     return np.asarray(extract_features(extractor, np.asarray(x, np.float32)), np.float64)
 
 
-def held_out(extractor, images, label: str) -> HeldOut:
-    """:class:`HeldOut` of ``images`` in ``extractor``'s feature space (float64 moments)."""
+def feature_moments(extractor, images, label: str) -> FeatureMoments:
+    """:class:`FeatureMoments` of ``images`` in ``extractor``'s feature space (float64 moments)."""
     f = _features(extractor, images)
     if len(f) < 2:
-        raise ValueError(f"held-out data: {len(f)} images; need at least 2")
-    return HeldOut(label, extractor, f.mean(0), np.cov(f, rowvar=False), len(f))
+        raise ValueError(f"{label}: {len(f)} images; need at least 2")
+    return FeatureMoments(label, extractor, f.mean(0), np.cov(f, rowvar=False), len(f))
 
 
 def _basic(point: float, reps: np.ndarray, confidence: float, center: float | None = None) -> tuple[float, float]:
@@ -355,6 +357,13 @@ class Comparison:
         if self.ratio_inf is not None:
             text += (f"; bias-extrapolated: {self.plan_inf} vs {self.baseline_inf}; ratio {self.ratio_inf}")
         return text
+
+
+def describe(c: dict, who: str) -> str:
+    """One line of a comparison's dict (:meth:`Comparison.to_dict`): ``who``'s interval against the
+    best baseline's, and the paired ratio best baseline / ``who``."""
+    return (f"{c['metric']}: {who} {Interval(**c['plan'])} vs best baseline {c['baseline_name']} "
+            f"{Interval(**c['baseline'])}; ratio {c['ratio_text']}")
 
 
 def compare(metric: str, plan: tuple[float, np.ndarray], baseline_name: str, baseline: tuple[float, np.ndarray],

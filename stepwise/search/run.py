@@ -40,7 +40,7 @@ class FinalOptions:
     The ``tuned_baselines`` best baselines by search score are also run with GITS nodes (dynamic
     programming over a teacher trajectory of the search noise, :func:`search.learned.gits_baselines`):
     a tuned-node baseline in every comparison (0: none). ``held_out``
-    (:class:`search.protocol.HeldOut`) adds the feature-space distance to held-out images that
+    (:class:`search.protocol.FeatureMoments`) adds the feature-space distance to held-out images that
     neither training nor the search saw (``heldout_fd``), compared with intervals like the rest."""
 
     samples: int = 5000
@@ -48,7 +48,7 @@ class FinalOptions:
     seed_offset: int = 10007
     reference: bool = True
     tuned_baselines: int = 8
-    held_out: Any = None    # a search.protocol.HeldOut: also compare on held-out data (trained networks)
+    held_out: Any = None    # a search.protocol.FeatureMoments: also compare on held-out data (trained networks)
     extrapolation: Any = protocol.Extrapolation()   # bias-extrapolated distances beside the plug-in ones; None: off
 
     def __post_init__(self):
@@ -102,7 +102,7 @@ def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: in
                      reference: bool = True, log=None,
                      final_data: tuple | None = None, focus: tuple[str, ...] = ("searched",),
                      resamples: int = 200, bootstrap_seed: int = 0,
-                     held_out: protocol.HeldOut | None = None,
+                     held_out: protocol.FeatureMoments | None = None,
                      extrapolation: protocol.Extrapolation | None = protocol.Extrapolation(),
                      memo: FinalMemo | None = None) -> tuple[list[dict], dict]:
     """Every plan on FRESH noise (``seed``), then each plan named in ``focus`` against the best of
@@ -125,6 +125,11 @@ def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: in
     reference solve only, so it needs ``reference``. Equal focus plans (by :func:`plan_hash`) are
     sampled and bootstrapped once; ``memo`` (:class:`FinalMemo`) carries that across calls on the
     same model and ``final_data``.
+    With ``held_out`` and a reference, ``info["reference_heldout"]`` compares the reference solve
+    ITSELF with the best baseline by held-out FD (same bootstrap rows; ratio best baseline /
+    reference): the image quality of the ODE solution that the paired metrics and the teacher-matching
+    losses (LD3, GITS, :mod:`search.learned`) aim at. When the reference is worse than a few-step
+    baseline, a plan can gain on the paired metrics and lose on held-out data at once.
     """
     exact = has_moments(model)
     check_measurable(model, reference or final_data is not None)
@@ -213,6 +218,13 @@ def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: in
             if log:
                 for c in comps.values():
                     log(f"  {f}: {c}")
+        if held_out is not None and ref is not None and "heldout_fd" in best:
+            name, _, xb = best["heldout_fd"]
+            c = protocol.compare("heldout_fd", held_out.frechet(ref, idx), name,
+                                 replicates(name, "heldout_fd", xb)[0], num_samples)
+            info["reference_heldout"] = c.to_dict()
+            if log:
+                log(f"  reference solve (what the paired metrics aim at): {c}")
         info["headline"] = headline_metric(rows)
         info["bootstrap"] = {"resamples": resamples, "seed": bootstrap_seed, "confidence": protocol.CONFIDENCE}
         if extrapolation is not None:
@@ -355,7 +367,8 @@ def learned_plan(model, schedule, nfe: int, method: str, evaluator: Evaluator, *
     (:func:`search.learned.learn_nodes`, resumable from ``checkpoint_dir``), ``"dp"`` picks them by
     dynamic programming over a teacher trajectory (:func:`search.learned.dp_nodes`, DDIM step
     costs); every other column of that baseline is kept. ``features``: the feature map of a
-    ``loss="features"`` gradient run (an ``evaluation.FeatureExtractor``)."""
+    ``loss="features"`` gradient run (an ``evaluation.FeatureExtractor``); a ``loss="data_frechet"``
+    run descends on the evaluator's own training-image target (objective ``data_frechet``)."""
     if method not in ("gradient", "dp"):
         raise ValueError(f"search.strategy: {method!r} is not a learned-plan method; allowed: ['gradient', 'dp']")
     baselines = baseline_plans(nfe, schedule)
@@ -367,7 +380,7 @@ def learned_plan(model, schedule, nfe: int, method: str, evaluator: Evaluator, *
         if method == "gradient":
             opts = gradient or learned.GradientOptions(seed=seed)
             plan, info = learned.learn_nodes(model, schedule, start, opts, log=log, checkpoint_dir=checkpoint_dir,
-                                             features=features)
+                                             features=features, images=evaluator.data)
         else:
             ts = learned.dp_nodes(model, schedule, solvers.ddim, start.num_steps, grid=dp_grid, seed=seed)
             plan, info = start.replace(ts=ts), {"grid": dp_grid}
@@ -533,12 +546,15 @@ def write_report(workdir, summary: dict) -> None:
     head = (f"NFE {summary['nfe']}; strategy {summary['strategy']}; objective {summary['objective']}; "
             f"{summary['evaluations']} evaluations in {summary['search_wall_s']} s; final evaluation on "
             f"{summary['final']['num_samples']} fresh samples (seed {summary['final']['seed']}).\n\n"
-            + "\n\n".join(f"{c['metric']}: searched {protocol.Interval(**c['plan'])} vs best baseline "
-                           f"{c['baseline_name']} {protocol.Interval(**c['baseline'])}; ratio {c['ratio_text']} "
+            + "\n\n".join(protocol.describe(c, "searched") + " "
                            + (f"; bias-extrapolated {protocol.Interval(**c['plan_inf'])} vs "
                               f"{protocol.Interval(**c['baseline_inf'])}, ratio {c['ratio_inf_text']} "
                               if "ratio_inf" in c else "")
                            + "(95% paired-bootstrap intervals)" for c in summary["comparisons"].values()))
+    ref = summary["final"].get("reference_heldout")
+    if ref:
+        head += (f"\n\nThe reference solve itself (the ODE solution the paired metrics aim at), "
+                 f"{protocol.describe(ref, 'reference')} (95% paired-bootstrap intervals).")
     if summary.get("mean_rank_correlation") is not None:
         head += f"\n\nPredictor Spearman on held-out evaluations (mean): {summary['mean_rank_correlation']:.3f}."
     sections = [("Summary", head), ("Search progress", progress),

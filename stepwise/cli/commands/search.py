@@ -30,7 +30,7 @@ def run(args) -> int:
     import jax
 
     from stepwise.cli.options import check_search_section, run_search_section
-    from stepwise.search.protocol import Interval
+    from stepwise.search.protocol import Interval, describe
     from stepwise.search.run import SCHEDULE_FILE
 
     cfg = args.config
@@ -46,13 +46,20 @@ def run(args) -> int:
     if cfg.distributed and not (args.workdir or cfg.workdir):
         raise ValueError("workdir: a multi-process search (config.distributed) needs --workdir, the same "
                          "directory for every process")
-    held_out = None
+    held_out = data = None
+    if cfg.search.objective == "data_frechet" and not cfg.search.feature_net:
+        raise ValueError("search.objective: 'data_frechet' scores samples against the model's training images in "
+                         "search.feature_net's feature space; allowed: set search.feature_net (a `stepwise "
+                         "train-features` directory) with model.kind='checkpoint', or objective 'teacher_frechet' | "
+                         "'teacher_rmse'")
     if cfg.search.feature_net:      # checked (model's training split, the net) before a run directory exists
         if cfg.model.kind != "checkpoint":
             raise ValueError(f"search.feature_net: model.kind {cfg.model.kind!r} is not a trained network; allowed: "
                              "model.kind='checkpoint' (a `stepwise train` run)")
-        held_out = runtime.held_out_data(cfg.search.feature_net, {"config.model.checkpoint": cfg.model.checkpoint},
-                                         "config.search.feature_net")
+        models = {"config.model.checkpoint": cfg.model.checkpoint}
+        held_out = runtime.held_out_data(cfg.search.feature_net, models, "config.search.feature_net")
+        if cfg.search.objective == "data_frechet":
+            data = runtime.training_data(cfg.search.feature_net, models, "config.search.feature_net")
     runtime.init_distributed(cfg)
     writer = runtime.is_writer()
     if writer:
@@ -64,7 +71,8 @@ def run(args) -> int:
     model = runtime.build_model(cfg, sched)
     info = {"kind": cfg.model.kind, **{k: v for k, v in cfg.model.to_dict().items() if k != "kind"}}
     try:
-        summary = run_search_section(cfg.search, model, sched, cfg.nfe, workdir, held_out=held_out, model_info=info,
+        summary = run_search_section(cfg.search, model, sched, cfg.nfe, workdir, held_out=held_out, data=data,
+                                     model_info=info,
                                      log=print if writer else (lambda m: None))
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
@@ -83,6 +91,9 @@ def run(args) -> int:
         if "ratio_inf" in c:   # the same with bias-extrapolated distances (FID_inf), see search.protocol
             print(f"  {'bias-extrapolated':>24s}: searched {Interval(**c['plan_inf'])} vs "
                   f"{Interval(**c['baseline_inf'])}; ratio {c['ratio_inf_text']}")
+    ref = summary["final"].get("reference_heldout")
+    if ref:   # the ODE solution itself by held-out FD: the ceiling of every teacher-matching objective
+        print(f"  {'reference solve':>24s}: {describe(ref, 'reference')}")
     wrote = [str(workdir / f) for f in (SCHEDULE_FILE, "search.json", "report.md", "report.html") if (workdir / f).exists()]
     print(f"wrote {', '.join(wrote)}")
     return 0

@@ -81,7 +81,7 @@ def build_pair(cfg, s: dict, sched):
     raise SystemExit(f"error: config.stitch.pair={s['pair']!r}; allowed: ['gmm', 'checkpoints']")
 
 
-def held_out_target(s: dict) -> "protocol.HeldOut | None":
+def held_out_target(s: dict) -> "protocol.FeatureMoments | None":
     """``stitch.feature_net``'s held-out test images (:func:`cli.runtime.held_out_data`), or None."""
     if not s["feature_net"]:
         return None
@@ -98,7 +98,7 @@ class PointRunner:
 
     Quality is the paired Fréchet distance to ``ref`` (the large model's reference solve of the same
     noise) with its replicates on the shared bootstrap rows ``idx``, so any two points compare paired;
-    with ``held_out`` (:class:`search.protocol.HeldOut`) also the feature-space distance to held-out
+    with ``held_out`` (:class:`search.protocol.FeatureMoments`) also the feature-space distance to held-out
     images (``heldout_fd``), its replicates on the same rows."""
 
     def __init__(self, models, sched, x_T, ref, idx, moments, batch_size, repeats, directory: Path, log=print,
