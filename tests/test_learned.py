@@ -421,6 +421,7 @@ def test_feature_loss_checkpoint_refuses_another_feature_net(tmp_path, gmm_facto
         learn_nodes(model, SCHED, plan, o, teacher=teacher, features=_random_domain_cnn(1), checkpoint_dir=ck)
 
 
+@pytest.mark.slow
 def test_data_frechet_loss_descends_towards_the_training_images(tmp_path, gmm_factory):
     """loss="data_frechet": no teacher target, the Fréchet distance of the endpoints' features to the
     training images' feature moments. Under the identity map with exact mixture samples as the
