@@ -441,6 +441,7 @@ def test_data_frechet_loss_descends_towards_the_training_images(tmp_path, gmm_fa
     images = protocol.feature_moments(identity_extractor(64), y, "exact samples")
     o = GradientOptions(steps=20, lr=0.05, train_samples=128, val_samples=128, val_every=10, loss="data_frechet")
     teacher = teacher_data(model, SCHED, o)
+    assert teacher.train is None and teacher.val is None      # no reference solve for a data target
     ck = str(tmp_path / "g")
     learned, info = learn_nodes(model, SCHED, plan, o, teacher=teacher, images=images, checkpoint_dir=ck)
     assert info["loss"] == "data_frechet"

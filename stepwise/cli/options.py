@@ -278,9 +278,6 @@ def search_evaluator(s, model, schedule, log: Callable[[str], None] | None = pri
     objective = _get(s, "objective")
     if objective not in OBJECTIVES:
         raise ValueError(f"search.objective: unknown {objective!r}; allowed: {list(OBJECTIVES)}")
-    if objective == "data_frechet" and data is None:
-        raise ValueError("search.objective: 'data_frechet' needs search.feature_net (the training images are scored "
-                         f"in its feature space) and a trained model; allowed: set it, or one of {list(OBJECTIVES[:2])}")
     return Evaluator(model, schedule, objective=objective, num_samples=int(_get(s, "search_samples")),
                      seed=int(_get(s, "seed")), batch_size=int(_get(s, "batch_size")), use_vmap=bool(_get(s, "vmap")),
                      chunk=int(_get(s, "vmap_chunk")), log=log, denoisers=denoisers,

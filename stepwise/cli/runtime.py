@@ -195,10 +195,9 @@ def split_features(feature_net: str, models: dict[str, str], field: str, split: 
         if size not in (28, 32):
             raise SystemExit(f"error: {field} takes {size}x{size} images; Fashion-MNIST is 28x28 or 32x32")
         images = load_fashion_mnist(split, pad_to_32=size == 32)[0]
-    which = "held-out" if split == "test" else "training"
+    which = f"held-out {dataset} test" if split == "test" else f"{dataset} training"
     return protocol.feature_moments(feature_net_extractor(net), images,
-                                    f"domain-CNN Fréchet distance to the {len(images)} {which} {dataset} "
-                                    f"{split} images")
+                                    f"domain-CNN Fréchet distance to the {len(images)} {which} images")
 
 
 def check_schedule(model, config):

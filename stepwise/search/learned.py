@@ -16,8 +16,8 @@ or, for a trained image model, the paired RMSE in a feature network's space (``"
 ||phi(x) - phi(x_teacher)||, phi a domain classifier's penultimate layer: a feature-space loss in
 the spirit of LD3's LPIPS option), or the Fréchet distance of the Gaussian fit of phi(x) to the
 moments of phi over the model's TRAINING images (``"data_frechet"``: the search's ``data_frechet``
-objective; no teacher target, the data instead); the parameters kept are the best on validation noises drawn
-from a disjoint seed (early stopping).
+objective; no teacher target, the data instead); the parameters kept are the best on validation
+noises drawn from a disjoint seed (early stopping).
 
 **Dynamic-programming nodes** (GITS, Chen et al. ICML'24). From the teacher's trajectory on a fine
 grid of M candidate nodes, the cost of one solver step from candidate i to candidate j is the RMSE
@@ -107,7 +107,7 @@ class GradientOptions:
     learn: str = "nodes"             # nodes | nodes+corrections (S4S / GAS: additive weight corrections too)
     loss: str = "rmse"               # rmse (paired, LD3) | frechet (Gaussian fit to the teacher's: teacher_frechet)
                                      # | features (paired RMSE in a feature network's space; needs ``features``)
-                                     # | data_frechet (feature-space Fréchet to the training images; needs ``data``)
+                                     # | data_frechet (feature-space Fréchet to the training images; needs ``images``)
     relax: float = 0.0               # LD3's relaxed target: training noises may move by <= relax * |x_T| (0: off)
     corrections_lr: float = 0.01     # Adam's rate on the weight corrections (learn="nodes+corrections")
     lr_schedule: str = "constant"    # constant | cosine (both rates decay towards 0 over the steps)
@@ -149,11 +149,13 @@ class Teacher(NamedTuple):
 
 def teacher_data(model, schedule, options: GradientOptions) -> Teacher:
     """``options.train_samples`` noises from seed ``options.seed`` and ``options.val_samples`` from
-    ``seed + 1`` (disjoint), each with its reference solve; computed once, shared by every refinement."""
+    ``seed + 1`` (disjoint), each with its reference solve; computed once, shared by every refinement.
+    ``loss="data_frechet"`` targets the training images, not the teacher: its endpoints are None
+    (no reference solve is run)."""
     o = options
     x_tr, x_va = _noise(model, schedule, o.train_samples, o.seed), _noise(model, schedule, o.val_samples, o.seed + 1)
-    return Teacher(x_tr, samplers.reference_solve(model, schedule, x_tr),
-                   x_va, samplers.reference_solve(model, schedule, x_va))
+    solve = (lambda x: None) if o.loss == "data_frechet" else (lambda x: samplers.reference_solve(model, schedule, x))
+    return Teacher(x_tr, solve(x_tr), x_va, solve(x_va))
 
 
 def endpoint_rmse(model, schedule, plan: SolverPlan, x_T, teacher):
@@ -195,11 +197,14 @@ class FeatureTarget(eqx.Module):
         return self.apply(self.params, jnp.reshape(x, (x.shape[0],) + tuple(shape)).astype(jnp.float32))
 
 
+def _feature_map(extractor, target) -> FeatureTarget:
+    shape = None if extractor.input_shape is None else tuple(extractor.input_shape)
+    return FeatureTarget(extractor.apply, extractor.params, target, shape)
+
+
 def feature_target(extractor, y) -> FeatureTarget:
     """:class:`FeatureTarget` of the teacher endpoints ``y`` in ``extractor``'s feature space."""
-    shape = None if extractor.input_shape is None else tuple(extractor.input_shape)
-    empty = FeatureTarget(extractor.apply, extractor.params, jnp.zeros((0,)), shape)
-    return FeatureTarget(extractor.apply, extractor.params, jax.jit(empty.__call__)(jnp.asarray(y)), shape)
+    return _feature_map(extractor, jax.jit(_feature_map(extractor, None).__call__)(jnp.asarray(y)))
 
 
 def endpoint_feature_rmse(model, schedule, plan: SolverPlan, x_T, target: FeatureTarget):
@@ -212,9 +217,7 @@ def endpoint_feature_rmse(model, schedule, plan: SolverPlan, x_T, target: Featur
 def data_target(data) -> FeatureTarget:
     """:class:`FeatureTarget` of the training images' feature moments ``data`` (a
     ``search.protocol.FeatureMoments``): their ``FrechetReference`` and the feature map."""
-    e = data.extractor
-    shape = None if e.input_shape is None else tuple(e.input_shape)
-    return FeatureTarget(e.apply, e.params, frechet_reference(data.mean, data.cov), shape)
+    return _feature_map(data.extractor, frechet_reference(data.mean, data.cov))
 
 
 def endpoint_data_frechet(model, schedule, plan: SolverPlan, x_T, target: FeatureTarget):
