@@ -45,6 +45,12 @@ domain-feature Fréchet distance to the held-out test images to every comparison
         --arms predictor gradient gradient_features dp --search-samples 256 --gradient-samples 128 \
         --final-samples 500 --final-top-baselines 24 --batch-size 500 --out runs/bench-learned-unet
 
+``--judge-feature-net NET`` judges the held-out FD in a second, independently trained feature net's
+space (the ``*_data`` arms' objective and the ``*_features`` losses stay in ``--feature-net``'s), so a
+plan searched against the training images in one feature space is judged in another; to judge kept
+plans again, copy ``plans/`` and ``final_*.npz`` into a new ``--out`` (results of another judge in
+the same directory are refused, never overwritten).
+
 Resumable: each arm's plan is kept in ``<out>/plans/`` once found, searches resume from their
 checkpoints, finished NFEs are kept in ``<out>/results.json`` (written atomically); an NFE is
 evaluated again (every kept arm and seed of it and the new ones, on the same final noise) when a
@@ -215,6 +221,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="runs/bench-learned")
     ap.add_argument("--checkpoint", default="", help="a `stepwise train` run to search on instead of the mixture")
     ap.add_argument("--feature-net", default="", help="with --checkpoint: score on held-out test images too")
+    ap.add_argument("--judge-feature-net", default="",
+                    help="with --checkpoint: judge the held-out FD in this feature net's space instead of "
+                         "--feature-net's (an independent judge of the *_data arms, whose objective is in "
+                         "--feature-net's space); results of another judge are refused (use another --out)")
     ap.add_argument("--search-samples", type=int, default=0, help="0: the search default")
     ap.add_argument("--gradient-samples", type=int, default=0, help="0: the search default (arms with gradient steps)")
     ap.add_argument("--batch-size", type=int, default=2500, help="sampler chunk of the final evaluation")
@@ -228,11 +238,12 @@ def main(argv=None) -> int:
                          "its feature space)")
     out = Path(a.out).resolve()
     (out / "plans").mkdir(parents=True, exist_ok=True)
-    model, held_out = search_gmm.load_model(a)
+    model, held_out = search_gmm.load_model(a, a.judge_feature_net, "--judge-feature-net")
+    judge = str(Path(a.judge_feature_net or a.feature_net).resolve()) if held_out is not None else None
     sched = model.schedule
-    features = held_out.extractor if held_out is not None else None
     data = (runtime.training_data(a.feature_net, {"--checkpoint": a.checkpoint}, "--feature-net")
             if a.feature_net else None)    # the *_data arms' target: the training split, never the held-out one
+    features = data.extractor if data is not None else None   # the *_features arms' space: --feature-net's
     settings = {k: v for k, v in (("search_samples", a.search_samples), ("gradient_samples", a.gradient_samples))
                 if v}
     if a.search_samples:
@@ -243,6 +254,7 @@ def main(argv=None) -> int:
     for nfe in a.nfes:
         done = results.get(str(nfe), {})
         check_settings(results_path, done, settings, f"NFE {nfe} was evaluated")
+        check_judge(results_path, done, judge, nfe)
         jobs, kept = arm_seeds(done, a.arms, a.seeds), arm_seeds(done, [], [])
         if not needs_evaluation(done, jobs, kept, len(x_T), held_out is not None):
             continue    # this NFE's final evaluation already covers every requested arm, seed and metric
@@ -286,13 +298,24 @@ def main(argv=None) -> int:
                              "baselines": len(baselines), "tuned_baselines": len(tuned), "headline": head,
                              "settings": settings,
                              "bootstrap": info["bootstrap"], "arms": per_arm, "table": rows,
-                             "model": a.checkpoint or "digits_gmm(10)", "held_out": held_out and held_out.label}
+                             "model": a.checkpoint or "digits_gmm(10)", "held_out": held_out and held_out.label,
+                             "judge": judge}
         if "reference_heldout" in info:
             results[str(nfe)]["reference_heldout"] = info["reference_heldout"]
         write_json_atomic(results_path, results)
         print(f"nfe {nfe}: " + "; ".join(f"{arm} {per_arm[arm]['ratio_over_seeds']}" for arm in jobs), flush=True)
     print_table(results, list(dict.fromkeys(arm for r in results.values() for arm in r["arms"])))
     return 0
+
+
+def check_judge(path: Path, found: dict, judge: str | None, nfe: int) -> None:
+    """Refuse kept results of NFE ``nfe`` (``found``, from ``path``) whose held-out FD was judged by
+    another feature net than ``judge`` (resolved path; results from before the judge was recorded
+    count as judged by --feature-net's, the only judge then). Nothing kept is overwritten."""
+    if found and found.get("judge", judge) != judge:
+        raise SystemExit(f"{path}: NFE {nfe} was judged by the feature net {found['judge']}, this run by {judge}; "
+                         "allowed: the same judge, or another --out (copy plans/ and final_*.npz there to "
+                         "judge the same plans on the same final noise without searching again)")
 
 
 def needs_evaluation(done: dict, jobs: dict, kept: dict, final_samples: int, held_out: bool) -> bool:

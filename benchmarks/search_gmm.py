@@ -55,15 +55,16 @@ def search_one(model, sched, nfe: int, seed: int, settings: dict, workdir: Path,
     return decode(g, space), score, len(st.archive), info["search_wall_s"], evaluator.seed
 
 
-def load_model(a):
+def load_model(a, judge: str = "", judge_field: str = "--feature-net"):
     """(model, held-out target or None): the digits mixture, or the ``--checkpoint`` network with
-    ``--feature-net``'s held-out test images (refused unless the model left them out of training)."""
+    the held-out test images in the feature space of ``judge`` (default ``--feature-net``; refused
+    unless the model left them out of training). ``judge_field`` names that net's flag in errors."""
+    judge, field = (judge, judge_field) if judge else (a.feature_net, "--feature-net")
     if not a.checkpoint:
-        if a.feature_net:
-            raise SystemExit("--feature-net needs --checkpoint (the mixture is scored exactly)")
+        if judge:
+            raise SystemExit(f"{field} needs --checkpoint (the mixture is scored exactly)")
         return denoisers.digits_gmm(10, schedule=schedules.VPLinear()), None
-    held_out = runtime.held_out_data(a.feature_net, {"--checkpoint": a.checkpoint}, "--feature-net") \
-        if a.feature_net else None
+    held_out = runtime.held_out_data(judge, {"--checkpoint": a.checkpoint}, field) if judge else None
     return runtime.load_model_path(a.checkpoint), held_out
 
 

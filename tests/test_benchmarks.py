@@ -179,3 +179,40 @@ def test_learned_benchmark_evaluates_again_only_what_its_results_lack(capsys):
     out = capsys.readouterr().out
     assert "- NFE 4: heldout_fd: reference 31 [29, 33] vs best baseline unipc(order=3)/time_quadratic+afs" in out
     assert "ratio 0.645x [0.6, 0.7]" in out and "NFE 6" not in out
+
+
+def test_learned_benchmark_judges_held_out_fd_in_the_judge_nets_space(tmp_path):
+    """--judge-feature-net: the held-out moments are the test digits' in the JUDGE net's feature space
+    (recomputed here by hand), while the data objective's target stays the training digits in
+    --feature-net's space; kept results judged by another net are refused by file, results from
+    before the judge was recorded are not, and a judge without --checkpoint is refused by flag."""
+    import argparse
+
+    import numpy as np
+
+    from _helpers import train_digits_mlp
+    from stepwise.cli import main
+    from stepwise.data import load_digits
+    from stepwise.evaluation import extract_features, feature_net_extractor, load_feature_net
+
+    model = train_digits_mlp(tmp_path / "m", "train", steps=3)
+    nets = [tmp_path / "objective", tmp_path / "judge"]
+    for i, net in enumerate(nets):
+        assert main(["train-features", "--data", "digits", "--out", str(net), "--steps", "3", "--feature-dim", "8",
+                     "--image-size", "8", "--seed", str(i)]) == 0
+    a = argparse.Namespace(checkpoint=model, feature_net=str(nets[0]))
+    _, held = _script("search_gmm").load_model(a, str(nets[1]), "--judge-feature-net")
+    test = load_digits(8, split="test")[0][..., 0]
+    in_space = lambda net, images: np.asarray(   # noqa: E731
+        extract_features(feature_net_extractor(load_feature_net(str(net))), images), np.float64)
+    np.testing.assert_allclose(held.mean, in_space(nets[1], test).mean(0), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(held.mean, in_space(nets[0], test).mean(0), rtol=1e-2)   # two different spaces
+    with pytest.raises(SystemExit, match="--judge-feature-net needs --checkpoint"):
+        _script("search_gmm").load_model(argparse.Namespace(checkpoint="", feature_net=""), "x",
+                                         "--judge-feature-net")
+    bench = _script("learned_gmm")
+    bench.check_judge(tmp_path / "results.json", {}, "/j", 4)                        # nothing kept
+    bench.check_judge(tmp_path / "results.json", {"nfe": 4}, "/j", 4)                # before judges were kept
+    bench.check_judge(tmp_path / "results.json", {"judge": "/j"}, "/j", 4)
+    with pytest.raises(SystemExit, match=r"results\.json: NFE 4 was judged by the feature net /k, this run by /j"):
+        bench.check_judge(tmp_path / "results.json", {"judge": "/k"}, "/j", 4)
