@@ -240,6 +240,7 @@ def main(argv=None) -> int:
     (out / "plans").mkdir(parents=True, exist_ok=True)
     model, held_out = search_gmm.load_model(a, a.judge_feature_net, "--judge-feature-net")
     judge = str(Path(a.judge_feature_net or a.feature_net).resolve()) if held_out is not None else None
+    legacy = str(Path(a.feature_net).resolve()) if a.feature_net else judge   # results from before judges were kept
     sched = model.schedule
     data = (runtime.training_data(a.feature_net, {"--checkpoint": a.checkpoint}, "--feature-net")
             if a.feature_net else None)    # the *_data arms' target: the training split, never the held-out one
@@ -254,7 +255,7 @@ def main(argv=None) -> int:
     for nfe in a.nfes:
         done = results.get(str(nfe), {})
         check_settings(results_path, done, settings, f"NFE {nfe} was evaluated")
-        check_judge(results_path, done, judge, nfe)
+        check_judge(results_path, done, judge, nfe, legacy)
         jobs, kept = arm_seeds(done, a.arms, a.seeds), arm_seeds(done, [], [])
         if not needs_evaluation(done, jobs, kept, len(x_T), held_out is not None):
             continue    # this NFE's final evaluation already covers every requested arm, seed and metric
@@ -308,12 +309,13 @@ def main(argv=None) -> int:
     return 0
 
 
-def check_judge(path: Path, found: dict, judge: str | None, nfe: int) -> None:
+def check_judge(path: Path, found: dict, judge: str | None, nfe: int, legacy: str | None) -> None:
     """Refuse kept results of NFE ``nfe`` (``found``, from ``path``) whose held-out FD was judged by
-    another feature net than ``judge`` (resolved path; results from before the judge was recorded
-    count as judged by --feature-net's, the only judge then). Nothing kept is overwritten."""
-    if found and found.get("judge", judge) != judge:
-        raise SystemExit(f"{path}: NFE {nfe} was judged by the feature net {found['judge']}, this run by {judge}; "
+    another feature net than ``judge`` (resolved path). Results from before the judge was recorded
+    count as judged by ``legacy`` (this run's resolved --feature-net, the only judge then), so a
+    new judge is never taken for done. Nothing kept is overwritten."""
+    if found and found.get("judge", legacy) != judge:
+        raise SystemExit(f"{path}: NFE {nfe} was judged by the feature net {found.get('judge', legacy)}, this run by {judge}; "
                          "allowed: the same judge, or another --out (copy plans/ and final_*.npz there to "
                          "judge the same plans on the same final noise without searching again)")
 

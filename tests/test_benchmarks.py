@@ -211,8 +211,10 @@ def test_learned_benchmark_judges_held_out_fd_in_the_judge_nets_space(tmp_path):
         _script("search_gmm").load_model(argparse.Namespace(checkpoint="", feature_net=""), "x",
                                          "--judge-feature-net")
     bench = _script("learned_gmm")
-    bench.check_judge(tmp_path / "results.json", {}, "/j", 4)                        # nothing kept
-    bench.check_judge(tmp_path / "results.json", {"nfe": 4}, "/j", 4)                # before judges were kept
-    bench.check_judge(tmp_path / "results.json", {"judge": "/j"}, "/j", 4)
+    bench.check_judge(tmp_path / "results.json", {}, "/j", 4, "/f")                  # nothing kept
+    bench.check_judge(tmp_path / "results.json", {"judge": "/j"}, "/j", 4, "/f")
+    bench.check_judge(tmp_path / "results.json", {"nfe": 4}, "/f", 4, "/f")          # before judges were kept
     with pytest.raises(SystemExit, match=r"results\.json: NFE 4 was judged by the feature net /k, this run by /j"):
-        bench.check_judge(tmp_path / "results.json", {"judge": "/k"}, "/j", 4)
+        bench.check_judge(tmp_path / "results.json", {"judge": "/k"}, "/j", 4, "/f")
+    with pytest.raises(SystemExit, match=r"NFE 4 was judged by the feature net /f, this run by /j"):
+        bench.check_judge(tmp_path / "results.json", {"nfe": 4}, "/j", 4, "/f")     # a new judge is not 'done'
