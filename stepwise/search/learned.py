@@ -198,6 +198,7 @@ class FeatureTarget(eqx.Module):
 
 
 def _feature_map(extractor, target) -> FeatureTarget:
+    """:class:`FeatureTarget` of ``extractor``'s feature map (its input shape, if any) with ``target``."""
     shape = None if extractor.input_shape is None else tuple(extractor.input_shape)
     return FeatureTarget(extractor.apply, extractor.params, target, shape)
 
