@@ -276,14 +276,18 @@ def main(argv=None) -> int:
                 arms[name], records[name] = plan, rec
                 print(f"nfe {nfe} {name}: search score {rec['search_score']:.6g}, {rec['wall_s']}s", flush=True)
         first_seed = next(iter(jobs.values()))[0]
+        t0 = time.perf_counter()
+        progress = lambda m: print(f"nfe {nfe} [{time.perf_counter() - t0:7.1f}s] {m.strip()}", flush=True)
         ev = shared_evaluator(evaluators, settings, model, sched, nfe, first_seed)[0]
         also = [shared_evaluator(evaluators, settings, model, sched, nfe, first_seed, "data_frechet", data)[0]] \
             if any(arm.endswith("_data") for arm in jobs) else []
         baselines, tuned = search_gmm.comparison_baselines(model, sched, nfe, ev, a.final_top_baselines, also)
+        progress(f"baselines ranked on the search noise: {len(baselines)} + {len(tuned)} tuned; final evaluation "
+                 f"of {len(arms) + len(baselines) + len(tuned)} plans on {len(x_T)} fresh noises")
         rows, info = final_evaluation(model, sched, {**arms, **dict(baselines), **dict(tuned)},
                                       num_samples=len(x_T), seed=a.final_seed, batch_size=a.batch_size,
                                       final_data=(x_T, ref), focus=tuple(arms), resamples=a.resamples,
-                                      held_out=held_out)
+                                      held_out=held_out, log=progress)
         head = info["headline"]
         per_arm = {}
         for arm, seeds in jobs.items():
