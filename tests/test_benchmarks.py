@@ -218,3 +218,52 @@ def test_learned_benchmark_judges_held_out_fd_in_the_judge_nets_space(tmp_path):
         bench.check_judge(tmp_path / "results.json", {"judge": "/k"}, "/j", 4, "/f")
     with pytest.raises(SystemExit, match=r"NFE 4 was judged by the feature net /f, this run by /j"):
         bench.check_judge(tmp_path / "results.json", {"nfe": 4}, "/j", 4, "/f")     # a new judge is not 'done'
+
+
+def test_comparison_baselines_join_each_objectives_best_without_repeats(monkeypatch):
+    """comparison_baselines keeps the ``top`` presets by the search evaluator's score, then adds the
+    ``top`` best by each evaluator in ``also`` that are not kept already (in that order); the GITS
+    baselines are built from the scores of ALL presets, before that cut."""
+    import numpy as np
+
+    from stepwise import schedules
+    from stepwise.search.evaluator import baseline_plans
+
+    bench = _script("search_gmm")
+    sched = schedules.VPLinear()
+    names = [n for n, _ in baseline_plans(4, sched)]
+    n = len(names)
+    assert n > 8
+
+    class Scored:                      # an evaluator that scores the presets by a fixed vector
+        seed = 7
+
+        def __init__(self, values):
+            self.values = np.asarray(values, float)
+
+        def score(self, plans):
+            assert len(plans) == n
+            return self.values
+
+    rng = np.random.default_rng(0)
+    teacher, data = rng.permutation(n), rng.permutation(n)
+    seen = {}
+
+    def gits(model, sched_, baselines, scores, k, seed, samples):
+        seen.update(count=len(baselines), scores=np.asarray(scores), k=k, seed=seed)
+        return [("tuned", None)]
+
+    monkeypatch.setattr(bench.learned, "gits_baselines", gits)
+    kept, tuned = bench.comparison_baselines(None, sched, 4, Scored(teacher), top=3, also=[Scored(data)])
+    by_teacher, by_data = list(np.argsort(teacher)[:3]), list(np.argsort(data)[:3])
+    expect = by_teacher + [i for i in by_data if i not in by_teacher]
+    assert [name for name, _ in kept] == [names[i] for i in expect]
+    assert len({name for name, _ in kept}) == len(kept)
+    assert seen == {"count": n, "scores": seen["scores"], "k": 8, "seed": 7} and np.array_equal(seen["scores"], teacher)
+    assert tuned == [("tuned", None)]
+
+    overlap = teacher.copy()                 # the data objective ranks the same three best: nothing added
+    kept, _ = bench.comparison_baselines(None, sched, 4, Scored(teacher), top=3, also=[Scored(overlap)])
+    assert [name for name, _ in kept] == [names[i] for i in by_teacher]
+    everything, _ = bench.comparison_baselines(None, sched, 4, Scored(teacher))          # top=0: all presets
+    assert [name for name, _ in everything] == names
