@@ -370,6 +370,7 @@ def print_table(results: dict, arms) -> None:
               f"{any_r['bootstrap']['resamples']} paired-bootstrap resamples; {any_r['baselines']} baselines + "
               f"{any_r['tuned_baselines']} GITS-node baselines per NFE; model {any_r.get('model', 'digits_gmm(10)')}"
               + (f"; held-out: {any_r['held_out']}" if any_r.get("held_out") else "")
+              + (f", in the feature space of {any_r['judge']}" if any_r.get("judge") else "")
               + "; cells: ratio best-baseline / arm, median [range] over seeds, then per seed with 95% interval, "
               "then the median wall time.")
 

@@ -267,3 +267,24 @@ def test_comparison_baselines_join_each_objectives_best_without_repeats(monkeypa
     assert [name for name, _ in kept] == [names[i] for i in by_teacher]
     everything, _ = bench.comparison_baselines(None, sched, 4, Scored(teacher))          # top=0: all presets
     assert [name for name, _ in everything] == names
+
+
+def test_learned_benchmark_table_names_the_judge_net(capsys):
+    """The printed table's footer names the feature net that judged the held-out FD (a results file
+    judged by a second net must not read as judged by the search objective's net)."""
+    bench = _script("learned_gmm")
+    iv = {"value": 6.0, "low": 5.0, "high": 7.0, "n": 200, "resamples": 10}
+    comp = {"baseline_name": "ipndm(order=2)/time_uniform+afs", "baseline": iv, "ratio_text": "1.2x [1.1, 1.3]",
+            "ratio": {"value": 1.2, "low": 1.1, "high": 1.3, "lower_bound_only": False}}
+    run = {"seed": 0, "wall_s": 10.0, "comparisons": {"heldout_fd": comp}}
+    r = {"nfe": 4, "final_samples": 200, "final_seed": 5, "bootstrap": {"resamples": 10}, "baselines": 3,
+         "tuned_baselines": 1, "headline": "heldout_fd", "arms": {"predictor_data": {"runs": [run]}},
+         "model": "m", "held_out": "domain-CNN Fréchet distance to 359 held-out digits test images",
+         "judge": "/nets/features_judge"}
+    bench.print_table({"4": r}, ["predictor_data"])
+    out = capsys.readouterr().out
+    assert "| 4 | heldout_fd | ipndm(order=2)/time_uniform+afs | 6 [5, 7] | 1.2x [1.2, 1.2]; per seed 1.2x [1.1, 1.3]" in out
+    assert "held-out: domain-CNN Fréchet distance to 359 held-out digits test images, in the feature space of " \
+           "/nets/features_judge" in out
+    bench.print_table({"4": {**r, "judge": None}}, ["predictor_data"])
+    assert "in the feature space of" not in capsys.readouterr().out
