@@ -49,7 +49,11 @@ domain-feature Fréchet distance to the held-out test images to every comparison
 space (the ``*_data`` arms' objective and the ``*_features`` losses stay in ``--feature-net``'s), so a
 plan searched against the training images in one feature space is judged in another; to judge kept
 plans again, copy ``plans/`` and ``final_*.npz`` into a new ``--out`` (results of another judge in
-the same directory are refused, never overwritten).
+the same directory are refused, never overwritten). ``--extra-judges NET ...`` judges in those nets
+TOO, in the same final evaluation and table (metric ``heldout_fd[<NET's directory name>]``, each
+with its own best baseline; a kept NFE is evaluated again when it lacks one): one command shows
+whether a gain measured in the objective's feature space holds in others (on the Fashion-MNIST UNet
+one seed's of three did not; benchmarks/RESULTS_search.md).
 
 Resumable: each arm's plan is kept in ``<out>/plans/`` once found, searches resume from their
 checkpoints, finished NFEs are kept in ``<out>/results.json`` (written atomically); an NFE is
@@ -225,6 +229,9 @@ def main(argv=None) -> int:
                     help="with --checkpoint: judge the held-out FD in this feature net's space instead of "
                          "--feature-net's (an independent judge of the *_data arms, whose objective is in "
                          "--feature-net's space); results of another judge are refused (use another --out)")
+    ap.add_argument("--extra-judges", nargs="+", default=[], metavar="NET",
+                    help="with --checkpoint and a judge: ALSO judge the held-out FD in each of these feature nets "
+                         "(metric heldout_fd[<NET's directory name>], its own best baseline), in the same table")
     ap.add_argument("--search-samples", type=int, default=0, help="0: the search default")
     ap.add_argument("--gradient-samples", type=int, default=0, help="0: the search default (arms with gradient steps)")
     ap.add_argument("--batch-size", type=int, default=2500, help="sampler chunk of the final evaluation")
@@ -241,6 +248,7 @@ def main(argv=None) -> int:
     model, held_out = search_gmm.load_model(a, a.judge_feature_net, "--judge-feature-net")
     judge = str(Path(a.judge_feature_net or a.feature_net).resolve()) if held_out is not None else None
     legacy = str(Path(a.feature_net).resolve()) if a.feature_net else judge   # results from before judges were kept
+    extra = extra_judges(a, held_out is not None)
     sched = model.schedule
     data = (runtime.training_data(a.feature_net, {"--checkpoint": a.checkpoint}, "--feature-net")
             if a.feature_net else None)    # the *_data arms' target: the training split, never the held-out one
@@ -256,8 +264,9 @@ def main(argv=None) -> int:
         done = results.get(str(nfe), {})
         check_settings(results_path, done, settings, f"NFE {nfe} was evaluated")
         check_judge(results_path, done, judge, nfe, legacy)
+        check_extra_judges(results_path, done, extra, nfe)
         jobs, kept = arm_seeds(done, a.arms, a.seeds), arm_seeds(done, [], [])
-        if not needs_evaluation(done, jobs, kept, len(x_T), held_out is not None):
+        if not needs_evaluation(done, jobs, kept, len(x_T), held_out is not None, extra):
             continue    # this NFE's final evaluation already covers every requested arm, seed and metric
         arms, records, evaluators = {}, {}, {}
         for arm, seeds in jobs.items():
@@ -287,7 +296,8 @@ def main(argv=None) -> int:
         rows, info = final_evaluation(model, sched, {**arms, **dict(baselines), **dict(tuned)},
                                       num_samples=len(x_T), seed=a.final_seed, batch_size=a.batch_size,
                                       final_data=(x_T, ref), focus=tuple(arms), resamples=a.resamples,
-                                      held_out=held_out, log=progress)
+                                      held_out=held_out, judges={k: v for k, (_, v) in extra.items()} or None,
+                                      log=progress)
         head = info["headline"]
         per_arm = {}
         for arm, seeds in jobs.items():
@@ -305,8 +315,11 @@ def main(argv=None) -> int:
                              "bootstrap": info["bootstrap"], "arms": per_arm, "table": rows,
                              "model": a.checkpoint or "digits_gmm(10)", "held_out": held_out and held_out.label,
                              "judge": judge}
-        if "reference_heldout" in info:
-            results[str(nfe)]["reference_heldout"] = info["reference_heldout"]
+        if extra:
+            results[str(nfe)]["extra_judges"] = {k: path for k, (path, _) in extra.items()}
+        for key in ("reference_heldout", "reference_by_judge"):
+            if key in info:
+                results[str(nfe)][key] = info[key]
         write_json_atomic(results_path, results)
         print(f"nfe {nfe}: " + "; ".join(f"{arm} {per_arm[arm]['ratio_over_seeds']}" for arm in jobs), flush=True)
     print_table(results, list(dict.fromkeys(arm for r in results.values() for arm in r["arms"])))
@@ -324,12 +337,38 @@ def check_judge(path: Path, found: dict, judge: str | None, nfe: int, legacy: st
                          "judge the same plans on the same final noise without searching again)")
 
 
-def needs_evaluation(done: dict, jobs: dict, kept: dict, final_samples: int, held_out: bool) -> bool:
+def needs_evaluation(done: dict, jobs: dict, kept: dict, final_samples: int, held_out: bool,
+                     extra: dict | None = None) -> bool:
     """Whether an NFE's final evaluation must run (again): an arm or seed is asked for that ``done``
-    (its kept results) lacks, the final noise differs, or held-out data is given and ``done`` has no
-    comparison of the reference solve itself on it (results from before it was measured)."""
+    (its kept results) lacks, the final noise differs, held-out data is given and ``done`` has no
+    comparison of the reference solve itself on it (results from before it was measured), or an
+    extra judge (``extra``: name -> ...) is asked for that ``done`` was not judged by."""
     return (jobs != kept or done.get("final_samples") != final_samples
-            or (held_out and "reference_heldout" not in done))
+            or (held_out and "reference_heldout" not in done)
+            or any(name not in done.get("extra_judges", {}) for name in extra or {}))
+
+
+def extra_judges(a, held_out: bool) -> dict:
+    """{name: (resolved path, held-out moments)} of ``--extra-judges``, named by directory; refused by
+    flag without held-out data, or when two nets share a directory name."""
+    if not a.extra_judges:
+        return {}
+    if not held_out:
+        raise SystemExit("--extra-judges needs --checkpoint and --feature-net (or --judge-feature-net)")
+    names = [Path(net).resolve().name for net in a.extra_judges]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"--extra-judges: directory names must differ (they name the metrics): {names}")
+    return {name: (str(Path(net).resolve()), runtime.held_out_data(net, {"--checkpoint": a.checkpoint}, "--extra-judges"))
+            for name, net in zip(names, a.extra_judges)}
+
+
+def check_extra_judges(path: Path, found: dict, extra: dict, nfe: int) -> None:
+    """Refuse kept results of NFE ``nfe`` whose extra judge of a name was another net than this run's."""
+    for name, (net, _) in extra.items():
+        kept = found.get("extra_judges", {}).get(name)
+        if kept is not None and kept != net:
+            raise SystemExit(f"{path}: NFE {nfe} was judged as heldout_fd[{name}] by {kept}, this run by {net}; "
+                             "allowed: the same net, or another --out")
 
 
 def _cell(runs: list, metric: str, suffix: str = "") -> str:
@@ -353,6 +392,7 @@ def print_table(results: dict, arms) -> None:
         run0 = next(iter(r["arms"].values()))["runs"][0]
         metrics = [m for m in ("frechet_to_reference", "excess", "heldout_fd", "rmse_to_reference")
                    if m in run0.get("comparisons", {})] \
+            + sorted(m for m in run0.get("comparisons", {}) if m.startswith("heldout_fd[")) \
             or [r["headline"]]
         for metric in metrics:
             first = run0["comparisons"][metric] if "comparisons" in run0 else run0["comparison"]
@@ -371,6 +411,8 @@ def print_table(results: dict, arms) -> None:
               f"{any_r['tuned_baselines']} GITS-node baselines per NFE; model {any_r.get('model', 'digits_gmm(10)')}"
               + (f"; held-out: {any_r['held_out']}" if any_r.get("held_out") else "")
               + (f", in the feature space of {any_r['judge']}" if any_r.get("judge") else "")
+              + (f"; also judged in {', '.join(any_r['extra_judges'].values())} (metrics heldout_fd[name])"
+                 if any_r.get("extra_judges") else "")
               + "; cells: ratio best-baseline / arm, median [range] over seeds, then per seed with 95% interval, "
               "then the median wall time.")
 

@@ -172,9 +172,11 @@ def main(argv=None) -> int:
 
 
 def print_reference_heldout(results: dict) -> None:
-    """Per NFE, the reference solve itself against the best baseline by held-out FD (when measured)."""
-    refs = [(r["nfe"], r["reference_heldout"]) for _, r in sorted(results.items(), key=lambda kv: int(kv[0]))
-            if "reference_heldout" in r]
+    """Per NFE, the reference solve itself against the best baseline by held-out FD (when measured),
+    in the judge's feature space and in each extra judge's (``reference_by_judge``)."""
+    refs = [(r["nfe"], c) for _, r in sorted(results.items(), key=lambda kv: int(kv[0]))
+            for c in ([r["reference_heldout"]] if "reference_heldout" in r else [])
+            + [r["reference_by_judge"][k] for k in sorted(r.get("reference_by_judge", {}))]]
     if refs:
         print("\nThe reference solve itself (the ODE solution the paired metrics aim at) by held-out FD, same rows:")
         for nfe, c in refs:

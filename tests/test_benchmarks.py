@@ -288,3 +288,46 @@ def test_learned_benchmark_table_names_the_judge_net(capsys):
            "/nets/features_judge" in out
     bench.print_table({"4": {**r, "judge": None}}, ["predictor_data"])
     assert "in the feature space of" not in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_learned_benchmark_extra_judges_add_a_held_out_metric_per_net(tmp_path, capsys):
+    """--extra-judges: the same final evaluation also judges the held-out FD in each extra net
+    (heldout_fd[<dir name>] with its own best baseline, and the reference solve's own comparison),
+    printed in the table; a rerun with nothing new evaluates nothing again; a rerun that adds a
+    judge evaluates again and keeps the first judge's cells; another net under a kept name is refused."""
+    from _helpers import train_digits_mlp
+    from stepwise.cli import main
+
+    model = train_digits_mlp(tmp_path / "m", "train", steps=3)
+    nets = {name: tmp_path / name for name in ("objective", "judge_a", "judge_b")}
+    for i, net in enumerate(nets.values()):
+        assert main(["train-features", "--data", "digits", "--out", str(net), "--steps", "3", "--feature-dim", "8",
+                     "--image-size", "8", "--seed", str(i)]) == 0
+    bench = _script("learned_gmm")
+    common = ["--checkpoint", model, "--feature-net", str(nets["objective"]), "--nfes", "3", "--seeds", "0",
+              "--arms", "dp", "--final-samples", "100", "--resamples", "10", "--search-samples", "32",
+              "--gradient-samples", "8", "--final-top-baselines", "2", "--batch-size", "100", "--out", str(tmp_path / "o")]
+    assert bench.main([*common, "--extra-judges", str(nets["judge_a"])]) == 0
+    table = capsys.readouterr().out
+    r = json.loads((tmp_path / "o" / "results.json").read_text())["3"]
+    comps = r["arms"]["dp"]["runs"][0]["comparisons"]
+    assert {"heldout_fd", "heldout_fd[judge_a]"} <= set(comps)
+    assert comps["heldout_fd[judge_a]"]["baseline"] != comps["heldout_fd"]["baseline"]   # another feature space
+    assert r["extra_judges"] == {"judge_a": str(nets["judge_a"].resolve())}
+    assert set(r["reference_by_judge"]) == {"judge_a"} and "reference_heldout" in r
+    assert "| 3 | heldout_fd[judge_a] |" in table and comps["heldout_fd[judge_a]"]["ratio_text"] in table
+
+    assert bench.main([*common, "--extra-judges", str(nets["judge_a"])]) == 0      # nothing new: kept
+    assert "baselines ranked" not in capsys.readouterr().out
+    assert bench.main([*common, "--extra-judges", str(nets["judge_a"]), str(nets["judge_b"])]) == 0
+    r2 = json.loads((tmp_path / "o" / "results.json").read_text())["3"]
+    comps2 = r2["arms"]["dp"]["runs"][0]["comparisons"]
+    assert comps2["heldout_fd[judge_a]"] == comps["heldout_fd[judge_a]"] and "heldout_fd[judge_b]" in comps2
+    other = tmp_path / "elsewhere" / "judge_a"
+    assert main(["train-features", "--data", "digits", "--out", str(other), "--steps", "3", "--feature-dim", "8",
+                 "--image-size", "8", "--seed", "5"]) == 0
+    with pytest.raises(SystemExit, match=r"judged as heldout_fd\[judge_a\] by .*, this run by .*elsewhere"):
+        bench.main([*common, "--extra-judges", str(other)])
+    with pytest.raises(SystemExit, match="--extra-judges: directory names must differ"):
+        bench.main([*common, "--extra-judges", str(nets["judge_a"]), str(other)])

@@ -369,3 +369,45 @@ def test_final_evaluation_scores_the_reference_solve_itself_on_held_out_data():
     # the exact reference is closer to other exact samples than 3-step plans are
     assert c["ratio"]["low"] > 1
     assert "reference_heldout" not in R.final_evaluation(model, sched, plans, **kw)[1]
+
+
+def test_final_evaluation_judges_held_out_fd_in_every_judge_given():
+    """``judges`` adds one held-out metric per extra feature space: ``heldout_fd[name]`` with its own
+    best baseline, comparison and reference-solve comparison, each equal to what a call judging in
+    that space alone gives on the same noise and bootstrap rows; the primary ``heldout_fd`` is
+    unchanged by the extra judge; a name with brackets is refused by name."""
+    from stepwise import denoisers
+    from stepwise.evaluation import identity_extractor
+    from stepwise.evaluation.features import FeatureExtractor, identity_features
+    from stepwise.search import run as R
+
+    sched = schedules.VPLinear()
+    model = denoisers.digits_gmm(components=3, schedule=sched)
+    grid = lambda kind, n: schedules.discretize(kind, n, sched)
+    plans = {"s": solvers.ipndm(grid("time_quadratic", 3), order=3),
+             "ddim/time_uniform": solvers.ddim(grid("time_uniform", 3)),
+             "dpm(2)/logsnr": solvers.dpm_solver_pp(grid("logsnr", 3), order=2),
+             "unipc(2)/time_uniform": solvers.unipc(grid("time_uniform", 3), order=2)}
+    x_T = R.final_noise(model, sched, 300, 5)
+    ref = R.reference_endpoints(model, sched, x_T, 300)
+    images = R.reference_endpoints(model, sched, R.final_noise(model, sched, 400, 9), 400)
+    first = protocol.feature_moments(identity_extractor(64), images, "identity")
+    squares = FeatureExtractor("squares", lambda params, b: identity_features(b) ** 2, {}, 64, (64,))
+    second = protocol.feature_moments(squares, images, "squares")
+    kw = dict(num_samples=300, seed=5, batch_size=300, final_data=(x_T, ref), focus=("s",), resamples=30)
+    rows, both = R.final_evaluation(model, sched, plans, held_out=first, judges={"sq": second}, **kw)
+    _, alone_first = R.final_evaluation(model, sched, plans, held_out=first, **kw)
+    rows2, alone_second = R.final_evaluation(model, sched, plans, held_out=second, **kw)
+    got = both["comparisons"]["s"]
+    assert got["heldout_fd"] == alone_first["comparisons"]["s"]["heldout_fd"]
+    want = dict(alone_second["comparisons"]["s"]["heldout_fd"], metric="heldout_fd[sq]")
+    assert got["heldout_fd[sq]"] == want and want["baseline"] != got["heldout_fd"]["baseline"]
+    assert got["heldout_fd[sq]"]["baseline_name"] == min(
+        (r for r in rows2 if r["solver"] != "s"), key=lambda r: r["heldout_fd"])["solver"]
+    assert [r["heldout_fd[sq]"] for r in rows] == [r["heldout_fd"] for r in rows2]
+    assert both["reference_heldout"] == alone_first["reference_heldout"]
+    ref_sq, ref_alone = both["reference_by_judge"]["sq"], alone_second["reference_heldout"]
+    assert ref_sq == dict(ref_alone, metric="heldout_fd[sq]")
+    assert "reference_by_judge" not in alone_first
+    with pytest.raises(ValueError, match=r"judges: name 'a\[1\]'"):
+        R.final_evaluation(model, sched, plans, held_out=first, judges={"a[1]": second}, **kw)

@@ -103,6 +103,7 @@ def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: in
                      final_data: tuple | None = None, focus: tuple[str, ...] = ("searched",),
                      resamples: int = 200, bootstrap_seed: int = 0,
                      held_out: protocol.FeatureMoments | None = None,
+                     judges: dict[str, protocol.FeatureMoments] | None = None,
                      extrapolation: protocol.Extrapolation | None = protocol.Extrapolation(),
                      memo: FinalMemo | None = None) -> tuple[list[dict], dict]:
     """Every plan on FRESH noise (``seed``), then each plan named in ``focus`` against the best of
@@ -130,9 +131,15 @@ def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: in
     reference): the image quality of the ODE solution that the paired metrics and the teacher-matching
     losses (LD3, GITS, :mod:`search.learned`) aim at. When the reference is worse than a few-step
     baseline, a plan can gain on the paired metrics and lose on held-out data at once.
+    ``judges`` = {name: held-out moments in ANOTHER feature space}: each adds the metric
+    ``heldout_fd[name]`` (its own best baseline, comparison and ``info["reference_by_judge"][name]``),
+    so a plan searched against data in one feature net (``data_frechet``) is also judged in nets it
+    never saw; when two judges disagree, the smaller gain is the claim.
     """
     exact = has_moments(model)
     check_measurable(model, reference or final_data is not None)
+    targets = held_out_targets(held_out, judges)
+    metrics = METRICS + tuple(k for k in targets if k not in METRICS)
     mean, cov = model.moments() if exact else (None, None)
     ref = None
     if final_data is not None:
@@ -148,7 +155,7 @@ def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: in
     memo = FinalMemo() if memo is None else memo
     memo.bind((id(model), id(schedule), hashlib.sha1(np.ascontiguousarray(x_T).tobytes()).hexdigest(),
                None if ref is None else hashlib.sha1(np.ascontiguousarray(ref).tobytes()).hexdigest(),
-               resamples, bootstrap_seed, id(held_out), extrapolation))
+               resamples, bootstrap_seed, tuple((k, id(t)) for k, t in targets.items()), extrapolation))
     hashes = {name: plan_hash(plan) for name, plan in plans.items()}
     if ref is not None and exact:
         info["reference_frechet"] = sample_frechet(ref, mean, cov)
@@ -170,17 +177,18 @@ def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: in
                 row["excess"] = row["frechet"] - info["reference_frechet"]
             row["frechet_to_reference"] = sample_frechet(x, *ref_stats)
             row["rmse_to_reference"] = protocol.paired_rmse(x, ref)[0]
-        if held_out is not None:
-            row["heldout_fd"] = held_out.distance(x)
+        for k, target in targets.items():
+            row[k] = target.distance(x)
         rows.append(row)
         if name in focus:  # keep the samples of the focus plans and of the best baseline per metric
             kept[name] = x
         else:
-            for k in METRICS:
+            for k in metrics:
                 if k in row and (k not in best or row[k] < best[k][1]):
                     best[k] = (name, row[k], x)
         if log:
-            log(f"  final {name:40s} " + " ".join(f"{k}={row[k]:.6f}" for k in FINAL_KEYS if k in row))
+            log(f"  final {name:40s} " + " ".join(f"{k}={row[k]:.6f}" for k in FINAL_KEYS + metrics[len(METRICS):]
+                                                  if k in row))
     if any(f in plans for f in focus) and best:
         idx = protocol.bootstrap_indices(num_samples, resamples, bootstrap_seed)
         paired = protocol.paired_reference(ref, idx) if ref is not None else None
@@ -192,8 +200,8 @@ def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: in
                 return protocol.excess_frechet(x, ref, mean, cov, idx)
             if metric == "rmse_to_reference":
                 return protocol.paired_rmse(x, ref, idx)
-            if metric == "heldout_fd":
-                return held_out.frechet(x, idx)
+            if metric in targets:
+                return targets[metric].frechet(x, idx)
             return protocol.exact_frechet(x, mean, cov, idx)
 
         def debiased(metric, x):   # the paired metric only: measured to extrapolate well (see above)
@@ -218,11 +226,15 @@ def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: in
             if log:
                 for c in comps.values():
                     log(f"  {f}: {c}")
-        if held_out is not None and ref is not None and "heldout_fd" in best:
-            name, _, xb = best["heldout_fd"]
-            c = protocol.compare("heldout_fd", held_out.frechet(ref, idx), name,
-                                 replicates(name, "heldout_fd", xb)[0], num_samples)
-            info["reference_heldout"] = c.to_dict()
+        for k, target in targets.items() if ref is not None else ():
+            if k not in best:
+                continue
+            name, _, xb = best[k]
+            c = protocol.compare(k, target.frechet(ref, idx), name, replicates(name, k, xb)[0], num_samples)
+            if k == "heldout_fd":
+                info["reference_heldout"] = c.to_dict()
+            else:
+                info.setdefault("reference_by_judge", {})[k[len("heldout_fd["):-1]] = c.to_dict()
             if log:
                 log(f"  reference solve (what the paired metrics aim at): {c}")
         info["headline"] = headline_metric(rows)
@@ -230,6 +242,16 @@ def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: in
         if extrapolation is not None:
             info["extrapolation"] = dataclasses.asdict(extrapolation)
     return rows, info
+
+
+def held_out_targets(held_out, judges) -> dict[str, protocol.FeatureMoments]:
+    """{metric: held-out moments}: ``heldout_fd`` for ``held_out``, ``heldout_fd[name]`` for each judge."""
+    targets = {} if held_out is None else {"heldout_fd": held_out}
+    for name, target in (judges or {}).items():
+        if not name or any(c in name for c in "[]"):
+            raise ValueError(f"final_evaluation: judges: name {name!r} must be non-empty without brackets")
+        targets[f"heldout_fd[{name}]"] = target
+    return targets
 
 
 def check_measurable(model, reference: bool) -> None:
