@@ -139,6 +139,7 @@ def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: in
     exact = has_moments(model)
     check_measurable(model, reference or final_data is not None)
     targets = held_out_targets(held_out, judges)
+    judge_names = {judge_metric(name): name for name in judges or {}}
     metrics = METRICS + tuple(k for k in targets if k not in METRICS)
     mean, cov = model.moments() if exact else (None, None)
     ref = None
@@ -234,7 +235,7 @@ def final_evaluation(model, schedule, plans: dict, *, num_samples: int, seed: in
             if k == "heldout_fd":
                 info["reference_heldout"] = c.to_dict()
             else:
-                info.setdefault("reference_by_judge", {})[k[len("heldout_fd["):-1]] = c.to_dict()
+                info.setdefault("reference_by_judge", {})[judge_names[k]] = c.to_dict()
             if log:
                 log(f"  reference solve (what the paired metrics aim at): {c}")
         info["headline"] = headline_metric(rows)
@@ -250,8 +251,13 @@ def held_out_targets(held_out, judges) -> dict[str, protocol.FeatureMoments]:
     for name, target in (judges or {}).items():
         if not name or any(c in name for c in "[]"):
             raise ValueError(f"final_evaluation: judges: name {name!r} must be non-empty without brackets")
-        targets[f"heldout_fd[{name}]"] = target
+        targets[judge_metric(name)] = target
     return targets
+
+
+def judge_metric(name: str) -> str:
+    """The metric key of the held-out FD in judge ``name``'s feature space."""
+    return f"heldout_fd[{name}]"
 
 
 def check_measurable(model, reference: bool) -> None:
